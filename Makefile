@@ -1,0 +1,33 @@
+# Two commands do all setup on a fresh machine:
+#   make report   run every numbered notebook headless (PARAMS=params/default.yaml) -> reports/, figures/
+#   make test     unit tests + every notebook under params/smoke.yaml
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PARAMS ?= params/default.yaml
+STAMP := $(VENV)/.installed
+
+.PHONY: venv report test bench clean-runs
+
+venv: $(STAMP)
+
+# Re-install when the requirements or the two local packages' metadata change.
+$(STAMP): requirements.txt lib/pyproject.toml transformers_fork/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=compat -e lib -e transformers_fork
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (surgvqa)" > /dev/null
+	touch $(STAMP)
+
+report: $(STAMP)
+	$(PY) -m surgvqa.pipeline --params $(PARAMS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) -m surgvqa.bench --params $(PARAMS)
+
+clean-runs:
+	rm -rf runs/smoke

@@ -1,0 +1,39 @@
+"""LoRA on the language model only.
+
+A plain target list like ["q_proj", "v_proj"] also matches Whisper's attention layers, so the
+targets are turned into one regex anchored inside `model.language_model.layers`; the towers are
+never wrapped and the projector is trained in full (`modules_to_save`).
+"""
+from __future__ import annotations
+
+import re
+
+from peft import LoraConfig as PeftLoraConfig
+
+from .config import LoraConfig
+
+ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj"}
+MLP = {"gate_proj", "up_proj", "down_proj"}
+
+
+def language_model_target_regex(target_modules: list[str]) -> str:
+    unknown = set(target_modules) - ATTENTION - MLP
+    if unknown:
+        raise ValueError(f"lora.target_modules: unknown module(s) {sorted(unknown)}; choose from {sorted(ATTENTION | MLP)}")
+    parts = []
+    if attn := sorted(ATTENTION & set(target_modules)):
+        parts.append(r"self_attn\.(" + "|".join(map(re.escape, attn)) + ")")
+    if mlp := sorted(MLP & set(target_modules)):
+        parts.append(r"mlp\.(" + "|".join(map(re.escape, mlp)) + ")")
+    return r".*model\.language_model\.layers\.\d+\.(" + "|".join(parts) + ")"
+
+
+def peft_lora_config(lora: LoraConfig) -> PeftLoraConfig:
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=language_model_target_regex(lora.target_modules),
+        modules_to_save=["audio_projector"],
+        task_type="CAUSAL_LM",
+    )

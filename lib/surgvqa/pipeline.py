@@ -1,0 +1,76 @@
+"""Run the numbered notebooks headless with a params file and render them to HTML.
+
+    python -m surgvqa.pipeline --params params/default.yaml [--only 00 01]
+
+Executed notebooks and their HTML go to the profile's reports directory (reports/ for the
+reference profile, runs/<profile>/reports/ otherwise), with each notebook's wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import papermill
+import yaml
+from nbconvert import HTMLExporter
+
+from .config import REPO_ROOT, Config
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+NUMBERED = re.compile(r"^\d\d_.+\.ipynb$")
+
+
+def numbered_notebooks(only: list[str] | None = None) -> list[Path]:
+    notebooks = sorted(p for p in NOTEBOOKS_DIR.iterdir() if NUMBERED.match(p.name))
+    if only:
+        notebooks = [p for p in notebooks if p.name[:2] in only]
+    return notebooks
+
+
+def run_notebook(notebook: Path, params_path: Path, reports_dir: Path) -> dict:
+    """Execute one notebook with papermill and render it; returns its timing record."""
+    params = yaml.safe_load(params_path.read_text())
+    params["params_file"] = str(params_path)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    executed = reports_dir / notebook.name
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(notebook), str(executed), parameters=params, cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False,
+    )
+    seconds = time.perf_counter() - start
+    html, _ = HTMLExporter().from_filename(str(executed))
+    (reports_dir / notebook.with_suffix(".html").name).write_text(html)
+    return {"notebook": notebook.name, "seconds": round(seconds, 2)}
+
+
+def run_pipeline(params_path: str | Path, only: list[str] | None = None) -> list[dict]:
+    params_path = Path(params_path)
+    cfg = Config.from_yaml(params_path)  # validate before spending minutes on kernels
+    notebooks = numbered_notebooks(only)
+    if not notebooks:
+        raise SystemExit(f"no numbered notebooks selected in {NOTEBOOKS_DIR} (only={only})")
+    timings = []
+    for notebook in notebooks:
+        print(f"[pipeline] {notebook.name} with {params_path} ...", flush=True)
+        record = run_notebook(notebook, params_path, cfg.reports_dir)
+        print(f"[pipeline] {notebook.name} done in {record['seconds']:.1f} s -> {cfg.reports_dir}", flush=True)
+        timings.append(record)
+    (cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    (cfg.run_dir / "pipeline_timings.json").write_text(json.dumps(timings, indent=2))
+    return timings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params/default.yaml")
+    parser.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. 00 01")
+    args = parser.parse_args(argv)
+    run_pipeline(REPO_ROOT / args.params if not Path(args.params).is_absolute() else args.params, args.only)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
