@@ -230,3 +230,54 @@ def test_config_json_records_graft_settings(grafted, tmp_path):
     assert saved["projector_type"] == "mlp" and saved["projector_stack_factor"] == 4
     assert saved["audio_config"]["model_type"] == "whisper"
     assert qwen2_vl_audio.Qwen2VLAudioConfig.from_pretrained(tmp_path).audio_token_id == model.config.audio_token_id
+
+
+# ---- audio length: tokens follow the clip, long clips are chunked, bad audio is named ---------
+def test_three_second_question_is_at_most_40_tokens_with_default_params(grafted):
+    from surgvqa.config import Config
+
+    defaults = Config.from_yaml("params/default.yaml").model
+    _, processor = grafted
+    assert (processor.audio_stack_factor, processor.audio_length_mode) == (defaults.projector_stack_factor, defaults.audio_length_mode)
+    batch = audio_batch(processor, [speech_like(3.0, 9)])
+    n_tokens = int((batch["input_ids"] == processor.tokenizer.convert_tokens_to_ids(qwen2_vl_audio.AUDIO_PAD)).sum())
+    assert n_tokens == processor.audio_token_count(3 * 16000) <= 40
+
+
+def test_45_second_clip_is_chunked_not_truncated(grafted):
+    model, processor = grafted
+    clip = speech_like(45.0, 10)
+    batch = audio_batch(processor, [clip])
+    assert batch["input_features"].shape[0] == 2, "45 s = one 30 s chunk + one 15 s chunk"
+    assert batch["feature_attention_mask"].sum(-1).tolist() == [3000, 1500]
+    expected = qwen2_vl_audio.audio_token_count(3000, 4) + qwen2_vl_audio.audio_token_count(1500, 4)
+    assert processor.audio_token_count(len(clip)) == expected
+    # The last seconds are heard: changing only them changes the logits after the audio.
+    changed = clip.copy()
+    changed[-16000:] = speech_like(1.0, 11)
+    with torch.no_grad():
+        la = model(**batch).logits[0, -1]
+        lb = model(**audio_batch(processor, [changed])).logits[0, -1]
+    assert (la - lb).abs().max() > 0
+
+
+def test_seed_faithful_setting_gives_1500_tokens_per_30_s_window(grafted):
+    _, processor = grafted
+    seeds = qwen2_vl_audio.Qwen2VLAudioProcessor(
+        image_processor=processor.image_processor, tokenizer=processor.tokenizer,
+        feature_extractor=processor.feature_extractor, audio_stack_factor=1, audio_length_mode="padded")
+    assert seeds.audio_token_count(3 * 16000) == 1500
+    assert seeds.audio_token_count(45 * 16000) == 3000
+    batch = seeds(text=[prompts.render(seeds, prompts.vqa_messages("audio", video=False))], audio=[speech_like(3.0, 12)])
+    assert batch["input_features"].shape[-1] == 3000
+
+
+def test_processor_rejects_multichannel_and_empty_arrays(grafted):
+    _, processor = grafted
+    text = [prompts.render(processor, prompts.vqa_messages("audio", video=False))]
+    with pytest.raises(ValueError, match="1-D mono"):
+        processor(text=text, audio=[np.zeros((16000, 2), np.float32)])
+    with pytest.raises(ValueError, match="empty"):
+        processor(text=text, audio=[np.zeros(0, np.float32)])
+    with pytest.raises(ValueError, match="placeholders"):
+        processor(text=text, audio=[speech_like(1.0, 0), speech_like(1.0, 1)])
