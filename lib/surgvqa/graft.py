@@ -28,6 +28,28 @@ def graft_dir(cfg: Config) -> Path:
     return cfg.checkpoints_dir / "graft"
 
 
+def tokenizer_corpus(seed: int = 0, narration: int = 400) -> list[str]:
+    """Every text the embedded default will read or write: questions, paraphrases, answers, narration, prompts."""
+    from . import data, synthetic
+
+    texts = list(synthetic.IN_TEMPLATES.values())
+    texts += [p for paraphrases in synthetic.OUT_TEMPLATES.values() for p in paraphrases]
+    texts += [a for per_type in synthetic.LONG_ANSWERS.values() for answers in per_type.values() for a in answers]
+    texts += [a for answers in data.ANSWER_VOCAB.values() for a in answers]
+    texts += synthetic.narration_sentences(seed, narration)
+    texts += [prompts.VQA_INSTRUCTION, prompts.TRANSCRIBE_INSTRUCTION, "Question:", "You are a helpful assistant."]
+    return texts
+
+
+def sample_clip(cfg: Config, video_index: int = 0) -> list[np.ndarray]:
+    """The frames of one synthetic endoscopy clip at the profile's size (for checks and demos)."""
+    from . import synthetic
+
+    scene = synthetic.sample_video(cfg.seed, video_index, 1, cfg.data.num_frames)[0]
+    frames, _ = synthetic.render_clip(scene, cfg.data.frame_size)
+    return list(frames)
+
+
 def build_graft(cfg: Config, corpus: list[str]) -> tuple[Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor]:
     """Graft per `cfg.model`. `corpus` trains the tiny tokenizer of the embedded default (unused otherwise)."""
     m = cfg.model

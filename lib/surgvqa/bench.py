@@ -1,0 +1,88 @@
+"""`make bench`: performance figures measured on this machine, in one run, printed as a table.
+
+    python -m surgvqa.bench --params params/default.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+from .config import REPO_ROOT, Config
+
+
+def graft_benchmark(cfg: Config) -> dict:
+    """Audio tokens and forward latency of a 3 s spoken question: this graft's setting vs the seeds'."""
+    from . import graft as G
+    from . import speech
+
+    corpus = G.tokenizer_corpus(cfg.seed)
+    seed_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **G.SEED_FAITHFUL))
+    clip = speech.synthesize("is there blue dye visible in this sequence", speech.VOICES[0])
+    clip = np.pad(clip, (0, max(0, 3 * 16000 - len(clip))))[: 3 * 16000]  # exactly 3 s
+    frames = G.sample_clip(cfg)
+    results = {}
+    for name, c in (("ours", cfg), ("seed_faithful", seed_cfg)):
+        torch.manual_seed(cfg.seed)
+        model, processor = G.build_graft(c, corpus)
+        batch = G.audio_prompt_batch(processor, [clip], frames)
+        results[name] = {
+            "audio_tokens_3s": processor.audio_token_count(len(clip)),
+            "prompt_tokens": int(batch["input_ids"].shape[1]),
+            "forward_ms": 1000 * G.forward_latency(model, batch),
+        }
+    results["forward_speedup"] = results["seed_faithful"]["forward_ms"] / results["ours"]["forward_ms"]
+    results["token_ratio"] = results["seed_faithful"]["audio_tokens_3s"] / results["ours"]["audio_tokens_3s"]
+    return results
+
+
+def data_benchmark(cfg: Config) -> dict:
+    from . import speech, synthetic
+
+    return {**synthetic.data_benchmark(cfg), **{f"tts_{k}": v for k, v in speech.benchmark_tts().items()}}
+
+
+def pipeline_timings(cfg: Config) -> list[dict]:
+    path = cfg.run_dir / "pipeline_timings.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params/default.yaml")
+    args = parser.parse_args(argv)
+    cfg = Config.from_yaml(REPO_ROOT / args.params)
+    started = time.perf_counter()
+
+    print(f"# surgvqa bench — profile {cfg.profile} ({args.params}), torch threads {torch.get_num_threads()}\n")
+    g = graft_benchmark(cfg)
+    print("## Graft: one 3 s spoken question + an 8-frame clip, one forward pass (median of 5)")
+    print(f"{'setting':<16}{'audio tokens':>14}{'prompt tokens':>15}{'forward ms':>12}")
+    for name in ("ours", "seed_faithful"):
+        r = g[name]
+        print(f"{name:<16}{r['audio_tokens_3s']:>14}{r['prompt_tokens']:>15}{r['forward_ms']:>12.1f}")
+    print(f"audio-token ratio {g['token_ratio']:.1f}x, forward speed-up {g['forward_speedup']:.1f}x\n")
+
+    d = data_benchmark(cfg)
+    print("## Data")
+    for key, value in d.items():
+        print(f"{key:<32}{value:>12.2f}")
+
+    timings = pipeline_timings(cfg)
+    print("\n## `make report` stages (last run of this profile)")
+    if timings:
+        for t in timings:
+            print(f"{t['notebook']:<40}{t['seconds']:>10.1f} s")
+        print(f"{'total':<40}{sum(t['seconds'] for t in timings):>10.1f} s")
+    else:
+        print(f"no pipeline run recorded yet for '{cfg.profile}' (run `make report` first)")
+    print(f"\nbench finished in {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
