@@ -13,7 +13,7 @@ SMOKE = REPO_ROOT / "params" / "smoke.yaml"
 # What each notebook must report (tests read the numbers back).
 EXPECTED_METRICS = {
     "00_graft": {"audio_tokens_3s", "trainable_params", "frozen_params"},
-    "01_data_eda_stratification": set(),
+    "01_data_eda_stratification": {"split_rows", "class_balance", "audio_seconds", "leakage_checks"},
 }
 METRICS_FILE = {"00_graft": "00_graft", "01_data_eda_stratification": "01_data"}
 

@@ -81,10 +81,26 @@ class DataConfig:
     train_templates: list[str] = field(default_factory=lambda: ["in"])
     test_templates: list[str] = field(default_factory=lambda: ["out"])
     noise_snr_db: float | None = None  # operating-room noise mixed into speech; None = clean
+    heldout_video_ids: list[str] = field(default_factory=list)  # explicit test videos; [] = last `heldout_videos` sorted
+    priors: dict[str, float] = field(default_factory=dict)  # synthetic scene priors overriding synthetic.DEFAULT_PRIORS
+    narration_sentences: int = 60  # template narration sentences in the stage-1 speech corpus
+    corpus_voices_per_text: int = 2  # training voices speaking each stage-1 corpus text
 
     def __post_init__(self):
         if self.num_frames % 2:
             raise ConfigError(f"data.num_frames must be even (temporal patch 2), got {self.num_frames}")
+        if not 16 <= self.frame_size <= 384:
+            raise ConfigError(f"data.frame_size must be in 16..384, got {self.frame_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        for key in ("train_templates", "test_templates"):
+            bad = [t for t in getattr(self, key) if t not in ("in", "out")]
+            if bad or not getattr(self, key):
+                raise ConfigError(f"data.{key} must be a non-empty list of 'in'/'out', got {getattr(self, key)}")
+        if not 0 <= self.heldout_voices < self.num_voices:
+            raise ConfigError(f"data.heldout_voices must be in 0..num_voices-1 ({self.num_voices - 1}), got {self.heldout_voices}")
+        if self.source == "synthetic" and self.num_videos < self.heldout_videos + 1:
+            raise ConfigError(f"data.num_videos ({self.num_videos}) must exceed data.heldout_videos ({self.heldout_videos})")
 
 
 @dataclass

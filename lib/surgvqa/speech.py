@@ -1,0 +1,244 @@
+"""Spoken questions: espeak-ng text-to-speech in-process, plus operating-room noise.
+
+espeak-ng comes from the PyPI package `espeakng_loader` (shared library + voice data) and is
+driven through ctypes: no system install, no subprocess.
+"""
+from __future__ import annotations
+
+import _ctypes
+import ctypes
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import butter, sosfilt
+
+from surgvqa.audio import SAMPLE_RATE, to_mono_16k, write_wav
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One speaker: an espeak voice (accent) with an optional `+variant`, a rate and a pitch."""
+
+    name: str
+    espeak: str  # "<language voice>[+<variant>]", e.g. "en-us+m3"
+    rate: int = 160  # words per minute (espeak's default is 175)
+    pitch: int = 50  # 0..100 (espeak's default is 50)
+
+
+# Accent x variant x rate x pitch; every accent and variant is in the shipped espeak-ng-data.
+# Kept to what whisper-base transcribes (WER 0.13-0.34 on eight questions per voice, greedy):
+# faster than ~150 wpm, and the Scottish and Caribbean accents, it falls apart (WER 0.4-0.5).
+# The order is fixed and mixes accents and genders, so `voices(n)` is diverse for any n.
+VOICES: tuple[Voice, ...] = (
+    Voice("us_m3", "en-us+m3", rate=135, pitch=45),
+    Voice("us_f2", "en-us+f2", rate=125, pitch=55),
+    Voice("rp_m", "en-gb-x-rp", rate=140, pitch=50),
+    Voice("us_m6", "en-us+m6", rate=140, pitch=50),
+    Voice("nyc_m", "en-us-nyc", rate=125, pitch=50),
+    Voice("us_f5", "en-us+f5", rate=125, pitch=50),
+    Voice("us_klatt4", "en-us+klatt4", rate=135, pitch=50),
+    Voice("gb_f1", "en+f1", rate=125, pitch=55),
+    Voice("us_edward", "en-us+edward", rate=140, pitch=50),
+    Voice("lancs_m", "en-gb-x-gbclan", rate=130, pitch=50),
+    Voice("us_m2", "en-us+m2", rate=140, pitch=40),
+    Voice("wmids_m", "en-gb-x-gbcwmd", rate=130, pitch=50),
+)
+
+
+def voices(n: int) -> tuple[Voice, ...]:
+    """The first `n` voices of `VOICES` (a fixed order, so splits by voice are reproducible)."""
+    if not 1 <= n <= len(VOICES):
+        raise ValueError(f"voices(n): n must be in 1..{len(VOICES)}, got {n}")
+    return VOICES[:n]
+
+
+# --- espeak-ng through ctypes ----------------------------------------------------------------
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_PARAM_RATE, _PARAM_PITCH = 1, 3
+# int callback(short *wav, int numsamples, espeak_EVENT *events); non-zero would abort.
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_espeak_lock = threading.Lock()  # espeak-ng is process-global and not re-entrant
+
+
+class SpeechError(RuntimeError):
+    """espeak-ng could not be loaded or could not speak; the message names the failing call."""
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:  # EE_OK
+        raise SpeechError(f"espeak-ng {what} failed (status {status})")
+
+
+def _check_voice_exists(data_path: Path, voice: Voice) -> None:
+    # espeak falls back to a default silently for an unknown variant, so look for the file.
+    _, _, variant = voice.espeak.partition("+")
+    if variant and not (data_path / "voices" / "!v" / variant).is_file():
+        raise SpeechError(f"voice {voice.name}: variant {variant!r} not in {data_path / 'voices' / '!v'}")
+
+
+def _espeak_pcm(text: str, voice: Voice) -> tuple[np.ndarray, int]:
+    """int16 samples and their sample rate, from a freshly loaded espeak-ng.
+
+    espeak-ng keeps function-level statics between utterances (pitch-flutter phase, gain
+    control, noise state), so the same text would come out a few samples different depending
+    on what was spoken before. Loading the library afresh per utterance (~5 ms) and unloading
+    it afterwards makes the audio a function of (text, voice) alone.
+    """
+    import espeakng_loader
+
+    data_path = Path(espeakng_loader.get_data_path())
+    _check_voice_exists(data_path, voice)
+    chunks: list[np.ndarray] = []
+
+    def collect(wav, num_samples, events) -> int:
+        if num_samples > 0:
+            chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+        return 0
+
+    callback = _SynthCallback(collect)
+    with _espeak_lock:
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        try:
+            lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+            lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+            lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+            lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+            lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+            lib.espeak_Synth.argtypes = [
+                ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+            ]
+            rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(data_path).encode(), 0)
+            if rate <= 0:
+                raise SpeechError(f"espeak-ng Initialize failed for data path {data_path}")
+            try:
+                lib.espeak_SetSynthCallback(callback)
+                lib.espeak_ng_SetRandSeed(0)
+                _check(lib.espeak_SetVoiceByName(voice.espeak.encode()), f"SetVoiceByName({voice.espeak!r})")
+                _check(lib.espeak_SetParameter(_PARAM_RATE, voice.rate, 0), f"SetParameter(rate={voice.rate})")
+                _check(lib.espeak_SetParameter(_PARAM_PITCH, voice.pitch, 0), f"SetParameter(pitch={voice.pitch})")
+                data = text.encode("utf-8") + b"\0"
+                _check(lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None),
+                       f"Synth({text!r})")
+            finally:
+                lib.espeak_Terminate()
+        finally:
+            _ctypes.dlclose(lib._handle)
+    if not chunks:
+        raise SpeechError(f"espeak-ng produced no audio for {text!r} with voice {voice.name}")
+    return np.concatenate(chunks), rate
+
+
+def synthesize(text: str, voice: Voice) -> np.ndarray:
+    """Speak `text` with `voice`: float32 mono at 16 kHz, peak 0.9, a pure function of its inputs."""
+    if not text.strip():
+        raise ValueError(f"synthesize: empty text for voice {voice.name}")
+    pcm, rate = _espeak_pcm(text, voice)
+    audio = to_mono_16k(pcm.astype(np.float32), rate, name=f"espeak:{voice.name}")
+    # One peak level for every voice; the headroom keeps the int16 wav and later mixing unclipped.
+    return (audio * (0.9 / max(float(np.abs(audio).max()), 1e-9))).astype(np.float32)
+
+
+_CACHE_VERSION = 1  # bump when synthesis changes, so cached wavs are not reused
+
+
+def synthesize_to_file(text: str, voice: Voice, cache_dir: str | Path) -> Path:
+    """`cache_dir/<voice>-<hash of (text, voice)>.wav`, synthesized only if not already there."""
+    key = hashlib.sha256(repr((_CACHE_VERSION, text, voice)).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"{voice.name}-{key}.wav"
+    if not path.is_file():
+        # Write then rename: an interrupted run never leaves a truncated wav in the cache.
+        tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")
+        write_wav(tmp, synthesize(text, voice))
+        tmp.replace(path)
+    return path
+
+
+# --- operating-room noise ---------------------------------------------------------------------
+
+def or_noise(num_samples: int, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Operating-room background: monitor beeps + mains hum + suction hiss, unit RMS, float32.
+
+    Everything (beep pitch and rate, mains frequency, hiss band) is drawn from `rng`, so a
+    seeded generator gives the same noise.
+    """
+    if num_samples <= 0:
+        raise ValueError(f"or_noise: num_samples must be positive, got {num_samples}")
+    t = np.arange(num_samples) / sample_rate
+
+    # Mains hum: 50 or 60 Hz with decaying harmonics (transformer buzz).
+    mains = rng.choice([50.0, 60.0])
+    hum = sum(np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 6))
+
+    # Pulse-oximeter beeps: a short tone once per heartbeat.
+    beep_hz, period_s, beep_s = rng.uniform(700, 1100), 60.0 / rng.uniform(55, 100), 0.09
+    phase = (t + rng.uniform(0, period_s)) % period_s
+    envelope = np.where(phase < beep_s, np.sin(np.pi * phase / beep_s) ** 2, 0.0)
+    beeps = envelope * np.sin(2 * np.pi * beep_hz * t)
+
+    # Suction: band-passed white noise whose loudness drifts slowly.
+    low = rng.uniform(1500, 2500)
+    sos = butter(4, [low, min(low * 3, 0.45 * sample_rate)], btype="bandpass", fs=sample_rate, output="sos")
+    drift = 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t + rng.uniform(0, 2 * np.pi))
+    hiss = sosfilt(sos, rng.standard_normal(num_samples)) * drift
+
+    parts = [_unit_rms(x) * w for x, w in ((hum, 0.5), (beeps, 0.6), (hiss, 1.0))]
+    return _unit_rms(sum(parts)).astype(np.float32)
+
+
+def _unit_rms(x: np.ndarray) -> np.ndarray:
+    return x / max(float(np.sqrt(np.mean(np.square(x)))), 1e-12)
+
+
+def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """`speech` plus `noise` (cropped to its length) scaled to `snr_db` over the whole clip."""
+    speech = np.asarray(speech, dtype=np.float64)
+    noise = np.asarray(noise, dtype=np.float64)
+    if len(noise) < len(speech):
+        raise ValueError(f"mix_at_snr: noise has {len(noise)} samples, speech needs {len(speech)}")
+    noise = noise[: len(speech)]
+    p_speech, p_noise = np.mean(speech**2), np.mean(noise**2)
+    if p_speech == 0 or p_noise == 0:
+        raise ValueError("mix_at_snr: speech or noise is silent, the SNR is undefined")
+    mixed = speech + noise * np.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
+    # Scaling the sum keeps the SNR while staying inside [-1, 1] for the wav file.
+    peak = float(np.abs(mixed).max())
+    return (mixed / peak if peak > 1.0 else mixed).astype(np.float32)
+
+
+# --- benchmark ----------------------------------------------------------------------------------
+
+BENCH_QUESTIONS = (
+    "is there blue dye visible in the clip",
+    "which tool is being used in this frame",
+    "is the scope moving forward or backward",
+    "what is the size range of the lesion",
+    "is narrow band imaging turned on",
+)
+
+
+def benchmark_tts(n: int = 20, voice_list: tuple[Voice, ...] = VOICES) -> dict:
+    """Synthesize `n` questions round-robin over voices; speed in audio seconds per wall second."""
+    if n <= 0:
+        raise ValueError(f"benchmark_tts: n must be positive, got {n}")
+    start = time.perf_counter()
+    samples = sum(
+        len(synthesize(BENCH_QUESTIONS[i % len(BENCH_QUESTIONS)], voice_list[i % len(voice_list)]))
+        for i in range(n)
+    )
+    wall = time.perf_counter() - start
+    audio_s = samples / SAMPLE_RATE
+    return {
+        "utterances": n,
+        "audio_seconds": audio_s,
+        "wall_seconds": wall,
+        "audio_seconds_per_second": audio_s / wall,
+    }

@@ -1,0 +1,301 @@
+"""Train / val / test splits and the leakage checks that guard them.
+
+* test  = whole held-out video(s) (`data.heldout_video_ids`, else the last `data.heldout_videos`
+          videos in sorted order), asked with the `data.test_templates` wording. Every test row
+          is there twice: spoken by a training voice (`group="heldout_video"`) and by a held-out
+          voice (`group="heldout_voice"`, id suffixed "_hv"), so the voice effect is a paired
+          comparison on the same clips and questions.
+* val   = a question-type-stratified share (`data.val_fraction`) of the clips of the training
+          videos, `data.train_templates` wording, training voices (`group="in_domain"`).
+* train = the remaining clips of the training videos, `data.train_templates`, training voices.
+
+Whole clips are assigned (never single QA rows), so no clip crosses splits. `check_leakage` runs
+whenever splits are built or loaded and raises `LeakageError`.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from . import data as D
+
+SPLITS = ("train", "val", "test")
+GROUPS = {"train": "train", "val": "in_domain"}  # test rows: heldout_video | heldout_voice
+HELDOUT_VOICE_SUFFIX = "_hv"
+
+
+class LeakageError(RuntimeError):
+    """A clip, video, voice or question wording crosses splits it must not cross."""
+
+
+@dataclass
+class SplitPlan:
+    heldout_videos: list[str]
+    train_videos: list[str]
+    clip_split: dict[str, str]  # clip key -> train | val | test
+
+
+def plan_splits(rows: list[dict], data_cfg, seed: int) -> SplitPlan:
+    """Assign every clip to train/val/test (see the module docstring)."""
+    videos = sorted({r["video_id"] for r in rows})
+    if data_cfg.heldout_video_ids:
+        unknown = sorted(set(data_cfg.heldout_video_ids) - set(videos))
+        if unknown:
+            raise LeakageError(f"data.heldout_video_ids names videos not in the data: {unknown} (videos: {videos})")
+        heldout = sorted(data_cfg.heldout_video_ids)
+    else:
+        heldout = videos[len(videos) - data_cfg.heldout_videos:] if data_cfg.heldout_videos > 0 else []
+    train_videos = [v for v in videos if v not in heldout]
+    if not train_videos:
+        raise LeakageError(f"holding out {heldout} leaves no training video (videos: {videos})")
+    clip_types: dict[str, set[str]] = defaultdict(set)
+    clip_video: dict[str, str] = {}
+    for r in rows:
+        k = D.clip_key(r)
+        clip_types[k].add(r["question_type"])
+        clip_video[k] = r["video_id"]
+    clip_split = {k: "test" for k, v in clip_video.items() if v in heldout}
+    train_clips = sorted(k for k, v in clip_video.items() if v not in heldout)
+    val = choose_val_clips({k: clip_types[k] for k in train_clips}, data_cfg.val_fraction, seed)
+    clip_split.update({k: ("val" if k in val else "train") for k in train_clips})
+    return SplitPlan(heldout, train_videos, clip_split)
+
+
+def choose_val_clips(clip_types: dict[str, set[str]], fraction: float, seed: int) -> set[str]:
+    """Question-type-stratified clip sample of round(fraction * clips) clips.
+
+    First, rarest types first, each type with two or more clips gets at least one val clip; then
+    clips are added greedily so that every type's val share stays closest to `fraction` (a clip
+    whose types are already well represented waits). A clip is never taken if it holds the last
+    training clip of any type. Ties are broken in a seeded random order.
+    """
+    rng = np.random.default_rng([seed, 0x5A1])
+    clips = sorted(clip_types)
+    if fraction <= 0 or len(clips) < 2:
+        return set()
+    target = min(len(clips) - 1, max(1, round(fraction * len(clips))))
+    order = [clips[int(i)] for i in rng.permutation(len(clips))]
+    totals = Counter(t for c in clips for t in clip_types[c])
+    remaining = Counter(totals)
+    in_val: Counter = Counter()
+    val: set[str] = set()
+
+    def can_take(c: str) -> bool:
+        return c not in val and all(remaining[t] > 1 for t in clip_types[c])
+
+    def take(c: str) -> None:
+        val.add(c)
+        for t in clip_types[c]:
+            remaining[t] -= 1
+            in_val[t] += 1
+
+    def load(c: str) -> float:  # how over-represented val would be after taking c
+        return max(((in_val[t] + 1) / (fraction * totals[t]) for t in clip_types[c]), default=0.0)
+
+    for t in sorted(totals, key=lambda t: (totals[t], t)):
+        if totals[t] >= 2 and in_val[t] == 0 and len(val) < target:
+            cands = [c for c in order if t in clip_types[c] and can_take(c)]
+            if cands:
+                take(min(cands, key=load))
+    while len(val) < target:
+        cands = [c for c in order if can_take(c)]
+        if not cands:
+            break
+        take(min(cands, key=load))
+    return val
+
+
+def assign_voices(rows: list[dict], train_voice_names: list[str], seed: int) -> None:
+    """Give rows without a voice a training voice, balanced: a shuffled cycle over the voices."""
+    if not train_voice_names:
+        raise LeakageError("no training voices to assign")
+    rng = np.random.default_rng([seed, 0x701CE])
+    cycle: list[str] = []
+    for r in rows:
+        if r.get("voice"):
+            continue
+        if not cycle:
+            cycle = [train_voice_names[int(i)] for i in rng.permutation(len(train_voice_names))]
+        r["voice"] = cycle.pop()
+
+
+def materialize_splits(rows: list[dict], plan: SplitPlan, data_cfg, heldout_voice_names: list[str],
+                       seed: int) -> dict[str, list[dict]]:
+    """Copies of the rows per split with `split` and `group`; test rows also re-spoken by held-out voices."""
+    rng = np.random.default_rng([seed, 0x7E57])
+    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    templates = {"train": set(data_cfg.train_templates), "val": set(data_cfg.train_templates),
+                 "test": set(data_cfg.test_templates)}
+    cycle: list[str] = []
+    for r in rows:
+        split = plan.clip_split[D.clip_key(r)]
+        if r["template"] not in templates[split]:
+            continue
+        row = dict(r, split=split, group=GROUPS.get(split, "heldout_video"))
+        out[split].append(row)
+        if split == "test" and heldout_voice_names:
+            if not cycle:
+                cycle = [heldout_voice_names[int(i)] for i in rng.permutation(len(heldout_voice_names))]
+            dup = dict(r, id=r["id"] + HELDOUT_VOICE_SUFFIX, voice=cycle.pop(), split="test", group="heldout_voice")
+            dup.pop("audio", None)
+            dup.pop("audio_s", None)
+            out[split].append(dup)
+    return out
+
+
+def check_leakage(splits: dict[str, list[dict]], heldout_voices: Iterable[str], train_templates: Iterable[str],
+                  test_templates: Iterable[str], corpus: list[dict] | None = None) -> dict[str, int]:
+    """Raise `LeakageError` if anything crosses splits; return what was checked (counts)."""
+    problems: list[str] = []
+    heldout_voices = set(heldout_voices)
+    train_templates, test_templates = set(train_templates), set(test_templates)
+
+    def sample(items) -> str:
+        items = sorted(items)
+        return ", ".join(map(str, items[:5])) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+
+    keys = {s: [D.row_key(r) for r in rows] for s, rows in splits.items()}
+    for s, ks in keys.items():
+        dup = [k for k, c in Counter(ks).items() if c > 1]
+        if dup:
+            problems.append(f"duplicate rows in {s}: {sample(dup)}")
+    clips = {s: {D.clip_key(r) for r in rows} for s, rows in splits.items()}
+    videos = {s: {r["video_id"] for r in rows} for s, rows in splits.items()}
+    names = sorted(splits)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = set(keys[a]) & set(keys[b])
+            if both:
+                problems.append(f"rows in both {a} and {b}: {sample(both)}")
+            both = clips[a] & clips[b]
+            if both:
+                problems.append(f"clips in both {a} and {b}: {sample(both)}")
+    seen_videos = videos.get("train", set()) | videos.get("val", set())
+    if videos.get("test", set()) & seen_videos:
+        problems.append(f"test videos also in train/val: {sample(videos['test'] & seen_videos)}")
+    seen_voices = {r.get("voice") for s in ("train", "val") for r in splits.get(s, [])}
+    if heldout_voices & seen_voices:
+        problems.append(f"held-out voices used in train/val: {sample(heldout_voices & seen_voices)}")
+    for s in ("train", "val"):
+        bad = {r.get("template") for r in splits.get(s, [])} - train_templates
+        if bad:
+            problems.append(f"{s} has templates {sorted(bad)} outside data.train_templates {sorted(train_templates)}")
+    bad = {r.get("template") for r in splits.get("test", [])} - test_templates
+    if bad:
+        problems.append(f"test has templates {sorted(bad)} outside data.test_templates {sorted(test_templates)}")
+    test_questions = {D.normalize_answer(r["question"]) for r in splits.get("test", [])}
+    if not (train_templates & test_templates):  # held-out wording: no test question may be trained on
+        seen_q = {D.normalize_answer(r["question"]) for s in ("train", "val") for r in splits.get(s, [])}
+        if test_questions & seen_q:
+            problems.append(f"test question wordings also in train/val: {sample(test_questions & seen_q)}")
+    if corpus is not None:
+        bad = {e["voice"] for e in corpus if e["split"] in ("train", "val") and e["voice"] in heldout_voices}
+        if bad:
+            problems.append(f"speech corpus train/val entries use held-out voices: {sample(bad)}")
+        if not (train_templates & test_templates):
+            both = {D.normalize_answer(e["text"]) for e in corpus} & test_questions
+            if both:
+                problems.append(f"speech corpus contains test question wordings: {sample(both)}")
+    if problems:
+        raise LeakageError("split leakage:\n  " + "\n  ".join(problems))
+    return {"rows": sum(len(v) for v in splits.values()), "clips": sum(len(v) for v in clips.values()),
+            "videos": len(set().union(*videos.values())) if videos else 0}
+
+
+def all_rows(splits) -> list[dict]:
+    """Rows of every split (train, val, test) in one list; accepts Datasets or row lists."""
+    return [r for s in SPLITS if s in splits for r in (splits[s].rows if hasattr(splits[s], "rows") else splits[s])]
+
+
+def coverage(splits: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """Question types missing from each split."""
+    return {s: [t for t in D.QUESTION_TYPES if t not in {r["question_type"] for r in rows}] for s, rows in splits.items()}
+
+
+# ---- loading the manifests --------------------------------------------------------------------
+
+
+def load_splits(cfg, build_if_missing: bool = True, data_dir: str | Path | None = None) -> dict[str, D.Dataset]:
+    """The train/val/test manifests of `cfg`'s run (or `data_dir`), validated and leakage-checked.
+
+    Builds the data step first if its files are missing or were made with other params.
+    Each split is a `data.Dataset`; test rows carry `group` heldout_video | heldout_voice.
+    """
+    from . import synthetic
+
+    data_dir = Path(data_dir) if data_dir is not None else cfg.data_dir
+    if build_if_missing:
+        synthetic.ensure_dataset(cfg, data_dir)
+    meta_path = data_dir / "dataset.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} not found: run the data step (notebook 01) first")
+    meta = json.loads(meta_path.read_text())
+    frames_root = (data_dir / meta["frames_root"]) if not Path(meta["frames_root"]).is_absolute() else Path(meta["frames_root"])
+    audio_root = data_dir / meta["audio_root"]
+    caches: dict = {}
+    out: dict[str, D.Dataset] = {}
+    for s in SPLITS:
+        path = data_dir / "splits" / f"{s}.jsonl"
+        rows, counts = D.load_jsonl(path, frames_root, num_frames=cfg.data.num_frames, audio_root=audio_root,
+                                    _caches=caches)
+        out[s] = D.Dataset(rows, frames_root.resolve(), audio_root.resolve(),
+                           D.DataSummary.of(rows, frames_root, {path.name: len(rows)}, counts["blank_lines"]))
+    corpus_path = data_dir / "speech_corpus.jsonl"
+    corpus = [json.loads(x) for x in corpus_path.read_text().splitlines() if x.strip()] if corpus_path.is_file() else None
+    check_leakage({s: d.rows for s, d in out.items()}, meta["heldout_voices"], meta["train_templates"],
+                  meta["test_templates"], corpus)
+    return out
+
+
+# ---- tables and figures -----------------------------------------------------------------------
+
+
+def stratification_table(splits: dict[str, list[dict]]):
+    """Rows per question type x split (test split by group), with the share of each type."""
+    import pandas as pd
+
+    cols = {}
+    for s, rows in splits.items():
+        if s == "test":
+            for g in sorted({r["group"] for r in rows}):
+                cols[f"test:{g}"] = Counter(r["question_type"] for r in rows if r["group"] == g)
+        else:
+            cols[s] = Counter(r["question_type"] for r in rows)
+    table = pd.DataFrame({c: [cnt.get(t, 0) for t in D.QUESTION_TYPES] for c, cnt in cols.items()},
+                         index=list(D.QUESTION_TYPES))
+    table.index.name = "question_type"
+    return table
+
+
+def split_overview(splits: dict[str, list[dict]]):
+    """One line per split/group: rows, clips, videos, voices, templates."""
+    import pandas as pd
+
+    recs = []
+    for s, rows in splits.items():
+        for g in sorted({r["group"] for r in rows}):
+            rs = [r for r in rows if r["group"] == g]
+            recs.append({"split": s, "group": g, "rows": len(rs), "clips": len({D.clip_key(r) for r in rs}),
+                         "videos": ", ".join(sorted({r["video_id"] for r in rs})),
+                         "voices": ", ".join(sorted({r["voice"] for r in rs if r.get("voice")})),
+                         "templates": ", ".join(sorted({r["template"] for r in rs}))})
+    return pd.DataFrame(recs)
+
+
+def plot_stratification(table):
+    """Share of each question type within each split column (stratification at a glance)."""
+    import matplotlib.pyplot as plt
+
+    share = table / table.sum(axis=0).replace(0, 1)
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    share.plot.bar(ax=ax, width=0.85)
+    ax.set_ylabel("share of the split's rows")
+    ax.set_xlabel("")
+    ax.set_title("Question-type shares per split (stratified)")
+    ax.tick_params(axis="x", rotation=75, labelsize=8)
+    return fig

@@ -1,0 +1,231 @@
+"""Splits: held-out videos and voices, template hold-out, stratification, loud leakage checks."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+
+from surgvqa import data as D
+from surgvqa import stratify as ST
+from surgvqa import synthetic as S
+from surgvqa.config import REPO_ROOT, Config
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return Config.from_yaml(REPO_ROOT / "params" / "smoke.yaml")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, cfg):
+    out = tmp_path_factory.mktemp("strat_data")
+    result = S.build_dataset(cfg, out_dir=out)
+    return result, ST.load_splits(cfg, data_dir=out)
+
+
+def _rows(splits):
+    return {name: list(ds.rows) for name, ds in splits.items()}
+
+
+def test_heldout_video_and_voices_never_in_train(built):
+    result, splits = built
+    held_v, held_voice = set(result.heldout_videos), set(result.heldout_voices)
+    assert held_v and held_voice
+    for name in ("train", "val"):
+        assert {r["video_id"] for r in splits[name]}.isdisjoint(held_v)
+        assert {r["voice"] for r in splits[name]}.isdisjoint(held_voice)
+        assert {r["template"] for r in splits[name]} == {"in"}
+        assert {r["voice"] for r in splits[name]} <= set(result.train_voices)
+    test = splits["test"]
+    assert {r["video_id"] for r in test} == held_v and {r["template"] for r in test} == {"out"}
+    groups = {g: [r for r in test if r["group"] == g] for g in ("heldout_video", "heldout_voice")}
+    assert {r["voice"] for r in groups["heldout_video"]} <= set(result.train_voices)
+    assert {r["voice"] for r in groups["heldout_voice"]} == held_voice
+    # paired: every held-out-video row is re-spoken by a held-out voice
+    strip = lambda r: (r["id"].removesuffix(ST.HELDOUT_VOICE_SUFFIX), r["question"], r["short_answer"])  # noqa: E731
+    assert sorted(map(strip, groups["heldout_video"])) == sorted(map(strip, groups["heldout_voice"]))
+    assert {r["group"] for r in splits["val"]} == {"in_domain"}
+
+
+def test_no_clip_crosses_splits(built):
+    _, splits = built
+    clips = {name: {D.clip_key(r) for r in ds} for name, ds in splits.items()}
+    assert clips["train"].isdisjoint(clips["val"]) and clips["train"].isdisjoint(clips["test"])
+    assert clips["val"].isdisjoint(clips["test"])
+    assert all(clips.values())
+
+
+def test_every_type_in_train_and_test_where_the_data_allow(built):
+    result, splits = built
+    base = D.load_dataset(result.data_dir).rows
+    held = set(result.heldout_videos)
+    in_train_videos = {r["question_type"] for r in base if r["video_id"] not in held}
+    in_test_videos = {r["question_type"] for r in base if r["video_id"] in held}
+    assert {r["question_type"] for r in splits["train"]} == in_train_videos
+    assert {r["question_type"] for r in splits["test"]} == in_test_videos
+    assert in_train_videos == set(D.QUESTION_TYPES)  # the generator guarantees tools and lesions per video
+    assert ST.coverage(_rows(splits))["train"] == []
+
+
+def test_val_is_type_stratified_on_a_bigger_set():
+    rows, _ = S.generate(0, 6, 12, frame_size=24)
+    base = rows["in"] + rows["out"]
+    dcfg = Config().data
+    plan = ST.plan_splits(base, dcfg, seed=0)
+    assert plan.heldout_videos == ["syn-06"]
+    val_clips = [k for k, s in plan.clip_split.items() if s == "val"]
+    train_clips = [k for k, s in plan.clip_split.items() if s == "train"]
+    assert len(val_clips) == round(dcfg.val_fraction * (len(val_clips) + len(train_clips)))
+    types = lambda clips: {r["question_type"] for r in base if D.clip_key(r) in set(clips)}  # noqa: E731
+    assert types(train_clips) == set(D.QUESTION_TYPES)
+    assert types(val_clips) == set(D.QUESTION_TYPES)  # rare types (tools, lesions) reach val too
+
+
+def test_choose_val_never_takes_the_last_training_clip_of_a_type():
+    clip_types = {"a": {"x", "rare"}, "b": {"x"}, "c": {"x"}, "d": {"x", "rare"}, "e": {"x", "unique"}}
+    for seed in range(10):
+        val = ST.choose_val_clips(clip_types, 0.4, seed)
+        assert len(val) == 2
+        train = set(clip_types) - val
+        assert "e" not in val  # the only clip with "unique"
+        assert any("rare" in clip_types[c] for c in train) and any("rare" in clip_types[c] for c in val)
+
+
+def test_explicit_heldout_video_ids():
+    rows, _ = S.generate(0, 3, 2, frame_size=24)
+    base = rows["in"] + rows["out"]
+    dcfg = dataclasses.replace(Config().data, heldout_video_ids=["syn-01"])
+    assert ST.plan_splits(base, dcfg, 0).heldout_videos == ["syn-01"]
+    with pytest.raises(ST.LeakageError, match="not in the data"):
+        ST.plan_splits(base, dataclasses.replace(dcfg, heldout_video_ids=["syn-99"]), 0)
+    with pytest.raises(ST.LeakageError, match="leaves no training video"):
+        ST.plan_splits(base, dataclasses.replace(dcfg, heldout_video_ids=["syn-01", "syn-02", "syn-03"]), 0)
+
+
+# ---- leakage checks fail loudly -------------------------------------------------------------------
+
+
+def _check(splits, result, corpus=None):
+    return ST.check_leakage(splits, result.heldout_voices, ["in"], ["out"], corpus)
+
+
+def test_leakage_checks_pass_on_the_built_splits(built):
+    result, splits = built
+    counts = _check(_rows(splits), result)
+    assert counts["rows"] == sum(len(ds) for ds in splits.values())
+
+
+def test_leak_clip_into_train(built):
+    result, splits = built
+    rows = copy.deepcopy(_rows(splits))
+    leaked = dict(rows["val"][0], id="leak", split="train")
+    rows["train"].append(leaked)
+    with pytest.raises(ST.LeakageError, match="clips in both train and val"):
+        _check(rows, result)
+
+
+def test_leak_heldout_video_into_train(built):
+    result, splits = built
+    rows = copy.deepcopy(_rows(splits))
+    test_row = next(r for r in rows["test"] if r["group"] == "heldout_video")
+    rows["train"].append(dict(test_row, template="in", question="A fresh wording?", frame_numbers=[1] * 8, id="x"))
+    with pytest.raises(ST.LeakageError, match="test videos also in train/val"):
+        _check(rows, result)
+
+
+def test_leak_heldout_voice_into_train(built):
+    result, splits = built
+    rows = copy.deepcopy(_rows(splits))
+    rows["train"][0]["voice"] = result.heldout_voices[0]
+    with pytest.raises(ST.LeakageError, match="held-out voices used in train/val"):
+        _check(rows, result)
+
+
+def test_leak_test_wording_into_train(built):
+    result, splits = built
+    rows = copy.deepcopy(_rows(splits))
+    rows["train"][0]["question"] = rows["test"][0]["question"]
+    with pytest.raises(ST.LeakageError, match="test question wordings also in train/val"):
+        _check(rows, result)
+    rows = copy.deepcopy(_rows(splits))
+    rows["val"][0]["template"] = "out"
+    with pytest.raises(ST.LeakageError, match="outside data.train_templates"):
+        _check(rows, result)
+
+
+def test_leak_in_speech_corpus(built):
+    result, splits = built
+    corpus = [{"text": "Some narration.", "voice": result.heldout_voices[0], "split": "train"}]
+    with pytest.raises(ST.LeakageError, match="speech corpus train/val entries use held-out voices"):
+        _check(_rows(splits), result, corpus)
+    corpus = [{"text": splits["test"][0]["question"], "voice": result.train_voices[0], "split": "train"}]
+    with pytest.raises(ST.LeakageError, match="speech corpus contains test question wordings"):
+        _check(_rows(splits), result, corpus)
+
+
+def test_tables(built):
+    _, splits = built
+    table = ST.stratification_table(_rows(splits))
+    assert list(table.index) == list(D.QUESTION_TYPES)
+    assert set(table.columns) == {"train", "val", "test:heldout_video", "test:heldout_voice"}
+    assert table["train"].sum() == len(splits["train"])
+    overview = ST.split_overview(_rows(splits))
+    assert set(overview["group"]) == {"train", "in_domain", "heldout_video", "heldout_voice"}
+
+
+# ---- a real REAL-Colon-VQA folder goes through the same data step ---------------------------------
+
+
+def test_real_folder_flows_through_the_data_step(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from surgvqa import speech
+    from surgvqa.audio import write_wav
+
+    src = tmp_path / "real"
+    rows_in, rows_out = [], []
+    qa = [("mucosa_visibility", "Is clean mucosa visible in this sequence?", "Can you clearly observe clean mucosa?", "no"),
+          ("lighting_mode", "What lighting mode is used?", "Which light is on?", "NBI"),
+          ("scope_motion_type", "Is the scope advancing or withdrawing?", "How does the scope move?", "withdrawing")]
+    i = 0
+    for v in ("002-001", "002-002", "002-003"):
+        for c in range(3):
+            nums = [1000 * c + 4 * k for k in range(8)]
+            frames = [f"{v}_{n}" for n in nums]
+            for f in frames:
+                p = src / "frames" / v / f"{f}.jpg"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(p)
+            for qtype, q_in, q_out, short in qa:
+                i += 1
+                row = {"id": f"qa_{i:06d}", "video_id": v, "frames": frames, "frame_numbers": nums, "question": q_in,
+                       "question_type": qtype, "support_frames": 8, "total_frames": 8, "support_ratio": 1.0,
+                       "answer": f"The answer is {short}.", "short_answer": short}
+                rows_in.append(row)
+                rows_out.append(dict(row, question=q_out))
+    # one recorded question comes with the data
+    write_wav(src / "audio" / "qa_000001.wav", speech.synthesize(rows_in[0]["question"], speech.VOICES[0]))
+    rows_in[0]["audio"] = "audio/qa_000001.wav"
+    (src / "in_template.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_in))
+    (src / "out_template.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_out))
+
+    cfg = Config.from_params(dict(profile="realtest", data=dict(
+        source=str(src), num_voices=3, heldout_voices=1, heldout_videos=1, val_fraction=0.34,
+        narration_sentences=2, corpus_voices_per_text=1)))
+    out = tmp_path / "run"
+    result = S.build_dataset(cfg, out_dir=out)
+    assert result.heldout_videos == ["002-003"] and result.frames_root == src
+    splits = ST.load_splits(cfg, data_dir=out, build_if_missing=False)
+    assert {r["video_id"] for r in splits["test"]} == {"002-003"}
+    assert len({D.clip_key(r) for r in splits["val"]}) == 2  # 0.34 of the 6 training clips
+    assert all(ds.frame_paths(r)[0].is_file() and ds.audio_path(r).is_file() for ds in splits.values() for r in ds)
+    first = next(r for r in splits["train"].rows + splits["val"].rows if r["id"] == "qa_000001")
+    assert first["audio"] == "source_audio/audio/qa_000001.wav" and first["voice"] == "source"
+    base = S.load_base(cfg, data_dir=out)
+    assert base.summary.rows == 54 and base.summary.with_audio == 54
+    m = S.data_metrics(result, splits, base, S.load_speech_corpus(cfg, data_dir=out))
+    assert m["class_balance"]["majority_rate"]["lighting_mode"] == 1.0  # a constant type, as in the seeds
