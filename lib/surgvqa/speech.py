@@ -90,7 +90,8 @@ def _espeak_pcm(text: str, voice: Voice) -> tuple[np.ndarray, int]:
     espeak-ng keeps function-level statics between utterances (pitch-flutter phase, gain
     control, noise state), so the same text would come out a few samples different depending
     on what was spoken before. Loading the library afresh per utterance (~5 ms) and unloading
-    it afterwards makes the audio a function of (text, voice) alone.
+    it afterwards makes the audio a function of (text, voice) alone. (That needs this module to
+    be the library's only user in the process; the determinism test would catch another.)
     """
     import espeakng_loader
 
@@ -131,7 +132,7 @@ def _espeak_pcm(text: str, voice: Voice) -> tuple[np.ndarray, int]:
             finally:
                 lib.espeak_Terminate()
         finally:
-            _ctypes.dlclose(lib._handle)
+            _ctypes.dlclose(lib._handle)  # ctypes has no public unload; this is what CDLL wraps
     if not chunks:
         raise SpeechError(f"espeak-ng produced no audio for {text!r} with voice {voice.name}")
     return np.concatenate(chunks), rate
