@@ -178,6 +178,23 @@ def tokens_vs_seconds(processor: Qwen2VLAudioProcessor, seconds: np.ndarray) -> 
     return pd.DataFrame(rows, columns=["seconds", "ours", "seed_faithful"])
 
 
+def plot_tokens_vs_seconds(tokens: pd.DataFrame, config):
+    """Log-scale figure of `tokens_vs_seconds`, with the 3 s question annotated."""
+    import matplotlib.pyplot as plt
+
+    at_3s = tokens.loc[tokens.seconds == 3.0].iloc[0]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(tokens.seconds, tokens.seed_faithful, color="tab:red", label="seed-faithful (each 30 s window padded -> 1500 tokens)")
+    ax.plot(tokens.seconds, tokens.ours, color="tab:blue",
+            label=f"ours ({config.audio_length_mode}, stack {config.projector_stack_factor}, {config.projector_type})")
+    ax.axvline(30, color="grey", ls=":", lw=1)
+    ax.annotate(f"3 s question: {at_3s.ours} vs {at_3s.seed_faithful} tokens", (3, at_3s.ours), xytext=(6, 12),
+                arrowprops=dict(arrowstyle="->", color="grey"))
+    ax.set(xlabel="clip length (s)", ylabel="audio tokens", yscale="log", title="Audio tokens per spoken clip")
+    ax.legend(loc="lower right")
+    return fig
+
+
 @torch.no_grad()
 def forward_latency(model, batch, repeats: int = 5) -> float:
     """Median seconds of one forward pass (after a warm-up)."""
