@@ -59,8 +59,12 @@ def run_pipeline(params_path: str | Path, only: list[str] | None = None) -> list
         record = run_notebook(notebook, params_path, cfg.reports_dir)
         print(f"[pipeline] {notebook.name} done in {record['seconds']:.1f} s -> {cfg.reports_dir}", flush=True)
         timings.append(record)
-    (cfg.run_dir).mkdir(parents=True, exist_ok=True)
-    (cfg.run_dir / "pipeline_timings.json").write_text(json.dumps(timings, indent=2))
+    # Merge by notebook so a partial run (--only) keeps the other stages' last timings.
+    path = cfg.run_dir / "pipeline_timings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    merged = {t["notebook"]: t for t in (json.loads(path.read_text()) if path.exists() else [])}
+    merged.update({t["notebook"]: t for t in timings})
+    path.write_text(json.dumps(sorted(merged.values(), key=lambda t: t["notebook"]), indent=2))
     return timings
 
 
