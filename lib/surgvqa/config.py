@@ -129,8 +129,9 @@ class Config:
     @classmethod
     def from_params(cls, params: dict[str, Any] | None = None, source: str = "<params>") -> "Config":
         params = dict(params or {})
-        if not params.get("profile", "x") or not str(params.get("profile", "x")).replace("-", "_").isidentifier():
-            raise ConfigError(f"{source}: 'profile' must be a simple name (used as runs/<profile>/), got {params.get('profile')!r}")
+        profile = str(params.get("profile", cls.profile))
+        if not profile.replace("-", "_").isidentifier():
+            raise ConfigError(f"{source}: 'profile' must be a simple name (used as runs/<profile>/), got {profile!r}")
         cfg = _build(cls, params, source, prefix="")
         cfg.params_source = source
         return cfg

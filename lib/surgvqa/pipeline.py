@@ -31,10 +31,8 @@ def numbered_notebooks(only: list[str] | None = None) -> list[Path]:
     return notebooks
 
 
-def run_notebook(notebook: Path, params_path: Path, reports_dir: Path) -> dict:
-    """Execute one notebook with papermill and render it; returns its timing record."""
-    params = yaml.safe_load(params_path.read_text())
-    params["params_file"] = str(params_path)
+def run_notebook(notebook: Path, params: dict, reports_dir: Path) -> dict:
+    """Execute one notebook with papermill (params injected) and render it; returns its timing record."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     executed = reports_dir / notebook.name
     start = time.perf_counter()
@@ -50,13 +48,14 @@ def run_notebook(notebook: Path, params_path: Path, reports_dir: Path) -> dict:
 def run_pipeline(params_path: str | Path, only: list[str] | None = None) -> list[dict]:
     params_path = Path(params_path)
     cfg = Config.from_yaml(params_path)  # validate before spending minutes on kernels
+    params = {**yaml.safe_load(params_path.read_text()), "params_file": str(params_path)}
     notebooks = numbered_notebooks(only)
     if not notebooks:
         raise SystemExit(f"no numbered notebooks selected in {NOTEBOOKS_DIR} (only={only})")
     timings = []
     for notebook in notebooks:
         print(f"[pipeline] {notebook.name} with {params_path} ...", flush=True)
-        record = run_notebook(notebook, params_path, cfg.reports_dir)
+        record = run_notebook(notebook, params, cfg.reports_dir)
         print(f"[pipeline] {notebook.name} done in {record['seconds']:.1f} s -> {cfg.reports_dir}", flush=True)
         timings.append(record)
     # Merge by notebook so a partial run (--only) keeps the other stages' last timings.

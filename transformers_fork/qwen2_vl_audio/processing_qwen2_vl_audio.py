@@ -183,39 +183,28 @@ class Qwen2VLAudioProcessor(ProcessorMixin):
             data["video_grid_thw"] = torch.tensor(grids, dtype=torch.long)
             replacements[VIDEO_PAD] = (data["video_grid_thw"].prod(-1) // merge_area).tolist()
 
-        texts = [self._expand(t, replacements, start) for t, start in self._iter_with_offsets(texts, replacements)]
+        texts = self._expand_placeholders(texts, replacements)
         encoded = self.tokenizer(texts, padding=padding, padding_side=padding_side, return_tensors=return_tensors, **tokenizer_kwargs)
         data.update(encoded)
-        ids = encoded["input_ids"]
-        token_types = torch.zeros_like(ids) if return_tensors == "pt" else None
-        if token_types is not None:
+        if return_tensors == "pt":
+            ids = encoded["input_ids"]
+            token_types = torch.zeros_like(ids)
             token_types[ids == self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)] = _TOKEN_TYPE_IMAGE
             token_types[ids == self.tokenizer.convert_tokens_to_ids(VIDEO_PAD)] = _TOKEN_TYPE_VIDEO
             data["mm_token_type_ids"] = token_types
         return BatchFeature(data=data, tensor_type=return_tensors if return_tensors != "pt" else None)
 
     @staticmethod
-    def _iter_with_offsets(texts, replacements):
-        """Yield each prompt with, per placeholder, how many of its kind came before it."""
-        seen = dict.fromkeys(replacements, 0)
-        totals = {token: sum(t.count(token) for t in texts) for token in replacements}
+    def _expand_placeholders(texts: list[str], replacements: dict[str, list[int]]) -> list[str]:
+        """Repeat each placeholder by its input's token count, inputs taken in prompt order."""
         for token, counts in replacements.items():
-            if totals[token] != len(counts):
-                raise ValueError(f"{totals[token]} {token} placeholders in the prompts but {len(counts)} inputs given")
-        for t in texts:
-            yield t, dict(seen)
-            for token in replacements:
-                seen[token] += t.count(token)
-
-    @staticmethod
-    def _expand(text: str, replacements: dict, start: dict) -> str:
-        for token, counts in replacements.items():
-            pieces = text.split(token)
-            out = pieces[0]
-            for i, piece in enumerate(pieces[1:]):
-                out += token * counts[start[token] + i] + piece
-            text = out
-        return text
+            found = sum(t.count(token) for t in texts)
+            if found != len(counts):
+                raise ValueError(f"{found} {token} placeholders in the prompts but {len(counts)} inputs given")
+            remaining = iter(counts)
+            pieces_per_text = [t.split(token) for t in texts]
+            texts = [first + "".join(token * next(remaining) + piece for piece in rest) for first, *rest in pieces_per_text]
+        return texts
 
     def batch_decode(self, *args, **kwargs):
         return self.tokenizer.batch_decode(*args, **kwargs)
