@@ -37,7 +37,7 @@ def tokenizer_corpus(seed: int = 0, narration: int = 400) -> list[str]:
     texts += [a for per_type in synthetic.LONG_ANSWERS.values() for answers in per_type.values() for a in answers]
     texts += [a for answers in data.ANSWER_VOCAB.values() for a in answers]
     texts += synthetic.narration_sentences(seed, narration)
-    texts += [prompts.VQA_INSTRUCTION, prompts.TRANSCRIBE_INSTRUCTION, "Question:", "You are a helpful assistant."]
+    texts += [prompts.VQA_INSTRUCTION, prompts.TRANSCRIBE_INSTRUCTION, prompts.REPEAT_INSTRUCTION, "Question:", "You are a helpful assistant."]
     return texts
 
 
@@ -50,8 +50,13 @@ def sample_clip(cfg: Config, video_index: int = 0) -> list[np.ndarray]:
     return list(frames)
 
 
-def build_graft(cfg: Config, corpus: list[str]) -> tuple[Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor]:
-    """Graft per `cfg.model`. `corpus` trains the tiny tokenizer of the embedded default (unused otherwise)."""
+def build_graft(cfg: Config, corpus: list[str] | None = None, base: str | None = None
+                ) -> tuple[Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor]:
+    """Graft per `cfg.model` onto `base` (a hub id or dir; default `cfg.model.base_vlm`).
+
+    The embedded default without a trained base builds an untrained tiny Qwen2-VL whose tokenizer
+    is trained on `corpus`.
+    """
     m = cfg.model
     options = dict(
         projector_type=m.projector_type,
@@ -59,19 +64,26 @@ def build_graft(cfg: Config, corpus: list[str]) -> tuple[Qwen2VLAudioForConditio
         audio_length_mode=m.audio_length_mode,
         whisper_cache_dir=m.whisper_cache_dir,
     )
-    if m.base_vlm == EMBEDDED_VLM:
-        base, tokenizer, image_processor = build_tiny_qwen2_vl(corpus, seed=cfg.seed, **vars(m.tiny))
-        return graft(base, m.whisper, tokenizer=tokenizer, image_processor=image_processor, **options)
-    load_kwargs = dict(dtype=getattr(torch, m.dtype), attn_implementation=m.attn_implementation)
+    base = base or m.base_vlm
+    if base == EMBEDDED_VLM:
+        tiny, tokenizer, image_processor = build_tiny_qwen2_vl(corpus or tokenizer_corpus(cfg.seed), seed=cfg.seed, **vars(m.tiny))
+        return graft(tiny, m.whisper, tokenizer=tokenizer, image_processor=image_processor, **options)
+    return graft(base, m.whisper, **options, **load_kwargs(cfg))
+
+
+def load_kwargs(cfg: Config) -> dict:
+    """from_pretrained kwargs of the base VLM: dtype, attention, and 4-bit NF4 when params say so."""
+    m = cfg.model
+    kwargs = dict(dtype=getattr(torch, m.dtype), attn_implementation=m.attn_implementation)
     if m.load_in_4bit:
-        load_kwargs["quantization_config"] = BitsAndBytesConfig(
+        kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=getattr(torch, m.dtype),
             bnb_4bit_use_double_quant=True,
             llm_int8_skip_modules=QUANTIZATION_SKIP,
         )
-    return graft(m.base_vlm, m.whisper, **options, **load_kwargs)
+    return kwargs
 
 
 def save_graft(model, processor, path: Path) -> Path:

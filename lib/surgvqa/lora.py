@@ -28,12 +28,13 @@ def language_model_target_regex(target_modules: list[str]) -> str:
     return r".*model\.language_model\.layers\.\d+\.(" + "|".join(parts) + ")"
 
 
-def peft_lora_config(lora: LoraConfig) -> PeftLoraConfig:
+def peft_lora_config(lora: LoraConfig, with_projector: bool = True) -> PeftLoraConfig:
+    """`with_projector`: the graft trains its audio projector in full; a text-only VLM has none."""
     return PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=language_model_target_regex(lora.target_modules),
-        modules_to_save=["audio_projector"],
+        modules_to_save=["audio_projector"] if with_projector else None,
         task_type="CAUSAL_LM",
     )

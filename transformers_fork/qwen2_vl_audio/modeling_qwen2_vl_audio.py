@@ -11,10 +11,13 @@ Only what differs from stock Qwen2-VL is written here:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import ModelOutput
 from transformers.models.qwen2_vl.modeling_qwen2_vl import (
     Qwen2VLRMSNorm,
     Qwen2VLForConditionalGeneration,
@@ -24,6 +27,17 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from .configuration_qwen2_vl_audio import Qwen2VLAudioConfig
+
+
+@dataclass
+class AudioEncoderOutput(ModelOutput):
+    """Frozen-tower output of audio chunks: frames (C, T', d) and which of them are real (C, T').
+
+    Also the form of pre-encoded audio (a feature cache) passed as `mm_encoder_outputs["audio"]`.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    frame_mask: torch.Tensor | None = None
 
 
 class Qwen2VLAudioEncoder(WhisperEncoder):
@@ -103,10 +117,10 @@ class Qwen2VLAudioModel(Qwen2VLModel):
         self.audio_tower.requires_grad_(False)
         self.post_init()  # initialises only the modules added above
 
-    def get_audio_features(
+    def encode_audio(
         self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Encode audio chunks (C, n_mels, T) and return their tokens, chunk after chunk: (N, hidden)."""
+    ) -> AudioEncoderOutput:
+        """Run the frozen tower on audio chunks (C, n_mels, T): frames (C, T', d) and their mask (C, T')."""
         input_features = input_features.to(self.audio_tower.dtype)
         if self.config.audio_length_mode == "padded" or feature_attention_mask is None:
             # The seeds' setting: every chunk is a full 30 s window, all 1500 frames become tokens.
@@ -115,13 +129,24 @@ class Qwen2VLAudioModel(Qwen2VLModel):
         else:
             frames = self.audio_tower(input_features, attention_mask=feature_attention_mask).last_hidden_state
             frame_mask = feature_attention_mask[:, ::2].bool()
-            # Zero the padded frames: a chunk's last stacked group then sees the same zeros as it would alone.
-            frames = frames * frame_mask[..., None].to(frames.dtype)
+        return AudioEncoderOutput(last_hidden_state=frames, frame_mask=frame_mask)
+
+    def project_audio(self, encoded: AudioEncoderOutput) -> torch.Tensor:
+        """Projected audio tokens of every chunk, chunk after chunk: (N, hidden)."""
+        frames, frame_mask = encoded.last_hidden_state, encoded.frame_mask.to(encoded.last_hidden_state.device)
+        # Zero the padded frames: a chunk's last stacked group then sees the same zeros as it would alone.
+        frames = frames * frame_mask[..., None].to(frames.dtype)
         tokens = self.audio_projector(frames.to(self.audio_projector_dtype))
         k = self.config.projector_stack_factor
         token_counts = (frame_mask.sum(-1) + k - 1) // k
         keep = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < token_counts[:, None]
         return tokens[keep]
+
+    def get_audio_features(
+        self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Encode audio chunks (C, n_mels, T) and return their tokens, chunk after chunk: (N, hidden)."""
+        return self.project_audio(self.encode_audio(input_features, feature_attention_mask))
 
     @property
     def audio_projector_dtype(self) -> torch.dtype:
@@ -133,15 +158,24 @@ class Qwen2VLAudioModel(Qwen2VLModel):
         inputs_embeds: torch.Tensor | None = None,
         input_features: torch.Tensor | None = None,
         feature_attention_mask: torch.Tensor | None = None,
+        mm_encoder_outputs: dict | None = None,
         **kwargs,
     ):
-        # Only encode when features are given: generate() drops them after prefill but keeps the mask.
-        if input_features is not None:
+        # Pre-encoded audio (a feature cache) arrives as mm_encoder_outputs["audio"]; generate()
+        # drops mm_encoder_outputs and input_features after prefill, but keeps the mask, so
+        # audio is only scattered when one of them is given.
+        mm_encoder_outputs = dict(mm_encoder_outputs or {})
+        encoded_audio = mm_encoder_outputs.pop("audio", None)
+        if input_features is not None and encoded_audio is not None:
+            raise ValueError("give either input_features or mm_encoder_outputs['audio'], not both")
+        if input_features is not None or encoded_audio is not None:
             if input_ids is None:
                 raise ValueError("audio needs `input_ids` to locate its <|audio_pad|> placeholders")
             if inputs_embeds is None:
                 inputs_embeds = self.get_input_embeddings()(input_ids)
-            audio_embeds = self.get_audio_features(input_features, feature_attention_mask)
+            if encoded_audio is None:
+                encoded_audio = self.encode_audio(input_features, feature_attention_mask)
+            audio_embeds = self.project_audio(encoded_audio)
             audio_mask = input_ids == self.config.audio_token_id
             n_placeholders = int(audio_mask.sum())
             if n_placeholders != audio_embeds.shape[0]:
@@ -151,7 +185,8 @@ class Qwen2VLAudioModel(Qwen2VLModel):
                 )
             audio_embeds = audio_embeds.to(inputs_embeds.device, inputs_embeds.dtype)
             inputs_embeds = inputs_embeds.masked_scatter(audio_mask[..., None], audio_embeds)
-        return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
+        return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds,
+                               mm_encoder_outputs=mm_encoder_outputs or None, **kwargs)
 
 
 class Qwen2VLAudioForConditionalGeneration(Qwen2VLForConditionalGeneration):
@@ -198,6 +233,7 @@ class Qwen2VLAudioForConditionalGeneration(Qwen2VLForConditionalGeneration):
         mm_token_type_ids: torch.IntTensor | None = None,
         input_features: torch.Tensor | None = None,
         feature_attention_mask: torch.Tensor | None = None,
+        mm_encoder_outputs: dict | None = None,
         **kwargs,
     ):
         return super().forward(
@@ -215,11 +251,13 @@ class Qwen2VLAudioForConditionalGeneration(Qwen2VLForConditionalGeneration):
             mm_token_type_ids=mm_token_type_ids,
             input_features=input_features,
             feature_attention_mask=feature_attention_mask,
+            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
 
 
 __all__ = [
+    "AudioEncoderOutput",
     "Qwen2VLAudioEncoder",
     "Qwen2VLAudioProjector",
     "Qwen2VLAudioModel",

@@ -159,8 +159,11 @@ class Qwen2VLAudioProcessor(ProcessorMixin):
         return_tensors: str | None = "pt",
         padding: bool | str = True,
         padding_side: str | None = None,
+        audio_lengths: list[int] | None = None,
         **tokenizer_kwargs,
     ) -> BatchFeature:
+        """`audio_lengths` (16 kHz samples per clip) instead of `audio`: audio already encoded
+        elsewhere (a feature cache); only its placeholders are expanded, no features computed."""
         if text is None:
             raise ValueError("text prompts are required (build them with apply_chat_template)")
         texts = [text] if isinstance(text, str) else list(text)
@@ -173,6 +176,8 @@ class Qwen2VLAudioProcessor(ProcessorMixin):
             audio_inputs, counts = self._process_audio_clips(audio)
             data.update(audio_inputs)
             replacements[AUDIO_PAD] = counts
+        elif audio_lengths is not None:
+            replacements[AUDIO_PAD] = [self.audio_token_count(int(n)) for n in audio_lengths]
         if images is not None:
             image_inputs = self.image_processor(images=images, return_tensors="pt")
             data.update(image_inputs)

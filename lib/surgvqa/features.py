@@ -1,0 +1,99 @@
+"""On-disk cache of the frozen Whisper encoder's outputs, one safetensors file per audio.
+
+The tower never trains, so its output for a clip is a pure function of (audio content,
+encoder weights, audio-length mode). Caching it means every epoch and every stage runs the
+encoder once per file instead of once per step. The key covers all three: a changed file,
+a different encoder or the other length mode is a miss, never a stale hit.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .audio import load_audio
+
+
+def encoder_fingerprint(tower: torch.nn.Module) -> str:
+    """Identity of an encoder: a hash of its config and every weight (not its name or path)."""
+    h = hashlib.sha256(json.dumps(tower.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(tower.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def content_key(audio: str | Path | np.ndarray) -> str:
+    """Hash of an audio file's bytes, or of a waveform's float32 samples."""
+    if isinstance(audio, np.ndarray):
+        data = np.ascontiguousarray(audio, dtype=np.float32).tobytes()
+    else:
+        data = Path(audio).read_bytes()
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+class FeatureCache:
+    """Encoder frames per audio clip: `get(audio)` -> (frames per chunk [(T'_i, d)], num_samples).
+
+    Files live in `root/<encoder fingerprint>-<length mode>/<content hash>.safetensors`.
+    `hits` / `misses` count lookups since construction.
+    """
+
+    def __init__(self, root: str | Path, model, processor):
+        self.model = model.model if hasattr(model, "model") and hasattr(model.model, "audio_tower") else model
+        self.processor = processor
+        self.mode = self.model.config.audio_length_mode
+        self.encoder_id = encoder_fingerprint(self.model.audio_tower)
+        self.dir = Path(root) / f"{self.encoder_id}-{self.mode}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.hits = self.misses = 0
+
+    def path(self, key: str) -> Path:
+        return self.dir / f"{key}.safetensors"
+
+    def get(self, audio: str | Path | np.ndarray) -> tuple[list[torch.Tensor], int]:
+        key = content_key(audio)
+        path = self.path(key)
+        if path.is_file():
+            self.hits += 1
+            stored = load_file(path)
+            chunks = [stored[f"chunk_{i}"] for i in range(len(stored) - 1)]
+            return chunks, int(stored["num_samples"])
+        self.misses += 1
+        clip = load_audio(audio) if not isinstance(audio, np.ndarray) else audio
+        chunks = self.encode(clip)
+        tensors = {f"chunk_{i}": c.contiguous() for i, c in enumerate(chunks)}
+        tensors["num_samples"] = torch.tensor(len(clip))
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # processes of a DDP run may write the same key
+        save_file(tensors, tmp)
+        tmp.replace(path)  # atomic: a killed run never leaves half a file behind
+        return chunks, len(clip)
+
+    @torch.no_grad()
+    def encode(self, clip: np.ndarray) -> list[torch.Tensor]:
+        """The tower's real (unpadded) frames for each ≤ 30 s chunk of one clip."""
+        inputs, _ = self.processor._process_audio_clips([clip])
+        device = self.model.audio_tower.device
+        out = self.model.encode_audio(inputs["input_features"].to(device), inputs["feature_attention_mask"].to(device))
+        return [frames[mask].float().cpu() for frames, mask in zip(out.last_hidden_state, out.frame_mask)]
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "files": sum(1 for _ in self.dir.glob("*.safetensors"))}
+
+
+def pad_chunks(chunks: list[torch.Tensor]):
+    """Chunks of different lengths -> the model's pre-encoded audio input (frames + mask)."""
+    from qwen2_vl_audio.modeling_qwen2_vl_audio import AudioEncoderOutput
+
+    longest = max(c.shape[0] for c in chunks)
+    frames = torch.zeros(len(chunks), longest, chunks[0].shape[-1])
+    mask = torch.zeros(len(chunks), longest, dtype=torch.bool)
+    for i, c in enumerate(chunks):
+        frames[i, : c.shape[0]] = c
+        mask[i, : c.shape[0]] = True
+    return AudioEncoderOutput(last_hidden_state=frames, frame_mask=mask)

@@ -1,0 +1,401 @@
+"""Evaluation metrics: closed-vocabulary short answers, long answers, ASR, bootstrap statistics.
+
+Short answers are compared after `normalize_short` and a small, conservative per-type synonym
+map (`SYNONYMS`), always as whole strings. Long answers are scored by a whole-phrase keyword
+match, plus corpus BLEU-4 and ROUGE-L implemented here (no nltk / sacrebleu). ASR uses Whisper's
+English text normaliser and jiwer. Everything is a pure function of its inputs.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import math
+import re
+from collections import Counter
+from typing import Any, Iterable, Sequence
+
+import jiwer
+import numpy as np
+import pandas as pd
+
+from .data import ANSWER_VOCAB
+
+__all__ = [
+    "SYNONYMS",
+    "normalize_short",
+    "canonical_answer",
+    "exact_match",
+    "in_vocabulary",
+    "keyword_hit",
+    "keyword_accuracy",
+    "bleu4",
+    "rouge_l",
+    "whisper_normalize",
+    "wer_cer",
+    "word_diff_html",
+    "bootstrap_ci",
+    "accuracy_with_ci",
+    "accuracy_breakdown",
+    "majority_answers",
+    "majority_predictions",
+]
+
+# ---- short answers --------------------------------------------------------------------------
+
+_ARTICLES = frozenset({"a", "an", "the"})
+_APOSTROPHES = re.compile(r"['\u2019`]")
+# Anything that is not a word char, whitespace or one of the meaningful symbols.
+_PUNCT = re.compile(r"[^\w\s<>.\-]|_")
+_LONE_HYPHEN = re.compile(r"(?<!\w)-|-(?!\w)")  # keep "5-10", "lower-left"
+_LONE_DOT = re.compile(r"(?<!\d)\.|\.(?!\d)")  # keep "2.5"
+_CMP_SPACE = re.compile(r"([<>])\s+(?=\d)")  # "< 5" -> "<5"
+
+
+def _clean(text: str) -> str:
+    """Lower-case and strip punctuation (keeping `<`, `>`, inner `-`, decimal `.`); keeps articles."""
+    t = _APOSTROPHES.sub("", str(text).strip().lower())
+    t = _PUNCT.sub(" ", t)
+    t = _LONE_HYPHEN.sub(" ", t)
+    t = _LONE_DOT.sub(" ", t)
+    t = _CMP_SPACE.sub(r"\1", t)
+    return " ".join(t.split()).rstrip(".")
+
+
+def normalize_short(text: str) -> str:
+    """Normalise a short answer: "The Lower-Left." -> "lower-left"; "<5" and "5-10" survive.
+
+    Lower-cases, removes punctuation except `<`, `>`, `-` between word characters and `.` inside
+    numbers, drops the articles a/an/the as whole words, collapses whitespace and drops a
+    trailing full stop.
+    """
+    return " ".join(w for w in _clean(text).split() if w not in _ARTICLES).rstrip(".")
+
+
+# Normalised variant -> canonical normalised vocabulary answer, per question type. Kept small on
+# purpose: every entry is a spelling / unit / spoken form of exactly one vocabulary answer
+# (the spoken forms follow `synthetic._SPEAK`). Yes/no types have no synonyms: "yeah" or
+# "yes there is" are not answers from the closed vocabulary and are scored wrong.
+SYNONYMS: dict[str, dict[str, str]] = {
+    "lighting_mode": {
+        "white-light": "white light", "white": "white light", "wl": "white light",
+        "wli": "white light", "white light imaging": "white light",
+        "narrow band imaging": "nbi", "narrow-band imaging": "nbi", "narrowband imaging": "nbi",
+    },
+    "fluid_occlusion_level": {"partially": "partial", "completely": "complete"},
+    "scope_motion_type": {
+        "withdrawal": "withdrawing", "withdraw": "withdrawing", "retracting": "withdrawing",
+        "advance": "advancing", "forward": "advancing",
+        "static": "stable", "still": "stable",
+        "sideways": "lateral",
+    },
+    "tool_identification": {
+        "biopsy forceps": "forceps", "polypectomy snare": "snare", "injection catheter": "catheter",
+    },
+    "lesion_histology_extended": {
+        "adenomatous": "adenoma", "sessile serrated lesion": "sessile serrated",
+        "sessile-serrated": "sessile serrated",
+    },
+    "lesion_size_range": {
+        **{v: "<5" for v in (
+            "<5 mm", "<5mm", "under 5", "under 5 mm", "less than 5", "less than 5 mm",
+            "under 5 millimetres", "under 5 millimeters")},
+        **{v: "5-10" for v in (
+            "5-10 mm", "5-10mm", "5 to 10", "5 to 10 mm", "5 to 10 millimetres", "5 to 10 millimeters")},
+        **{v: ">10" for v in (
+            ">10 mm", ">10mm", "over 10", "over 10 mm", "more than 10", "more than 10 mm",
+            "over 10 millimetres", "over 10 millimeters")},
+    },
+    "lesion_site": {
+        "caecum": "cecum", "ascending colon": "ascending", "transverse colon": "transverse",
+        "descending colon": "descending", "sigmoid": "sigma", "sigmoid colon": "sigma",
+    },
+    "lesion_screen_position": {
+        f"{v}{sep}{h}": f"{c}-{h}"
+        for c, v in (("upper", "upper"), ("upper", "top"), ("lower", "lower"), ("lower", "bottom"))
+        for sep in (" ", "-") for h in ("left", "right")
+        if f"{v}{sep}{h}" != f"{c}-{h}"
+    },
+    "lesion_motion_direction": {
+        "upward": "up", "upwards": "up", "downward": "down", "downwards": "down",
+        "static": "stable", "still": "stable",
+    },
+}
+
+
+def _check_type(question_type: str) -> None:
+    if question_type not in ANSWER_VOCAB:
+        raise KeyError(f"unknown question type {question_type!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _canonical_vocab(question_type: str) -> frozenset[str]:
+    return frozenset(normalize_short(a) for a in ANSWER_VOCAB[question_type])
+
+
+def canonical_answer(text: str, question_type: str) -> str:
+    """`normalize_short`, then that type's synonym map as an exact whole-string lookup.
+
+    Never substring / prefix matching: the seed notebooks scored `short_answer in prediction`,
+    so "no" matched "not" and "left" matched "lower-left".
+    """
+    _check_type(question_type)
+    norm = normalize_short(text)
+    return SYNONYMS.get(question_type, {}).get(norm, norm)
+
+
+def exact_match(prediction: str, truth: str, question_type: str) -> bool:
+    """Canonical prediction equals canonical truth ("No." == "no"; "not" != "no")."""
+    return canonical_answer(prediction, question_type) == canonical_answer(truth, question_type)
+
+
+def in_vocabulary(prediction: str, question_type: str) -> bool:
+    """Whether the canonical prediction is one of the type's closed vocabulary answers."""
+    return canonical_answer(prediction, question_type) in _canonical_vocab(question_type)
+
+
+# ---- long answers ---------------------------------------------------------------------------
+
+# Characters that continue a token for boundary purposes: "-" (so "left" is not inside
+# "lower-left"), "<"/">" and "." (only decimal points survive normalisation).
+_TOKEN_CHARS = r"\w<>.\-"
+
+
+def _phrases(short_answer: str, question_type: str) -> set[str]:
+    canon = canonical_answer(short_answer, question_type)
+    return {canon} | {v for v, c in SYNONYMS.get(question_type, {}).items() if c == canon}
+
+
+def keyword_hit(prediction_long: str, short_answer: str, question_type: str) -> bool:
+    """Whether the canonical short answer, or one of its synonyms, is a whole phrase of the long
+    prediction (both normalised). Token boundaries only: "no" does not hit "not" or "now", and
+    "left" does not hit "lower-left"."""
+    text = normalize_short(prediction_long)
+    for phrase in _phrases(short_answer, question_type):
+        if phrase and re.search(rf"(?<![{_TOKEN_CHARS}]){re.escape(phrase)}(?![{_TOKEN_CHARS}])", text):
+            return True
+    return False
+
+
+def _check_lengths(**seqs: Sequence[Any]) -> int:
+    lengths = {k: len(v) for k, v in seqs.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"length mismatch: {lengths}")
+    return next(iter(lengths.values()))
+
+
+def keyword_accuracy(preds: Sequence[str], shorts: Sequence[str], types: Sequence[str]) -> float:
+    """Fraction of `keyword_hit`s; NaN for no rows (like `bootstrap_ci`)."""
+    n = _check_lengths(preds=preds, shorts=shorts, types=types)
+    if n == 0:
+        return float("nan")
+    return sum(keyword_hit(p, s, t) for p, s, t in zip(preds, shorts, types)) / n
+
+
+def _tokens(text: str) -> list[str]:
+    """Whitespace tokens after normalize_short-style cleaning (articles kept: they are words)."""
+    return _clean(text).split()
+
+
+def _ngrams(tokens: list[str], n: int) -> Counter:
+    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+
+def bleu4(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU-4 (one reference per prediction), uniform weights, brevity penalty, in [0, 1].
+
+    Smoothing: for n > 1 an order with zero clipped matches gets precision 1 / (count + 1)
+    (add-one on numerator and denominator), so one missing 4-gram order does not zero the whole
+    corpus; zero unigram matches still give 0.
+    """
+    if _check_lengths(predictions=predictions, references=references) == 0:
+        raise ValueError("bleu4 needs at least one prediction")
+    matches, totals = [0] * 4, [0] * 4
+    c_len = r_len = 0
+    for pred, ref in zip(predictions, references):
+        p, r = _tokens(pred), _tokens(ref)
+        c_len += len(p)
+        r_len += len(r)
+        for n in range(1, 5):
+            pc, rc = _ngrams(p, n), _ngrams(r, n)
+            matches[n - 1] += sum(min(c, rc[g]) for g, c in pc.items())
+            totals[n - 1] += sum(pc.values())
+    if c_len == 0 or matches[0] == 0:
+        return 0.0
+    log_p = 0.0
+    for n in range(4):
+        m, t = matches[n], totals[n]
+        log_p += math.log(m / t if m > 0 else 1.0 / (t + 1)) / 4
+    bp = 1.0 if c_len > r_len else math.exp(1.0 - r_len / c_len)
+    return float(min(1.0, bp * math.exp(log_p)))
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Mean over pairs of the LCS-based F1 (beta = 1) on `_tokens`; two empty texts score 1."""
+    n = _check_lengths(predictions=predictions, references=references)
+    if n == 0:
+        raise ValueError("rouge_l needs at least one prediction")
+    scores = []
+    for pred, ref in zip(predictions, references):
+        p, r = _tokens(pred), _tokens(ref)
+        if not p and not r:
+            scores.append(1.0)
+            continue
+        lcs = _lcs(p, r)
+        scores.append(0.0 if lcs == 0 else 2 * lcs / (len(p) + len(r)))  # = 2PR / (P + R)
+    return float(np.mean(scores))
+
+
+# ---- ASR ------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _whisper_normalizer() -> Any:
+    # Imported lazily: transformers is heavy. The hub's normalizer.json (British -> American
+    # spellings) is not available offline, so the spelling mapping is empty.
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer({})
+
+
+def whisper_normalize(text: str) -> str:
+    """Whisper's English normaliser: lower-case, punctuation out, number words to digits ("Five" -> "5")."""
+    return _whisper_normalizer()(str(text))
+
+
+def wer_cer(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Corpus WER and CER (jiwer) on whisper-normalised text.
+
+    A reference that is (or normalises to) empty raises ValueError naming its index, since the
+    error rate has no denominator for it; an empty hypothesis is fine (all deletions).
+    """
+    if _check_lengths(hypotheses=hypotheses, references=references) == 0:
+        raise ValueError("wer_cer needs at least one reference")
+    refs = [whisper_normalize(r) for r in references]
+    hyps = [whisper_normalize(h) for h in hypotheses]
+    for i, r in enumerate(refs):
+        if not r.strip():
+            raise ValueError(f"reference {i} is empty after normalisation: {references[i]!r}")
+    return {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps))}
+
+
+_DIFF_STYLE = {
+    "substitute": "background:#ffd",
+    "delete": "background:#fdd;text-decoration:line-through",
+    "insert": "background:#dfd",
+}
+
+
+def word_diff_html(reference: str, hypothesis: str, normalize: bool = True) -> str:
+    """An HTML snippet of the word alignment (jiwer.process_words), for error analysis.
+
+    Substitutions show `ref→hyp` on yellow, deletions struck through on red, insertions on
+    green; all text is HTML-escaped. `normalize` applies `whisper_normalize` first (what WER sees).
+    """
+    ref = whisper_normalize(reference) if normalize else str(reference)
+    hyp = whisper_normalize(hypothesis) if normalize else str(hypothesis)
+    if not ref.split():
+        raise ValueError(f"empty reference: {reference!r}")
+    out = jiwer.process_words(ref, hyp)
+    r_words, h_words = out.references[0], out.hypotheses[0]
+    parts = []
+    for ch in out.alignments[0]:
+        r = html.escape(" ".join(r_words[ch.ref_start_idx:ch.ref_end_idx]))
+        h = html.escape(" ".join(h_words[ch.hyp_start_idx:ch.hyp_end_idx]))
+        if ch.type == "equal":
+            parts.append(r)
+        elif ch.type == "substitute":
+            parts.append(f'<span style="{_DIFF_STYLE["substitute"]}" title="substitution">{r}&rarr;{h}</span>')
+        elif ch.type == "delete":
+            parts.append(f'<span style="{_DIFF_STYLE["delete"]}" title="deletion">{r}</span>')
+        else:
+            parts.append(f'<span style="{_DIFF_STYLE["insert"]}" title="insertion">{h}</span>')
+    return '<span style="font-family:monospace">' + " ".join(parts) + "</span>"
+
+
+# ---- statistics -----------------------------------------------------------------------------
+
+
+def _as_array(values: Iterable[Any]) -> np.ndarray:
+    if not hasattr(values, "__len__"):  # a generator
+        values = list(values)
+    return np.asarray(values, dtype=float).ravel()
+
+
+def bootstrap_ci(correct: Iterable[Any], n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean (usually of 0/1 correctness); (nan, nan) when empty.
+
+    Deterministic given `seed`. Resamples are drawn in chunks so memory stays bounded for large n.
+    """
+    x = _as_array(correct)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    n = x.size
+    if n == 0:
+        return (float("nan"), float("nan"))
+    if not np.all(np.isfinite(x)):
+        raise ValueError("bootstrap_ci: non-finite values")
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // n)
+    means = np.concatenate([
+        x[rng.integers(0, n, size=(min(chunk, n_boot - s), n))].mean(axis=1)
+        for s in range(0, n_boot, chunk)
+    ])
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return (float(lo), float(hi))
+
+
+def accuracy_with_ci(correct: Iterable[Any], **kw: Any) -> dict[str, Any]:
+    """{"accuracy", "ci95": [lo, hi], "n"}; `kw` goes to `bootstrap_ci`."""
+    x = _as_array(correct)
+    lo, hi = bootstrap_ci(x, **kw)
+    return {"accuracy": float(x.mean()) if x.size else float("nan"), "ci95": [lo, hi], "n": int(x.size)}
+
+
+def accuracy_breakdown(df: pd.DataFrame, by: str | list[str], correct_col: str = "correct",
+                       **kw: Any) -> pd.DataFrame:
+    """Accuracy with bootstrap CI per group: columns accuracy, ci_lo, ci_hi, n; index = sorted groups."""
+    keys = [by] if isinstance(by, str) else list(by)
+    rows, index = [], []
+    for key, g in df.groupby(keys, sort=True):
+        res = accuracy_with_ci(g[correct_col].to_numpy(), **kw)
+        rows.append({"accuracy": res["accuracy"], "ci_lo": res["ci95"][0],
+                     "ci_hi": res["ci95"][1], "n": res["n"]})
+        index.append(key[0] if isinstance(by, str) else key)
+    idx = (pd.Index(index, name=by) if isinstance(by, str)
+           else pd.MultiIndex.from_tuples(index, names=keys))
+    return pd.DataFrame(rows, index=idx, columns=["accuracy", "ci_lo", "ci_hi", "n"])
+
+
+# ---- baselines ------------------------------------------------------------------------------
+
+
+def majority_answers(train_df: pd.DataFrame) -> dict[str, str]:
+    """Most frequent canonical short answer per question type (ties: alphabetically first)."""
+    counts: dict[str, Counter] = {}
+    for qtype, short in zip(train_df["question_type"], train_df["short_answer"]):
+        counts.setdefault(qtype, Counter())[canonical_answer(short, qtype)] += 1
+    return {t: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for t, c in sorted(counts.items())}
+
+
+def majority_predictions(test_df: pd.DataFrame, majority: dict[str, str]) -> list[str]:
+    """The training majority answer for each test row's type; KeyError naming an unseen type."""
+    out = []
+    for qtype in test_df["question_type"]:
+        if qtype not in majority:
+            raise KeyError(f"question type {qtype!r} has no majority answer (absent from training)")
+        out.append(majority[qtype])
+    return out

@@ -1,0 +1,416 @@
+"""Training stages with HF `Trainer` (+ PEFT), one function per stage, all sharing `collate`.
+
+- stage 0 (embedded default only): the tiny Qwen2-VL learns text-question VQA on the training
+  split plus "repeat the sentence", so there is a base VLM that can read and copy;
+- stage 1: only the projector trains, speech -> transcript (tower, LLM and vision frozen);
+- stage 2: LoRA on the language model + the projector, spoken question + clip -> short answer;
+  the text-question model gets the same LoRA, data and budget (the text upper bound).
+
+Each stage writes `runs/<profile>/checkpoints/<stage>/`: Trainer checkpoints (an interrupted
+run resumes from the last one), `final/` (stage 0/1) or `adapter/` + `merged/` (stage 2), and
+`stage.json` (what ran, with which params, how long, how fast).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, WhisperFeatureExtractor
+from transformers.trainer_utils import get_last_checkpoint
+
+from . import graft as G
+from .collate import Collator, Example, ExampleDataset, repeat_examples, transcription_examples, vqa_examples
+from .config import Config, ConfigError
+from .features import FeatureCache
+
+STAGES = ("stage0", "stage1", "stage2")
+# Defaults per stage; params `train.<stage>` overrides any TrainingArguments field.
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "stage0": dict(num_train_epochs=10, learning_rate=2e-3, per_device_train_batch_size=16, warmup_steps=0.05),
+    "stage1": dict(num_train_epochs=20, learning_rate=2e-3, per_device_train_batch_size=16, warmup_steps=0.05),
+    "stage2": dict(num_train_epochs=6, learning_rate=1e-3, per_device_train_batch_size=16, warmup_steps=0.05),
+}
+COMMON_ARGS: dict[str, Any] = dict(
+    per_device_eval_batch_size=32,
+    lr_scheduler_type="cosine",
+    weight_decay=0.0,
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    save_total_limit=2,
+    logging_strategy="steps",
+    logging_steps=5,
+    report_to=[],
+    remove_unused_columns=False,  # the collator needs the whole Example
+    dataloader_num_workers=0,
+)
+# Keys of `train` that are not TrainingArguments sections.
+TRAIN_OPTIONS = {"early_stopping_patience": 2, "repeat_sentences": 400}
+
+
+def stage_dir(cfg: Config, stage: str) -> Path:
+    return cfg.checkpoints_dir / stage
+
+
+def feature_cache(cfg: Config, model, processor) -> FeatureCache:
+    return FeatureCache(cfg.run_dir / "cache" / "whisper_features", model, processor)
+
+
+# ---- params ---------------------------------------------------------------------------------
+
+
+def train_option(cfg: Config, key: str):
+    return cfg.train.get(key, TRAIN_OPTIONS[key])
+
+
+def check_train_params(cfg: Config) -> None:
+    """Fail early, naming the key, on a misspelt stage or TrainingArguments field."""
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for key, value in cfg.train.items():
+        if key in TRAIN_OPTIONS:
+            continue
+        if key not in STAGES:
+            close = difflib.get_close_matches(key, [*STAGES, *TRAIN_OPTIONS], n=1)
+            raise ConfigError(f"{cfg.params_source}: unknown key 'train.{key}'" + (f" (did you mean 'train.{close[0]}'?)" if close else ""))
+        if not isinstance(value, dict):
+            raise ConfigError(f"{cfg.params_source}: 'train.{key}' must be a mapping of TrainingArguments fields")
+        for name in value:
+            if name not in fields or name == "output_dir":
+                close = difflib.get_close_matches(name, fields, n=1)
+                hint = f" (did you mean 'train.{key}.{close[0]}'?)" if close else ""
+                raise ConfigError(f"{cfg.params_source}: 'train.{key}.{name}' is not a TrainingArguments field{hint}")
+
+
+def training_arguments(cfg: Config, stage: str, output_dir: Path, **overrides) -> TrainingArguments:
+    check_train_params(cfg)
+    kwargs = {**COMMON_ARGS, **STAGE_DEFAULTS[stage], "seed": cfg.seed, "data_seed": cfg.seed,
+              "activation_checkpointing": cfg.model.gradient_checkpointing,
+              "dataloader_pin_memory": torch.cuda.is_available(),
+              "activation_checkpointing_kwargs": {"use_reentrant": False},
+              **cfg.train.get(stage, {}), **overrides}
+    if kwargs.get("eval_strategy", "no") != "no":
+        kwargs.setdefault("load_best_model_at_end", True)
+        kwargs.setdefault("metric_for_best_model", "eval_loss")
+    return TrainingArguments(output_dir=str(output_dir), **kwargs)
+
+
+def stage_stamp(cfg: Config, stage: str, extra: Any = None) -> str:
+    """What a stage's result depends on; a resumed or reused run must match it."""
+    from . import synthetic
+
+    parts = {"stage": stage, "seed": cfg.seed, "model": dataclasses.asdict(cfg.model), "data": synthetic.data_stamp(cfg),
+             "lora": dataclasses.asdict(cfg.lora), "train": cfg.train, "extra": extra}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---- one stage ------------------------------------------------------------------------------
+
+
+@dataclass
+class StageResult:
+    stage: str
+    output_dir: str
+    stamp: str
+    train_examples: int
+    eval_examples: int
+    global_step: int = 0
+    epochs: float = 0.0
+    wall_time_s: float = 0.0
+    train_samples_per_s: float = 0.0
+    peak_memory_mb: float = 0.0
+    final_train_loss: float | None = None
+    best_eval_loss: float | None = None
+    best_checkpoint: str | None = None
+    resumed_from: str | None = None
+    stopped_early: bool = False
+    trainable_parameters: int = 0
+    frozen_parameters: int = 0
+    log_history: list[dict] = field(default_factory=list)
+    reused: bool = False
+
+    def metrics(self) -> dict[str, Any]:
+        """The scalar part (for the metrics JSON)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "log_history"}
+
+    def save(self) -> Path:
+        path = Path(self.output_dir) / "stage.json"
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2, default=str))
+        return path
+
+    @classmethod
+    def load(cls, output_dir: Path) -> "StageResult":
+        return cls(**json.loads((Path(output_dir) / "stage.json").read_text()))
+
+
+class StopAfterSteps(TrainerCallback):
+    """Stop (as if interrupted) after `steps` optimizer steps, with a checkpoint saved there."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.steps:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total - trainable
+
+
+def prepare_output_dir(output_dir: Path, stamp: str, resume: bool) -> str | None:
+    """Resume from the last checkpoint of an interrupted run with the same stamp; otherwise start clean."""
+    marker = output_dir / "stamp.txt"
+    finished = (output_dir / "stage.json").is_file()
+    if resume and not finished and marker.is_file() and marker.read_text() == stamp:
+        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if last:
+            return last
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True)
+    marker.write_text(stamp)
+    return None
+
+
+def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Example], evaluate: list[Example],
+              output_dir: Path, stamp: str, resume: bool = True, stop_after_steps: int | None = None,
+              **arg_overrides) -> tuple[Trainer, StageResult]:
+    """Train `model` with HF Trainer; resume an interrupted run; best checkpoint (by eval loss) at the end."""
+    resume_from = prepare_output_dir(output_dir, stamp, resume)
+    args = training_arguments(cfg, stage, output_dir, **arg_overrides)
+    callbacks: list[TrainerCallback] = []
+    if args.load_best_model_at_end and train_option(cfg, "early_stopping_patience"):
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=train_option(cfg, "early_stopping_patience")))
+    if stop_after_steps:
+        callbacks.append(StopAfterSteps(stop_after_steps))
+    trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=ExampleDataset(train),
+                      eval_dataset=ExampleDataset(evaluate) if evaluate else None, callbacks=callbacks)
+    trainable, frozen = count_parameters(model)
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    wall = time.perf_counter() - start
+    state = trainer.state
+    train_losses = [h["loss"] for h in state.log_history if "loss" in h]
+    result = StageResult(
+        stage=stage, output_dir=str(output_dir), stamp=stamp, train_examples=len(train), eval_examples=len(evaluate),
+        global_step=state.global_step, epochs=round(state.epoch or 0.0, 3), wall_time_s=round(wall, 2),
+        train_samples_per_s=round(output.metrics.get("train_samples_per_second", 0.0), 2),
+        peak_memory_mb=round(peak_memory_mb(), 1), final_train_loss=train_losses[-1] if train_losses else None,
+        best_eval_loss=state.best_metric, best_checkpoint=state.best_model_checkpoint, resumed_from=resume_from,
+        stopped_early=bool(state.global_step < state.max_steps and not stop_after_steps),
+        trainable_parameters=trainable, frozen_parameters=frozen, log_history=state.log_history,
+    )
+    return trainer, result
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+# ---- stage 0: the base VLM (embedded default) -------------------------------------------------
+
+
+def base_vlm_source(cfg: Config) -> str:
+    """What the graft is built on: the stage-0 model (embedded default) or the hub id / dir in params."""
+    return str(stage_dir(cfg, "stage0") / "final") if cfg.model.base_vlm == G.EMBEDDED_VLM else cfg.model.base_vlm
+
+
+def repeat_sentences(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[list[str], list[str]]:
+    """Texts to copy in stage 0: the training questions and the stage-1 transcripts (train / val)."""
+    train = sorted({r["question"] for r in splits["train"].rows} | {e["text"] for e in corpus if e["split"] == "train"})
+    val = sorted({e["text"] for e in corpus if e["split"] == "val"} - set(train))
+    limit = train_option(cfg, "repeat_sentences")
+    return train[:limit], val
+
+
+def new_tiny_processor(cfg: Config, tokenizer, image_processor):
+    from qwen2_vl_audio import Qwen2VLAudioProcessor
+
+    return Qwen2VLAudioProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                 feature_extractor=WhisperFeatureExtractor(),
+                                 audio_stack_factor=cfg.model.projector_stack_factor,
+                                 audio_length_mode=cfg.model.audio_length_mode)
+
+
+def stage0_examples(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[list[Example], list[Example]]:
+    train_sentences, val_sentences = repeat_sentences(cfg, splits, corpus)
+    train = vqa_examples(splits["train"], "text") + repeat_examples(train_sentences)
+    evaluate = vqa_examples(splits["val"], "text") + repeat_examples(val_sentences)
+    return train, evaluate
+
+
+def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool = True,
+                   stop_after_steps: int | None = None) -> StageResult | None:
+    """Stage 0: train the tiny Qwen2-VL from scratch (embedded default only; None at paper scale).
+
+    Reused when `final/` exists with the same stamp (reruns do not retrain it).
+    """
+    from qwen2_vl_audio import build_tiny_qwen2_vl
+
+    if cfg.model.base_vlm != G.EMBEDDED_VLM:
+        return None
+    out = stage_dir(cfg, "stage0")
+    stamp = stage_stamp(cfg, "stage0", extra=cfg.train.get("stage0"))
+    if (out / "stage.json").is_file() and (out / "stamp.txt").read_text() == stamp and (out / "final").is_dir():
+        result = StageResult.load(out)
+        result.reused = True
+        return result
+    model, tokenizer, image_processor = build_tiny_qwen2_vl(G.tokenizer_corpus(cfg.seed), seed=cfg.seed, **vars(cfg.model.tiny))
+    processor = new_tiny_processor(cfg, tokenizer, image_processor)
+    train, evaluate = stage0_examples(cfg, splits, corpus)
+    trainer, result = run_stage(cfg, "stage0", model.train(), Collator(processor), train, evaluate, out, stamp,
+                                resume=resume, stop_after_steps=stop_after_steps)
+    if stop_after_steps:
+        return result
+    if is_main_process():
+        final = out / "final"
+        trainer.model.save_pretrained(final)
+        processor.save_pretrained(final)
+        tokenizer.save_pretrained(final)
+        image_processor.save_pretrained(final)
+        result.save()
+    return result
+
+
+# ---- stage 1: projector alignment -------------------------------------------------------------
+
+
+def freeze_for_stage1(model) -> None:
+    """Only the projector learns; tower, vision and language model stay as they are."""
+    model.requires_grad_(False)
+    model.model.audio_projector.requires_grad_(True)
+
+
+def build_stage1_graft(cfg: Config):
+    """The graft on the base VLM (stage 0 output, or the hub model at paper scale)."""
+    base = base_vlm_source(cfg)
+    if cfg.model.base_vlm == G.EMBEDDED_VLM and not Path(base).is_dir():
+        raise FileNotFoundError(f"{base} not found: train the base VLM first (stage 0, `train_base_vlm`)")
+    torch.manual_seed(cfg.seed)  # the projector's initialisation
+    return G.build_graft(cfg, base=base)
+
+
+def stage1_examples(cfg: Config, corpus: list[dict]) -> tuple[list[Example], list[Example]]:
+    audio_root = cfg.data_dir
+    return (transcription_examples([e for e in corpus if e["split"] == "train"], audio_root),
+            transcription_examples([e for e in corpus if e["split"] == "val"], audio_root))
+
+
+def train_projector(cfg: Config, model, processor, corpus: list[dict], resume: bool = True,
+                    stop_after_steps: int | None = None, use_feature_cache: bool = True) -> tuple[Any, StageResult]:
+    """Stage 1: speech -> transcript, projector only. Saves the whole graft to `stage1/final`."""
+    out = stage_dir(cfg, "stage1")
+    stamp = stage_stamp(cfg, "stage1", extra=cfg.train.get("stage1"))
+    freeze_for_stage1(model)
+    model.train()
+    cache = feature_cache(cfg, model, processor) if use_feature_cache else None
+    train, evaluate = stage1_examples(cfg, corpus)
+    trainer, result = run_stage(cfg, "stage1", model, Collator(processor, feature_cache=cache), train, evaluate, out,
+                                stamp, resume=resume, stop_after_steps=stop_after_steps)
+    if not stop_after_steps and is_main_process():
+        G.save_graft(trainer.model, processor, out / "final")
+        result.save()
+    return trainer.model.eval(), result
+
+
+# ---- stage 2: (Q)LoRA ---------------------------------------------------------------------------
+
+
+def add_lora(cfg: Config, model, with_projector: bool):
+    """LoRA on the language model only (the towers are never wrapped); the projector trains in full."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    from .lora import peft_lora_config
+
+    if cfg.model.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.model.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    peft_model = get_peft_model(model, peft_lora_config(cfg.lora, with_projector=with_projector))
+    if hasattr(peft_model.base_model.model, "freeze_audio_tower"):
+        peft_model.base_model.model.freeze_audio_tower()
+    return peft_model
+
+
+def stage2_examples(splits: dict, mode: str) -> tuple[list[Example], list[Example]]:
+    return vqa_examples(splits["train"], mode), vqa_examples(splits["val"], mode)
+
+
+def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: bool = True,
+               stop_after_steps: int | None = None, use_feature_cache: bool = True) -> tuple[Any, StageResult]:
+    """Stage 2 for the audio graft (mode="audio", dir stage2/) or the text model (mode="text", dir stage2_text/).
+
+    Same LoRA, data and TrainingArguments for both. Saves `adapter/` and a merged model `merged/`.
+    """
+    name = "stage2" if mode == "audio" else "stage2_text"
+    out = stage_dir(cfg, name)
+    stamp = stage_stamp(cfg, name, extra=cfg.train.get("stage2"))
+    peft_model = add_lora(cfg, model, with_projector=(mode == "audio"))
+    peft_model.train()
+    cache = feature_cache(cfg, model, processor) if (use_feature_cache and mode == "audio") else None
+    train, evaluate = stage2_examples(splits, mode)
+    trainer, result = run_stage(cfg, "stage2", peft_model, Collator(processor, feature_cache=cache), train, evaluate,
+                                out, stamp, resume=resume, stop_after_steps=stop_after_steps)
+    result.stage = name
+    if not stop_after_steps and is_main_process():
+        trainer.model.save_pretrained(out / "adapter")
+        processor.save_pretrained(out / "adapter")
+        merged = trainer.model.merge_and_unload()
+        G.save_graft(merged, processor, out / "merged")
+        result.save()
+        return merged.eval(), result
+    return trainer.model.eval(), result
+
+
+def load_text_base(cfg: Config):
+    """The base VLM with the graft's processor (text questions never touch the audio path)."""
+    from transformers import Qwen2VLForConditionalGeneration
+
+    model = Qwen2VLForConditionalGeneration.from_pretrained(base_vlm_source(cfg), **G.load_kwargs(cfg))
+    return model
+
+
+def loss_curves(result: StageResult):
+    """(train, eval) DataFrames of loss vs step from a stage's log history."""
+    import pandas as pd
+
+    hist = pd.DataFrame(result.log_history)
+    train = hist.dropna(subset=["loss"])[["step", "epoch", "loss"]] if "loss" in hist else pd.DataFrame(columns=["step", "epoch", "loss"])
+    evaluation = hist.dropna(subset=["eval_loss"])[["step", "epoch", "eval_loss"]] if "eval_loss" in hist else pd.DataFrame(columns=["step", "epoch", "eval_loss"])
+    return train, evaluation
+
+
+def plot_loss_curves(results: list[StageResult], title: str = "Loss"):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.6), squeeze=False)
+    for ax, result in zip(axes[0], results):
+        train, evaluation = loss_curves(result)
+        ax.plot(train["step"], train["loss"], label="train", color="tab:blue")
+        if len(evaluation):
+            ax.plot(evaluation["step"], evaluation["eval_loss"], "o-", label="eval", color="tab:orange")
+        if result.best_checkpoint and len(evaluation):
+            best = evaluation.loc[evaluation["eval_loss"].idxmin()]
+            ax.axvline(best["step"], color="grey", ls=":", lw=1, label=f"best (step {int(best['step'])})")
+        ax.set(xlabel="optimizer step", ylabel="cross-entropy (answer tokens)", title=f"{title}: {result.stage}", yscale="log")
+        ax.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,286 @@
+"""Metrics: short-answer matching, long-answer scores, ASR error rates, bootstrap statistics."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from surgvqa import data as D
+from surgvqa import metrics as M
+
+# ---- normalisation / synonyms ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The Lower-Left.", "lower-left"),
+    ("<5", "<5"),
+    ("5-10", "5-10"),
+    (">10 mm.", ">10 mm"),
+    ("< 5", "<5"),
+    ("  No. ", "no"),
+    ("An adenoma", "adenoma"),
+    ("theater", "theater"),  # articles only as whole words
+    ("yes, there is", "yes there is"),
+    ("2.5 mm.", "2.5 mm"),  # decimal point kept, final full stop dropped
+    ("upper - left", "upper left"),  # a lone hyphen is punctuation
+    ("White   light!", "white light"),
+    ("", ""),
+])
+def test_normalize_short(text, expected):
+    assert M.normalize_short(text) == expected
+
+
+def test_synonym_tables_are_normalised_and_point_into_the_vocab():
+    for qtype, table in M.SYNONYMS.items():
+        assert qtype in D.ANSWER_VOCAB
+        vocab = {M.normalize_short(a) for a in D.ANSWER_VOCAB[qtype]}
+        for variant, canon in table.items():
+            assert M.normalize_short(variant) == variant, (qtype, variant)
+            assert canon in vocab, (qtype, canon)
+            assert variant not in vocab, (qtype, variant)  # a vocab answer must never be remapped
+    for qtype in D.ANSWER_VOCAB:
+        if set(D.ANSWER_VOCAB[qtype]) == {"yes", "no"}:
+            assert not M.SYNONYMS.get(qtype), qtype  # yes/no stays strict
+
+
+@pytest.mark.parametrize("text, qtype, expected", [
+    ("White-Light", "lighting_mode", "white light"),
+    ("narrow-band imaging", "lighting_mode", "nbi"),
+    ("NBI", "lighting_mode", "nbi"),
+    ("Under 5 millimetres", "lesion_size_range", "<5"),
+    ("less than 5 mm", "lesion_size_range", "<5"),
+    ("5 to 10 millimetres", "lesion_size_range", "5-10"),
+    ("More than 10 mm.", "lesion_size_range", ">10"),
+    ("the sigmoid colon", "lesion_site", "sigma"),
+    ("Caecum", "lesion_site", "cecum"),
+    ("withdrawal", "scope_motion_type", "withdrawing"),
+    ("still", "scope_motion_type", "stable"),
+    ("Biopsy forceps", "tool_identification", "forceps"),
+    ("upper left", "lesion_screen_position", "upper-left"),
+    ("yeah", "scope_motion", "yeah"),  # no yes/no synonyms
+    ("white", "lesion_site", "white"),  # synonyms are per type
+])
+def test_canonical_answer(text, qtype, expected):
+    assert M.canonical_answer(text, qtype) == expected
+
+
+def test_canonical_answer_unknown_type():
+    with pytest.raises(KeyError, match="no_such_type"):
+        M.canonical_answer("yes", "no_such_type")
+
+
+@pytest.mark.parametrize("pred, truth, qtype", [
+    ("not", "no", "tool_catheter_check"),
+    ("no tool", "no", "tool_catheter_check"),
+    ("lower-left", "left", "lesion_motion_direction"),
+    ("left", "lower-left", "lesion_screen_position"),
+    ("yes, there is", "yes", "tool_catheter_check"),
+    ("yes", "no", "scope_motion"),
+    ("under 5 mm", "5-10", "lesion_size_range"),
+    ("white light", "NBI", "lighting_mode"),
+])
+def test_exact_match_negatives(pred, truth, qtype):
+    assert not M.exact_match(pred, truth, qtype)
+
+
+@pytest.mark.parametrize("pred, truth, qtype", [
+    ("No.", "no", "tool_catheter_check"),
+    ("The NBI", "NBI", "lighting_mode"),
+    ("narrow band imaging", "NBI", "lighting_mode"),
+    ("5 to 10 mm", "5-10", "lesion_size_range"),
+    ("The Lower-Left.", "lower-left", "lesion_screen_position"),
+    ("sigmoid", "sigma", "lesion_site"),
+])
+def test_exact_match_positives(pred, truth, qtype):
+    assert M.exact_match(pred, truth, qtype)
+
+
+def test_in_vocabulary():
+    assert M.in_vocabulary("NBI.", "lighting_mode")
+    assert M.in_vocabulary("narrow band imaging", "lighting_mode")
+    assert M.in_vocabulary("over 10 mm", "lesion_size_range")
+    assert not M.in_vocabulary("blue light", "lighting_mode")
+    assert not M.in_vocabulary("yes there is", "tool_catheter_check")
+    assert not M.in_vocabulary("left", "lesion_screen_position")
+    for qtype, vocab in D.ANSWER_VOCAB.items():
+        assert all(M.in_vocabulary(a, qtype) for a in vocab), qtype
+
+
+# ---- long answers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("long, short, qtype, hit", [
+    ("There is no tool.", "no", "tool_catheter_check", True),
+    ("No, no tool or catheter is visible.", "no", "tool_catheter_check", True),
+    ("The tool is not visible.", "no", "tool_catheter_check", False),  # "not" is not "no"
+    ("The scope is moving now.", "no", "scope_motion", False),
+    ("The lesion is in the lower-left of the screen.", "lower-left", "lesion_screen_position", True),
+    ("The lesion is in the lower-left of the screen.", "left", "lesion_motion_direction", False),
+    ("The lesion appears lower left.", "lower-left", "lesion_screen_position", True),  # spoken form
+    ("The polyp measures <5 mm.", "<5", "lesion_size_range", True),
+    ("The polyp measures under 5 millimetres.", "<5", "lesion_size_range", True),
+    ("The polyp measures <5.5 mm.", "<5", "lesion_size_range", False),
+    ("The polyp measures 5-10 mm.", "<5", "lesion_size_range", False),
+    ("The lighting mode is NBI, narrow band imaging.", "NBI", "lighting_mode", True),
+    ("The lesion site is the sigma, the sigmoid colon.", "sigma", "lesion_site", True),
+    ("The lesion is in the sigmoid colon.", "sigma", "lesion_site", True),
+    ("Biopsy forceps are visible.", "forceps", "tool_identification", True),
+    ("A polypectomy snare is visible.", "forceps", "tool_identification", False),
+])
+def test_keyword_hit(long, short, qtype, hit):
+    assert M.keyword_hit(long, short, qtype) is hit
+
+
+def test_keyword_accuracy():
+    preds = ["There is no tool.", "The tool is not visible.", "The scope is advancing."]
+    shorts = ["no", "no", "advancing"]
+    types = ["tool_catheter_check", "tool_catheter_check", "scope_motion_type"]
+    assert M.keyword_accuracy(preds, shorts, types) == pytest.approx(2 / 3)
+    assert math.isnan(M.keyword_accuracy([], [], []))
+    with pytest.raises(ValueError, match="length"):
+        M.keyword_accuracy(preds, shorts[:2], types)
+
+
+def test_bleu4_identical_and_partial():
+    refs = ["The scope is advancing through the lumen.", "No, there is no blue dye."]
+    assert M.bleu4(refs, refs) == pytest.approx(1.0)
+    assert M.bleu4(["yes", "no"], ["Yes.", "no"]) == pytest.approx(1.0)  # short sentences: smoothing keeps 1
+    partial = M.bleu4(["The scope is withdrawing from the lumen.", "No, there is no dye."], refs)
+    assert 0.0 < partial < 1.0
+    assert M.bleu4(["completely different words"], ["nothing shared here"]) == 0.0
+
+
+def test_bleu4_hand_computed():
+    # p1 = 5/6, p2 = 3/5, p3 = 1/4, p4 = 0/3 -> smoothed 1/(3+1); equal lengths so BP = 1.
+    # BLEU = (5/6 * 3/5 * 1/4 * 1/4) ** (1/4) = (1/32) ** (1/4) = 2 ** (-5/4)
+    assert M.bleu4(["the cat sat on the mat"], ["the cat is on the mat"]) == pytest.approx(2 ** -1.25)
+    # Brevity penalty: candidate "the cat" (2) vs reference of 6 tokens: BP = exp(1 - 6/2);
+    # p1 = 1, p2 = 1, p3 = p4 = 1/(0+1) (no n-grams of that order, smoothed).
+    assert M.bleu4(["the cat"], ["the cat is on the mat"]) == pytest.approx(math.exp(-2))
+
+
+def test_bleu4_rouge_reject_bad_input():
+    with pytest.raises(ValueError):
+        M.bleu4([], [])
+    with pytest.raises(ValueError):
+        M.rouge_l(["a"], ["a", "b"])
+
+
+def test_rouge_l_hand_computed():
+    # LCS("the scope is advancing slowly", "the scope is slowly advancing") = 4 of 5 and 5 -> F1 0.8
+    assert M.rouge_l(["the scope is advancing slowly"], ["the scope is slowly advancing"]) == pytest.approx(0.8)
+    # LCS("lesion moves up fast", "lesion drifts up") = 2; P = 2/4, R = 2/3 -> F1 = 4/7
+    assert M.rouge_l(["lesion moves up fast"], ["lesion drifts up"]) == pytest.approx(4 / 7)
+    # mean over pairs: (1 + 0) / 2
+    assert M.rouge_l(["Same words.", "abc"], ["same words", "xyz"]) == pytest.approx(0.5)
+
+
+# ---- ASR ------------------------------------------------------------------------------------
+
+
+def test_whisper_normalize():
+    assert M.whisper_normalize("Hello, World!") == "hello world"
+    # EnglishTextNormalizer turns number words into digits, so "Five" and "5" compare equal.
+    assert M.whisper_normalize("Five") == M.whisper_normalize("5") == "5"
+    assert M.whisper_normalize("five to ten millimetres") == "5 to 10 millimetres"
+    # Symbols are dropped and the abbreviated unit goes with them: "<5 mm" and ">5 mm" both
+    # become "5", which is why transcripts are compared against `synthetic.speakable` text.
+    assert M.whisper_normalize("The lesion is <5 mm.") == M.whisper_normalize("the lesion is >5 mm") == "the lesion is 5"
+
+
+def test_wer_cer_hand_computed():
+    # "is a tool visible" vs "is the tool visible": one substitution of 4 words -> WER 0.25.
+    # Characters (spaces count): "a" -> "the" = 1 substitution + 2 insertions on 17 chars.
+    out = M.wer_cer(["is the tool visible"], ["is a tool visible"])
+    assert out["wer"] == pytest.approx(1 / 4)
+    assert out["cer"] == pytest.approx(3 / 17)
+    # Normalisation: case, punctuation and number words do not count as errors.
+    assert M.wer_cer(["Is there five polyps?"], ["is there 5 polyps"]) == {"wer": 0.0, "cer": 0.0}
+    # Corpus-level: an empty hypothesis is all deletions: (1 + 2) / (4 + 2) errors.
+    assert M.wer_cer(["is the tool visible", "..."], ["is a tool visible", "flush now"])["wer"] == pytest.approx(0.5)
+
+
+def test_wer_cer_rejects_empty_reference():
+    with pytest.raises(ValueError, match="reference 1"):
+        M.wer_cer(["a", "b"], ["a", "  "])
+    with pytest.raises(ValueError, match="reference 0"):
+        M.wer_cer(["a"], ["?!"])  # empty after normalisation
+    with pytest.raises(ValueError, match="length"):
+        M.wer_cer(["a"], ["a", "b"])
+
+
+def test_word_diff_html():
+    out = M.word_diff_html("is a tool visible <now>", "is the tool visible <now> there")
+    assert "<span" in out
+    assert 'title="substitution">a&rarr;the</span>' in out
+    assert 'title="insertion">there</span>' in out
+    deletion = M.word_diff_html("flush now", "flush")
+    assert 'title="deletion">now</span>' in deletion
+    raw = M.word_diff_html("a <b>", "a <c>", normalize=False)
+    assert "&lt;b&gt;&rarr;&lt;c&gt;" in raw and "<b>" not in raw  # escaped
+
+
+# ---- statistics -----------------------------------------------------------------------------
+
+
+def test_bootstrap_ci_properties():
+    rng = np.random.default_rng(1)
+    small = rng.random(50) < 0.7
+    large = rng.random(5000) < 0.7
+    a = M.bootstrap_ci(small, seed=3)
+    assert a == M.bootstrap_ci(small.tolist(), seed=3)  # deterministic, lists or arrays
+    assert M.bootstrap_ci(small, seed=4) != a
+    assert a[0] <= small.mean() <= a[1]
+    b = M.bootstrap_ci(large, seed=3)
+    assert b[0] <= large.mean() <= b[1]
+    assert (b[1] - b[0]) < (a[1] - a[0])
+    assert M.bootstrap_ci([1] * 20) == (1.0, 1.0)
+    assert M.bootstrap_ci([0, 0, 0]) == (0.0, 0.0)
+    lo, hi = M.bootstrap_ci([])
+    assert math.isnan(lo) and math.isnan(hi)
+    narrow = M.bootstrap_ci(small, seed=3, level=0.5)
+    assert a[0] <= narrow[0] <= narrow[1] <= a[1]
+    with pytest.raises(ValueError):
+        M.bootstrap_ci(small, level=1.5)
+
+
+def test_accuracy_with_ci():
+    res = M.accuracy_with_ci([True, False, True, True])
+    assert res["accuracy"] == 0.75 and res["n"] == 4
+    assert len(res["ci95"]) == 2 and res["ci95"][0] <= 0.75 <= res["ci95"][1]
+    empty = M.accuracy_with_ci([])
+    assert empty["n"] == 0 and math.isnan(empty["accuracy"])
+
+
+def test_accuracy_breakdown():
+    df = pd.DataFrame({
+        "question_type": ["b", "a", "b", "a", "a", "b"],
+        "template": ["in", "in", "out", "out", "in", "in"],
+        "correct": [1, 0, 1, 1, 1, 0],
+    })
+    out = M.accuracy_breakdown(df, "question_type")
+    assert list(out.index) == ["a", "b"]
+    assert list(out.columns) == ["accuracy", "ci_lo", "ci_hi", "n"]
+    assert out.loc["a", "accuracy"] == pytest.approx(2 / 3) and out.loc["a", "n"] == 3
+    assert (out["ci_lo"] <= out["accuracy"]).all() and (out["accuracy"] <= out["ci_hi"]).all()
+    two = M.accuracy_breakdown(df.rename(columns={"correct": "ok"}), ["question_type", "template"], correct_col="ok")
+    assert list(two.index) == [("a", "in"), ("a", "out"), ("b", "in"), ("b", "out")]
+    assert two.loc[("b", "in"), "accuracy"] == 0.5 and two.loc[("b", "in"), "n"] == 2
+
+
+# ---- baselines ------------------------------------------------------------------------------
+
+
+def test_majority_answers_and_predictions():
+    train = pd.DataFrame({
+        "question_type": ["lighting_mode"] * 3 + ["scope_motion"] * 4,
+        "short_answer": ["NBI", "narrow band imaging", "white light", "yes", "no", "No.", "yes"],
+    })
+    maj = M.majority_answers(train)
+    assert maj == {"lighting_mode": "nbi", "scope_motion": "no"}  # 2-2 tie -> alphabetical
+    test = pd.DataFrame({"question_type": ["scope_motion", "lighting_mode"]})
+    assert M.majority_predictions(test, maj) == ["no", "nbi"]
+    with pytest.raises(KeyError, match="lesion_site"):
+        M.majority_predictions(pd.DataFrame({"question_type": ["lesion_site"]}), maj)
