@@ -47,6 +47,21 @@ def data_benchmark(cfg: Config) -> dict:
     return {**synthetic.data_benchmark(cfg), **{f"tts_{k}": v for k, v in speech.benchmark_tts().items()}}
 
 
+def systems_benchmark(cfg: Config) -> dict | None:
+    """Samples/s of the fine-tuned graft vs the ASR pipeline vs the seed-faithful graft (same rows, same
+    batch size, same process), from the trained checkpoints; None before `make report` trained them."""
+    from . import evaluate as E
+    from . import train as T
+
+    needed = [T.stage_dir(cfg, s) / d for s, d in (("stage1", "final"), ("stage2", "merged"), ("stage2_text", "merged"))]
+    if not all(p.is_dir() for p in needed):
+        return None
+    options = E.EvalOptions.from_cfg(cfg)
+    splits, _ = T.load_training_data(cfg, build=False)
+    speed = E.speed_test(cfg, E.Models.load(cfg, options), E.evaluation_rows(splits), options)
+    return {"speed": speed, "ratios": E.speed_ratios(speed), "batch_size": options.batch_size}
+
+
 def pipeline_timings(cfg: Config) -> list[dict]:
     path = cfg.run_dir / "pipeline_timings.json"
     return json.loads(path.read_text()) if path.exists() else []
@@ -72,6 +87,29 @@ def main(argv: list[str] | None = None) -> None:
     print("## Data")
     for key, value in d.items():
         print(f"{key:<32}{value:>12.2f}")
+
+    sb = systems_benchmark(cfg)
+    print("\n## Answering a spoken question: samples/s on the same held-out rows (trained checkpoints)")
+    if sb is None:
+        print("no trained checkpoints for this profile yet (run `make report` first)")
+    else:
+        print(f"{'system':<22}{'samples/s':>12}{'p50 ms':>10}{'p95 ms':>10}   (batch {sb['batch_size']}, "
+              f"{next(iter(sb['speed'].values()))['speed_rows']} rows)")
+        for name in ("audio_finetuned", "asr_pipeline", "audio_seed_faithful", "text_finetuned"):
+            r = sb["speed"][name]
+            print(f"{name:<22}{r['samples_per_s']:>12.2f}{r['latency_ms_p50']:>10.0f}{r['latency_ms_p95']:>10.0f}")
+        for key, value in sb["ratios"].items():
+            print(f"{key:<40}{value:>8.2f}x")
+
+    from . import train as T
+
+    budget = T.training_budget(cfg)
+    print("\n## Training stages (last run of this profile)")
+    if len(budget):
+        print(budget.to_string())
+        print(f"stages 0-2 total: {budget['wall_time_s'].sum():.0f} s")
+    else:
+        print("no finished training stage yet")
 
     timings = pipeline_timings(cfg)
     print("\n## `make report` stages (last run of this profile)")

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -152,7 +153,8 @@ class Config:
     # ---- derived paths ------------------------------------------------------------------
     @property
     def run_dir(self) -> Path:
-        return REPO_ROOT / "runs" / self.profile
+        # SURGVQA_RUNS_DIR moves every run directory (tests put the smoke pipeline in a temp dir).
+        return Path(os.environ.get("SURGVQA_RUNS_DIR", REPO_ROOT / "runs")) / self.profile
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -1,6 +1,7 @@
 """Build, inspect and check the graft from a params config (notebook 00 and later stages)."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def load_kwargs(cfg: Config) -> dict:
             bnb_4bit_use_double_quant=True,
             llm_int8_skip_modules=QUANTIZATION_SKIP,
         )
+        if torch.cuda.is_available():  # each DDP process holds its replica on its own GPU
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     return kwargs
 
 
@@ -95,7 +98,11 @@ def save_graft(model, processor, path: Path) -> Path:
 
 def load_graft(path: Path, **kwargs) -> tuple[Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor]:
     model = Qwen2VLAudioForConditionalGeneration.from_pretrained(path, **kwargs).eval()
-    return model, AutoProcessor.from_pretrained(path)
+    return model, load_graft_processor(path)
+
+
+def load_graft_processor(path: Path) -> Qwen2VLAudioProcessor:
+    return AutoProcessor.from_pretrained(path)
 
 
 def parameter_table(model) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import papermill
 import yaml
 from nbconvert import HTMLExporter
 
+from . import report
 from .config import REPO_ROOT, Config
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -64,6 +65,9 @@ def run_pipeline(params_path: str | Path, only: list[str] | None = None) -> list
     merged = {t["notebook"]: t for t in (json.loads(path.read_text()) if path.exists() else [])}
     merged.update({t["notebook"]: t for t in timings})
     path.write_text(json.dumps(sorted(merged.values(), key=lambda t: t["notebook"]), indent=2))
+    # reports/index.html + reports/metrics.json: every notebook's metrics with the params and their hash.
+    finished = report.finish_report(cfg, sorted(merged.values(), key=lambda t: t["notebook"]))
+    print(f"[pipeline] {finished['index']}  {finished['metrics_json']}", flush=True)
     return timings
 
 

@@ -176,33 +176,75 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total - trainable
 
 
-def prepare_output_dir(output_dir: Path, stamp: str, resume: bool) -> str | None:
-    """Resume from the last checkpoint of an interrupted run with the same stamp; otherwise start clean."""
+def resume_checkpoint(output_dir: Path, stamp: str, resume: bool) -> str | None:
+    """The last checkpoint of an interrupted run with the same stamp, if resuming; else None."""
     marker = output_dir / "stamp.txt"
     finished = (output_dir / "stage.json").is_file()
-    if resume and not finished and marker.is_file() and marker.read_text() == stamp:
-        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-        if last:
-            return last
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True)
-    marker.write_text(stamp)
+    if resume and not finished and marker.is_file() and marker.read_text() == stamp and output_dir.is_dir():
+        return get_last_checkpoint(str(output_dir))
     return None
+
+
+def prepare_output_dir(output_dir: Path, stamp: str, resume: bool) -> str | None:
+    """Resume from an interrupted run with the same stamp, or start in a clean directory.
+
+    Every process reads the decision before the main one deletes anything (DDP-safe).
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    checkpoint = resume_checkpoint(output_dir, stamp, resume)
+    state.wait_for_everyone()
+    if checkpoint is None and state.is_main_process:
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        output_dir.mkdir(parents=True)
+        (output_dir / "stamp.txt").write_text(stamp)
+    state.wait_for_everyone()
+    return checkpoint
+
+
+class StageTrainer(Trainer):
+    """`Trainer` that reloads full-model checkpoints through `from_pretrained`.
+
+    `save_pretrained` writes Qwen2-VL's hub key names (`model.layers.*`), while Trainer's own
+    reload (resume, best model at the end) calls `load_state_dict(strict=False)` with the
+    in-memory names and silently matches nothing. PEFT adapters are unaffected.
+    """
+
+    def _load_full_model(self, checkpoint: str) -> None:
+        loaded = type(self.model).from_pretrained(checkpoint, dtype=self.model.dtype)
+        self.model.load_state_dict(loaded.state_dict(), strict=True)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if _is_peft(self.model):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._load_full_model(resume_from_checkpoint)
+
+    def _load_best_model(self):
+        if _is_peft(self.model):
+            return super()._load_best_model()
+        self._load_full_model(self.state.best_model_checkpoint)
+
+
+def _is_peft(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
 
 
 def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Example], evaluate: list[Example],
               output_dir: Path, stamp: str, resume: bool = True, stop_after_steps: int | None = None,
               **arg_overrides) -> tuple[Trainer, StageResult]:
     """Train `model` with HF Trainer; resume an interrupted run; best checkpoint (by eval loss) at the end."""
+    args = training_arguments(cfg, stage, output_dir, **arg_overrides)  # also sets up the process group
     resume_from = prepare_output_dir(output_dir, stamp, resume)
-    args = training_arguments(cfg, stage, output_dir, **arg_overrides)
     callbacks: list[TrainerCallback] = []
     if args.load_best_model_at_end and train_option(cfg, "early_stopping_patience"):
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=train_option(cfg, "early_stopping_patience")))
     if stop_after_steps:
         callbacks.append(StopAfterSteps(stop_after_steps))
-    trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=ExampleDataset(train),
+    trainer = StageTrainer(model=model, args=args, data_collator=collator, train_dataset=ExampleDataset(train),
                       eval_dataset=ExampleDataset(evaluate) if evaluate else None, callbacks=callbacks)
     trainable, frozen = count_parameters(model)
     start = time.perf_counter()
@@ -224,6 +266,13 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def wait_for_everyone() -> None:
+    """Barrier after the main process wrote a stage's outputs (no-op in a single process)."""
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
 
 
 # ---- stage 0: the base VLM (embedded default) -------------------------------------------------
@@ -262,7 +311,7 @@ def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool =
                    stop_after_steps: int | None = None) -> StageResult | None:
     """Stage 0: train the tiny Qwen2-VL from scratch (embedded default only; None at paper scale).
 
-    Reused when `final/` exists with the same stamp (reruns do not retrain it).
+    Reused when `final/` exists with the same stamp (reruns do not retrain it); `resume=False` retrains.
     """
     from qwen2_vl_audio import build_tiny_qwen2_vl
 
@@ -270,7 +319,7 @@ def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool =
         return None
     out = stage_dir(cfg, "stage0")
     stamp = stage_stamp(cfg, "stage0", extra=cfg.train.get("stage0"))
-    if (out / "stage.json").is_file() and (out / "stamp.txt").read_text() == stamp and (out / "final").is_dir():
+    if resume and (out / "stage.json").is_file() and (out / "stamp.txt").read_text() == stamp and (out / "final").is_dir():
         result = StageResult.load(out)
         result.reused = True
         return result
@@ -288,6 +337,7 @@ def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool =
         tokenizer.save_pretrained(final)
         image_processor.save_pretrained(final)
         result.save()
+    wait_for_everyone()
     return result
 
 
@@ -316,20 +366,56 @@ def stage1_examples(cfg: Config, corpus: list[dict]) -> tuple[list[Example], lis
 
 
 def train_projector(cfg: Config, model, processor, corpus: list[dict], resume: bool = True,
-                    stop_after_steps: int | None = None, use_feature_cache: bool = True) -> tuple[Any, StageResult]:
+                    stop_after_steps: int | None = None, use_feature_cache: bool = True,
+                    cache: FeatureCache | None = None) -> tuple[Any, StageResult]:
     """Stage 1: speech -> transcript, projector only. Saves the whole graft to `stage1/final`."""
     out = stage_dir(cfg, "stage1")
     stamp = stage_stamp(cfg, "stage1", extra=cfg.train.get("stage1"))
     freeze_for_stage1(model)
     model.train()
-    cache = feature_cache(cfg, model, processor) if use_feature_cache else None
+    cache = (cache or feature_cache(cfg, model, processor)) if use_feature_cache else None
     train, evaluate = stage1_examples(cfg, corpus)
     trainer, result = run_stage(cfg, "stage1", model, Collator(processor, feature_cache=cache), train, evaluate, out,
                                 stamp, resume=resume, stop_after_steps=stop_after_steps)
     if not stop_after_steps and is_main_process():
         G.save_graft(trainer.model, processor, out / "final")
         result.save()
+    wait_for_everyone()
     return trainer.model.eval(), result
+
+
+def warm_cache(cache: FeatureCache, examples: list[Example], progress: bool = True) -> dict[str, float]:
+    """Encode every audio file of `examples` once (a progress bar), so training never waits on the tower."""
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    paths = sorted({ex.audio for ex in examples if ex.audio})
+    for path in tqdm(paths, desc="whisper features", disable=not progress, leave=False):
+        cache.get(path)
+    return {"files": len(paths), "seconds": round(time.perf_counter() - start, 2), **cache.stats()}
+
+
+def cache_speedup(model, processor, cache: FeatureCache, examples: list[Example], batch_size: int = 16,
+                  steps: int = 6) -> dict[str, float]:
+    """Seconds per training step (forward + backward) with and without the feature cache, and the
+    implied epoch times; parameters are not updated."""
+    batches = [examples[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
+    batches = [b for b in batches if b]
+    model.train()
+    timings = {}
+    for name, collator in (("with_cache", Collator(processor, feature_cache=cache)), ("without_cache", Collator(processor))):
+        collator(batches[0])  # warm the frame cache and kernels
+        start = time.perf_counter()
+        for batch in batches:
+            loss = model(**collator(batch)).loss
+            loss.backward()
+        model.zero_grad(set_to_none=True)
+        timings[name] = (time.perf_counter() - start) / len(batches)
+    steps_per_epoch = -(-len(examples) // batch_size)
+    return {"step_s_with_cache": round(timings["with_cache"], 4), "step_s_without_cache": round(timings["without_cache"], 4),
+            "epoch_s_with_cache": round(timings["with_cache"] * steps_per_epoch, 2),
+            "epoch_s_without_cache": round(timings["without_cache"] * steps_per_epoch, 2),
+            "speedup": round(timings["without_cache"] / timings["with_cache"], 2), "steps_timed": len(batches)}
 
 
 # ---- stage 2: (Q)LoRA ---------------------------------------------------------------------------
@@ -350,6 +436,25 @@ def add_lora(cfg: Config, model, with_projector: bool):
     return peft_model
 
 
+COMPONENTS = {"audio tower": "model.audio_tower.", "audio projector": "model.audio_projector.",
+              "vision tower": "model.visual.", "language model": "model.language_model.", "lm head": "lm_head."}
+
+
+def lora_report(peft_model) -> "pd.DataFrame":
+    """Per component: LoRA-wrapped modules, trainable and frozen parameters (towers must show 0 / 0)."""
+    import pandas as pd
+
+    inner = peft_model.base_model.model
+    rows = []
+    for component, prefix in COMPONENTS.items():
+        params = [(n, p) for n, p in inner.named_parameters() if n.startswith(prefix)]
+        lora_modules = {n.rsplit(".lora_", 1)[0] for n, _ in params if ".lora_" in n}
+        rows.append({"component": component, "lora_modules": len(lora_modules),
+                     "trainable": sum(p.numel() for _, p in params if p.requires_grad),
+                     "frozen": sum(p.numel() for _, p in params if not p.requires_grad)})
+    return pd.DataFrame(rows).set_index("component")
+
+
 def stage2_examples(splits: dict, mode: str) -> tuple[list[Example], list[Example]]:
     return vqa_examples(splits["train"], mode), vqa_examples(splits["val"], mode)
 
@@ -360,12 +465,14 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
 
     Same LoRA, data and TrainingArguments for both. Saves `adapter/` and a merged model `merged/`.
     """
+    from peft import PeftModel
+
     name = "stage2" if mode == "audio" else "stage2_text"
     out = stage_dir(cfg, name)
     stamp = stage_stamp(cfg, name, extra=cfg.train.get("stage2"))
-    peft_model = add_lora(cfg, model, with_projector=(mode == "audio"))
+    peft_model = model if isinstance(model, PeftModel) else add_lora(cfg, model, with_projector=(mode == "audio"))
     peft_model.train()
-    cache = feature_cache(cfg, model, processor) if (use_feature_cache and mode == "audio") else None
+    cache = feature_cache(cfg, peft_model.base_model.model, processor) if (use_feature_cache and mode == "audio") else None
     train, evaluate = stage2_examples(splits, mode)
     trainer, result = run_stage(cfg, "stage2", peft_model, Collator(processor, feature_cache=cache), train, evaluate,
                                 out, stamp, resume=resume, stop_after_steps=stop_after_steps)
@@ -376,7 +483,9 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
         merged = trainer.model.merge_and_unload()
         G.save_graft(merged, processor, out / "merged")
         result.save()
+        wait_for_everyone()
         return merged.eval(), result
+    wait_for_everyone()
     return trainer.model.eval(), result
 
 
@@ -386,6 +495,19 @@ def load_text_base(cfg: Config):
 
     model = Qwen2VLForConditionalGeneration.from_pretrained(base_vlm_source(cfg), **G.load_kwargs(cfg))
     return model
+
+
+def training_budget(cfg: Config) -> "pd.DataFrame":
+    """Wall time and throughput of every finished stage of this run (from each stage.json)."""
+    import pandas as pd
+
+    rows = []
+    for name in ("stage0", "stage1", "stage2", "stage2_text"):
+        if (stage_dir(cfg, name) / "stage.json").is_file():
+            r = StageResult.load(stage_dir(cfg, name))
+            rows.append({"stage": name, "wall_time_s": r.wall_time_s, "train_samples_per_s": r.train_samples_per_s,
+                         "global_step": r.global_step, "epochs": r.epochs, "best_eval_loss": r.best_eval_loss})
+    return pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame(columns=["wall_time_s"])
 
 
 def loss_curves(result: StageResult):
@@ -414,3 +536,66 @@ def plot_loss_curves(results: list[StageResult], title: str = "Loss"):
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+# ---- command line (also the `accelerate launch` entry point) ------------------------------------
+
+
+def load_training_data(cfg: Config, build: bool = True) -> tuple[dict, list[dict]]:
+    """Splits and the stage-1 speech corpus. `build=False` (multi-process runs) requires them on disk,
+    so that processes never race to write the data step."""
+    from . import stratify
+
+    splits = stratify.load_splits(cfg, build_if_missing=build)
+    path = cfg.data_dir / "speech_corpus.jsonl"
+    corpus = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return splits, corpus
+
+
+def run_stages(cfg: Config, stages: list[str], resume: bool = True, build_data: bool = True) -> dict[str, StageResult]:
+    """Run the named stages in order (stage0, stage1, stage2, stage2_text), each from the previous one's output."""
+    unknown = set(stages) - {"stage0", "stage1", "stage2", "stage2_text"}
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}")
+    splits, corpus = load_training_data(cfg, build=build_data)
+    results: dict[str, StageResult] = {}
+    if "stage0" in stages:
+        results["stage0"] = train_base_vlm(cfg, splits, corpus, resume=resume)
+    if "stage1" in stages:
+        model, processor = build_stage1_graft(cfg)
+        _, results["stage1"] = train_projector(cfg, model, processor, corpus, resume=resume)
+    if "stage2" in stages:
+        model, processor = G.load_graft(stage_dir(cfg, "stage1") / "final", **G.load_kwargs(cfg))
+        _, results["stage2"] = train_lora(cfg, model, processor, splits, "audio", resume=resume)
+    if "stage2_text" in stages:
+        processor = G.load_graft_processor(stage_dir(cfg, "stage1") / "final")
+        _, results["stage2_text"] = train_lora(cfg, load_text_base(cfg), processor, splits, "text", resume=resume)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from .repro import set_seed
+
+    parser = argparse.ArgumentParser(description="Run training stages headless, e.g. under `accelerate launch`.")
+    parser.add_argument("--params", default="params/default.yaml")
+    parser.add_argument("--stage", nargs="+", default=["stage0", "stage1", "stage2", "stage2_text"])
+    parser.add_argument("--no-resume", action="store_true", help="start over even if an interrupted run exists")
+    args = parser.parse_args(argv)
+    cfg = Config.from_yaml(args.params)
+    set_seed(cfg.seed)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.cuda.is_available():
+        # Without it Trainer on CPU does not shard the data: each process would train on all of it.
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    results = run_stages(cfg, args.stage, resume=not args.no_resume, build_data=world == 1)
+    if is_main_process():
+        for name, result in results.items():
+            if result is not None:
+                print(json.dumps({"stage": name, "world_size": world, **{k: result.metrics()[k] for k in (
+                    "global_step", "epochs", "wall_time_s", "train_samples_per_s", "final_train_loss", "best_eval_loss")}}))
+
+
+if __name__ == "__main__":
+    main()

@@ -133,10 +133,12 @@ class Qwen2VLAudioModel(Qwen2VLModel):
 
     def project_audio(self, encoded: AudioEncoderOutput) -> torch.Tensor:
         """Projected audio tokens of every chunk, chunk after chunk: (N, hidden)."""
-        frames, frame_mask = encoded.last_hidden_state, encoded.frame_mask.to(encoded.last_hidden_state.device)
+        weight = next(self.audio_projector.parameters())
+        frames = encoded.last_hidden_state.to(weight.device, weight.dtype)  # cached frames may come from the CPU
+        frame_mask = encoded.frame_mask.to(weight.device)
         # Zero the padded frames: a chunk's last stacked group then sees the same zeros as it would alone.
         frames = frames * frame_mask[..., None].to(frames.dtype)
-        tokens = self.audio_projector(frames.to(self.audio_projector_dtype))
+        tokens = self.audio_projector(frames)
         k = self.config.projector_stack_factor
         token_counts = (frame_mask.sum(-1) + k - 1) // k
         keep = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < token_counts[:, None]
@@ -147,10 +149,6 @@ class Qwen2VLAudioModel(Qwen2VLModel):
     ) -> torch.Tensor:
         """Encode audio chunks (C, n_mels, T) and return their tokens, chunk after chunk: (N, hidden)."""
         return self.project_audio(self.encode_audio(input_features, feature_attention_mask))
-
-    @property
-    def audio_projector_dtype(self) -> torch.dtype:
-        return next(self.audio_projector.parameters()).dtype
 
     def forward(
         self,

@@ -1,0 +1,516 @@
+"""Error analysis of the evaluated systems: confusions, worst cases, ASR mishearings, audio swap.
+
+Everything here reads the evaluation's per-row predictions (`evaluate.load_predictions`): one row
+per (system, QA row) with split, question_type, question, short_answer, prediction, correct, audio
+(and `transcript` for the ASR pipeline). The only function that runs a model is
+`audio_swap_check`: the fine-tuned graft answers the same rows once with their own spoken
+question and once with the question of a row of another type. A graft that listens should drop
+towards (or below) the majority baseline with swapped audio; one that ignores its audio and
+answers from the video alone keeps its accuracy.
+
+HTML produced here is self-contained (frames as GIF/PNG data URIs, audio as base64 WAV), so it
+plays inside the static HTML report as well as in JupyterLab.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from . import metrics as M
+from .data import ANSWER_VOCAB, QUESTION_TYPES, Dataset, flipbook_html
+
+TEST_SPLITS = ("heldout_video", "heldout_voice")
+NOISY = "heldout_voice_noisy"
+OTHER = "<other>"
+GRAFT = "audio_finetuned"
+TEXT = "text_finetuned"
+ASR = "asr_pipeline"
+
+__all__ = [
+    "TEST_SPLITS", "OTHER",
+    "confusion_matrix", "plot_confusions",
+    "type_accuracy", "worst_cases",
+    "audio_html", "case_html", "show_cases", "flipbook_widget",
+    "misheard", "misheard_counts", "misheard_html",
+    "swap_audio_map", "audio_swap_check", "plot_swap",
+    "error_metrics",
+]
+
+
+def _system(predictions: pd.DataFrame, system: str, splits: Iterable[str] | None = None) -> pd.DataFrame:
+    """Rows of one system; `splits=None` means val + test (the noisy copies excluded)."""
+    sel = predictions[predictions["system"] == system]
+    if splits is None:
+        return sel[sel["split"] != NOISY]
+    return sel[sel["split"].isin(list(splits))]
+
+
+def _vocab(question_type: str) -> list[str]:
+    """The type's canonical vocabulary, in ANSWER_VOCAB order."""
+    out: list[str] = []
+    for a in ANSWER_VOCAB.get(question_type, []):
+        c = M.canonical_answer(a, question_type)
+        if c not in out:
+            out.append(c)
+    return out
+
+
+# ---- confusions ---------------------------------------------------------------------------------
+
+
+def confusion_matrix(predictions: pd.DataFrame, system: str, question_type: str,
+                     splits: Iterable[str] | None = None) -> pd.DataFrame:
+    """Counts of canonical truth (rows) x canonical prediction (columns) for one system and type.
+
+    Rows and columns list the type's whole vocabulary (in ANSWER_VOCAB order, zero rows kept);
+    predictions outside it are grouped in a last column "<other>"; a truth outside the vocabulary
+    (real data) gets a row of its own. `splits=None`: val + test (noisy copies excluded).
+    """
+    sel = _system(predictions, system, splits)
+    sel = sel[sel["question_type"] == question_type]
+    vocab = _vocab(question_type)
+    truth = [M.canonical_answer(t, question_type) for t in sel["short_answer"]]
+    pred = [p if p in vocab else OTHER for p in (M.canonical_answer(x, question_type) for x in sel["prediction"])]
+    rows = vocab + sorted({t for t in truth if t not in vocab})
+    cols = vocab + [OTHER]
+    table = pd.DataFrame(0, index=pd.Index(rows, name="truth"), columns=pd.Index(cols, name="prediction"))
+    for t, p in zip(truth, pred):
+        table.loc[t, p] += 1
+    return table
+
+
+def plot_confusions(predictions: pd.DataFrame, system: str, types: Iterable[str] | None = None,
+                    max_types: int = 12, splits: Iterable[str] | None = None):
+    """A grid of row-normalised confusion heat maps (cells annotated with counts), one per type.
+
+    By default the types (in QUESTION_TYPES order) whose rows have more than one distinct true
+    answer, at most `max_types` of them.
+    """
+    import matplotlib.pyplot as plt
+
+    sel = _system(predictions, system, splits)
+    if types is None:
+        distinct = sel.groupby("question_type")["short_answer"].agg(
+            lambda s: len({M.canonical_answer(a, s.name) for a in s}))
+        present = [t for t in QUESTION_TYPES if distinct.get(t, 0) > 1]
+        present += sorted(t for t in distinct.index if t not in QUESTION_TYPES and distinct[t] > 1)
+        types = present
+    types = list(types)[:max_types]
+    if not types:
+        fig, ax = plt.subplots(figsize=(5, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{system}: no question type with more than one true answer", ha="center", va="center")
+        return fig
+    ncols = min(4, len(types))
+    nrows = -(-len(types) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.1 * nrows), squeeze=False)
+    for ax in axes.flat[len(types):]:
+        ax.axis("off")
+    for ax, qtype in zip(axes.flat, types):
+        counts = confusion_matrix(predictions, system, qtype, splits)
+        totals = counts.sum(axis=1).to_numpy(dtype=float)[:, None]
+        norm = np.divide(counts.to_numpy(dtype=float), totals, out=np.zeros(counts.shape), where=totals > 0)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        ax.grid(False)
+        ax.set_xticks(range(counts.shape[1]), counts.columns, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(counts.shape[0]), counts.index, fontsize=7)
+        for (i, j), n in np.ndenumerate(counts.to_numpy()):
+            if n:
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=7, color="white" if norm[i, j] > 0.6 else "black")
+        acc = np.trace(counts.to_numpy()[: min(counts.shape) - 0, : counts.shape[1] - 1]) if counts.size else 0
+        total = int(counts.to_numpy().sum())
+        ax.set_title(f"{qtype}\n{acc}/{total} correct", fontsize=8)
+        ax.set_xlabel("prediction", fontsize=7)
+        ax.set_ylabel("truth", fontsize=7)
+    fig.suptitle(f"Confusions of {system} (rows normalised; numbers are counts)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---- worst cases ----------------------------------------------------------------------------------
+
+
+def type_accuracy(predictions: pd.DataFrame, systems: Iterable[str] = (GRAFT, TEXT),
+                  splits: Iterable[str] | None = TEST_SPLITS) -> pd.DataFrame:
+    """Accuracy (fraction) per question type (rows, QUESTION_TYPES order) x system, plus `n` rows per type.
+
+    `splits` defaults to the test splits (held-out video + held-out voice); None = val + test.
+    """
+    systems = list(systems)
+    frames = {s: _system(predictions, s, splits) for s in systems}
+    present = set().union(*(set(f["question_type"]) for f in frames.values())) if frames else set()
+    order = [t for t in QUESTION_TYPES if t in present] + sorted(present - set(QUESTION_TYPES))
+    table = pd.DataFrame(index=pd.Index(order, name="question_type"))
+    for s, f in frames.items():
+        table[s] = f.groupby("question_type")["correct"].mean().reindex(order).astype(float)
+    first = frames[systems[0]] if systems else pd.DataFrame(columns=["question_type"])
+    table["n"] = first.groupby("question_type").size().reindex(order).fillna(0).astype(int)
+    return table
+
+
+def worst_cases(predictions: pd.DataFrame, system: str, n: int = 6, seed: int = 0,
+                per_type: int = 2, splits: Iterable[str] = TEST_SPLITS) -> pd.DataFrame:
+    """Wrong predictions of `system` on the test splits, spread over question types.
+
+    Types are visited from the lowest accuracy (on those splits) up (ties: QUESTION_TYPES order),
+    one case per type per round, at most `per_type` per type, until `n` cases. Which wrong row of
+    a type comes first is a seeded shuffle of its rows sorted by id, so the choice is deterministic.
+    Adds `type_accuracy` (the type's accuracy on those splits).
+    """
+    sel = _system(predictions, system, splits)
+    if sel.empty:
+        return sel.assign(type_accuracy=pd.Series(dtype=float))
+    acc = sel.groupby("question_type")["correct"].mean()
+    rank = {t: i for i, t in enumerate(QUESTION_TYPES)}
+    wrong = sel[~sel["correct"].astype(bool)]
+    types = sorted(set(wrong["question_type"]), key=lambda t: (acc[t], rank.get(t, len(rank)), t))
+    rng = np.random.default_rng(seed)
+    queues = {}
+    for t in types:
+        g = wrong[wrong["question_type"] == t].sort_values(["id", "split"], kind="stable")
+        queues[t] = list(g.index[rng.permutation(len(g))])
+    picked: list = []
+    for round_ in range(per_type):
+        for t in types:
+            if len(picked) >= n:
+                break
+            if round_ < len(queues[t]):
+                picked.append(queues[t][round_])
+    out = sel.loc[picked].copy()
+    out["type_accuracy"] = out["question_type"].map(acc).astype(float)
+    return out.reset_index(drop=True)
+
+
+# ---- case cards -----------------------------------------------------------------------------------
+
+
+def audio_html(audio: np.ndarray, rate: int = 16_000) -> str:
+    """An HTML5 audio player with the clip embedded as a base64 16-bit PCM WAV data URI."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0), rate, format="WAV", subtype="PCM_16")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    return f'<audio controls="controls" preload="none" style="width:100%"><source src="data:audio/wav;base64,{b64}" type="audio/wav"/></audio>'
+
+
+def _dataset_row(ds: Dataset, row: dict) -> dict:
+    """The dataset row a prediction row refers to (by id and template; the row itself if it has frames)."""
+    if row.get("frames") is not None and len(row.get("frames")) > 0:
+        return row
+    matches = [r for r in ds.rows if r["id"] == row.get("id")]
+    if row.get("template") is not None and len(matches) > 1:
+        matches = [r for r in matches if r.get("template") == row.get("template")] or matches
+    if not matches:
+        raise KeyError(f"row {row.get('id')!r} is not in the dataset")
+    return matches[0]
+
+
+def _answer_span(text: str, ok: bool | None) -> str:
+    color = "#1a7f37" if ok else ("#cf222e" if ok is not None else "#444")
+    return f'<b style="color:{color}">{html.escape(str(text))}</b>'
+
+
+def case_html(ds: Dataset, row: dict, prediction: str, extra: dict | None = None,
+              audio_path: str | Path | None = None, size: int = 160) -> str:
+    """One self-contained card: flipbook, spoken-question player, question text, truth vs prediction.
+
+    `row` is a dataset row or a predictions row (looked up in `ds` by id); `audio_path` overrides
+    the row's audio (e.g. the swapped or noisy file). The question text is shown for the analyst:
+    in audio mode the model only heard it.
+    """
+    r = _dataset_row(ds, dict(row))
+    qtype = r["question_type"]
+    truth = r["short_answer"]
+    correct = M.exact_match(prediction, truth, qtype)
+    frames = ds.load_frames(r)
+    flip = flipbook_html(frames, caption=f"{r['video_id']} frames {r['frame_numbers'][0]}-{r['frame_numbers'][-1]}",
+                         size=size)
+    if audio_path is not None or r.get("audio"):
+        from .audio import load_audio
+
+        player = audio_html(load_audio(audio_path if audio_path is not None else ds.audio_path(r)))
+    else:
+        player = "<i>no audio</i>"
+    info = {
+        "question type": qtype,
+        "split": row.get("split", r.get("split", r.get("group", "?"))),
+        "voice": row.get("voice", r.get("voice")),
+        "template": row.get("template", r.get("template")),
+        "id": r["id"],
+    }
+    info.update(extra or {})
+    meta = "".join(f"<tr><td style='color:#666;padding-right:8px'>{html.escape(str(k))}</td>"
+                   f"<td>{html.escape(str(v))}</td></tr>" for k, v in info.items())
+    border = "#1a7f37" if correct else "#cf222e"
+    return (
+        f'<div style="display:inline-flex;gap:10px;border:2px solid {border};border-radius:6px;padding:8px;'
+        f'margin:4px;max-width:760px;vertical-align:top;font-family:sans-serif;font-size:13px">'
+        f"<div>{flip}</div>"
+        f'<div style="min-width:260px">'
+        f"<div style='margin-bottom:4px'>🔊 spoken question (what the model heard):</div>{player}"
+        f"<div style='margin:6px 0'><span style='color:#666'>question text (not seen by the model in audio mode):</span>"
+        f"<br/><i>{html.escape(r['question'])}</i></div>"
+        f"<div>truth: {_answer_span(truth, None)} &nbsp; prediction: {_answer_span(prediction, correct)}"
+        f" {'✓' if correct else '✗'}</div>"
+        f"<table style='font-size:12px;margin-top:6px'>{meta}</table>"
+        f"</div></div>"
+    )
+
+
+def show_cases(ds: Dataset, cases: pd.DataFrame, extra_cols: Iterable[str] = ("type_accuracy",)):
+    """Cards for each row of `cases` (needs `prediction`), as one IPython HTML object."""
+    from IPython.display import HTML
+
+    cards = []
+    for rec in cases.to_dict("records"):
+        extra = {}
+        for c in extra_cols:
+            if c in rec and rec[c] is not None:
+                v = rec[c]
+                extra[c.replace("_", " ")] = f"{v:.2f}" if isinstance(v, float) else v
+        cards.append(case_html(ds, rec, str(rec["prediction"]), extra=extra))
+    return HTML("<div>" + "".join(cards) + "</div>" if cards else "<p><i>no cases</i></p>")
+
+
+def flipbook_widget(frames: np.ndarray, ms_per_frame: int = 250, size: int = 224):
+    """Play button + slider + image stepping through the clip (interactive JupyterLab only:
+    widgets do not render in a static HTML export; use `case_html` there)."""
+    import ipywidgets as W
+    from PIL import Image
+
+    pngs = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(f, dtype=np.uint8)).resize((size, size), Image.NEAREST).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    image = W.Image(value=pngs[0], format="png", width=size, height=size)
+    play = W.Play(value=0, min=0, max=len(pngs) - 1, step=1, interval=ms_per_frame)
+    slider = W.IntSlider(value=0, min=0, max=len(pngs) - 1, description="frame")
+    W.jslink((play, "value"), (slider, "value"))
+    slider.observe(lambda change: setattr(image, "value", pngs[change["new"]]), names="value")
+    return W.VBox([W.HBox([play, slider]), image])
+
+
+# ---- where ASR misheard ---------------------------------------------------------------------------
+
+_MISHEARD_COLUMNS = ["id", "split", "question_type", "question", "transcript", "word_wer", "asr_answer", "asr_correct",
+                     "graft_answer", "graft_correct", "short_answer"]
+
+
+def misheard(predictions: pd.DataFrame, splits: Iterable[str] = TEST_SPLITS, graft: str = GRAFT) -> pd.DataFrame:
+    """Test rows where faster-whisper's transcript differs from the question (after Whisper
+    normalisation), with the ASR pipeline's and the graft's answers on the same id and split.
+
+    Sorted: ASR wrong & graft right first, then both wrong, then ASR right & graft wrong, then
+    both right; within each, the highest word error rate first (then id).
+    """
+    asr = _system(predictions, ASR, splits)
+    if asr.empty or "transcript" not in asr:
+        return pd.DataFrame(columns=_MISHEARD_COLUMNS)
+    asr = asr.assign(transcript=asr["transcript"].fillna("").astype(str))
+    differs = [M.whisper_normalize(q) != M.whisper_normalize(t) for q, t in zip(asr["question"], asr["transcript"])]
+    asr = asr[differs]
+    if asr.empty:
+        return pd.DataFrame(columns=_MISHEARD_COLUMNS)
+    g = _system(predictions, graft, splits)[["id", "split", "prediction", "correct"]]
+    g = g.rename(columns={"prediction": "graft_answer", "correct": "graft_correct"})
+    out = asr.rename(columns={"prediction": "asr_answer", "correct": "asr_correct"}).merge(g, on=["id", "split"], how="left")
+    out["word_wer"] = [M.wer_cer([t], [q])["wer"] for q, t in zip(out["question"], out["transcript"])]
+    out["asr_correct"] = out["asr_correct"].astype(bool)
+    out["graft_correct"] = out["graft_correct"].astype("boolean")
+    rank = np.select([~out["asr_correct"] & out["graft_correct"].fillna(False).to_numpy(bool),
+                      ~out["asr_correct"] & ~out["graft_correct"].fillna(True).to_numpy(bool),
+                      out["asr_correct"] & ~out["graft_correct"].fillna(True).to_numpy(bool)], [0, 1, 2], 3)
+    out = out.assign(_rank=rank).sort_values(["_rank", "word_wer", "id", "split"], ascending=[True, False, True, True],
+                                             kind="stable")
+    return out[_MISHEARD_COLUMNS].reset_index(drop=True)
+
+
+def misheard_counts(df: pd.DataFrame) -> dict[str, int]:
+    """How the two systems fared on misheard rows: ASR wrong & graft right, the reverse, both, neither."""
+    asr = df["asr_correct"].astype(bool).to_numpy()
+    graft = df["graft_correct"].fillna(False).astype(bool).to_numpy()
+    return {
+        "misheard_rows": int(len(df)),
+        "asr_wrong_graft_right": int((~asr & graft).sum()),
+        "asr_right_graft_wrong": int((asr & ~graft).sum()),
+        "both_wrong": int((~asr & ~graft).sum()),
+        "both_right": int((asr & graft).sum()),
+    }
+
+
+def misheard_html(df: pd.DataFrame, n: int = 8) -> str:
+    """The first `n` misheard rows as an HTML table: word diff question -> transcript, answers coloured."""
+    if df.empty:
+        return "<p><i>faster-whisper heard every test question exactly (after normalisation).</i></p>"
+    head = ("<tr><th>split</th><th>type</th><th style='text-align:left'>question → transcript (word diff)</th>"
+            "<th>WER</th><th>truth</th><th>ASR → text model</th><th>graft</th></tr>")
+    body = []
+    for rec in df.head(n).to_dict("records"):
+        graft_ok = rec["graft_correct"]
+        graft_ok = None if graft_ok is None or graft_ok is pd.NA else bool(graft_ok)
+        body.append(
+            "<tr>"
+            f"<td>{html.escape(str(rec['split']))}</td>"
+            f"<td>{html.escape(str(rec.get('question_type', '')))}</td>"
+            f"<td style='text-align:left'>{M.word_diff_html(rec['question'], rec['transcript'])}</td>"
+            f"<td>{rec['word_wer']:.2f}</td>"
+            f"<td>{_answer_span(rec['short_answer'], None)}</td>"
+            f"<td>{_answer_span(rec['asr_answer'], bool(rec['asr_correct']))}</td>"
+            f"<td>{_answer_span('' if rec['graft_answer'] is None else rec['graft_answer'], graft_ok)}</td>"
+            "</tr>")
+    return ("<table style='border-collapse:collapse;font-size:12px'>" + head + "".join(body) + "</table>"
+            + f"<p style='font-size:11px;color:#666'>{min(n, len(df))} of {len(df)} misheard rows; "
+              "yellow = substituted (heard→said), red = dropped, green = inserted.</p>")
+
+
+# ---- audio swap: does the graft listen? -----------------------------------------------------------
+
+
+def swap_audio_map(rows: list[dict], seed: int = 0, audio_root: str | Path | None = None) -> dict[str, str]:
+    """Row id -> the audio of another row whose question type differs (a seeded, deterministic swap).
+
+    When no type has more than half the rows, the swap is a permutation (every audio used exactly
+    once): rows grouped by type (groups and members shuffled with `seed`) and each given the audio
+    `max group size` places further on. Otherwise each row draws a donor among the other types.
+    Paths are the rows' `audio` values, joined to `audio_root` when given.
+    Raises ValueError for rows without audio or fewer than two question types.
+    """
+    if not rows:
+        return {}
+    missing = [r["id"] for r in rows if not r.get("audio")]
+    if missing:
+        raise ValueError(f"audio swap: {len(missing)} row(s) have no audio, e.g. {missing[0]!r}")
+    types = sorted({r["question_type"] for r in rows})
+    if len(types) < 2:
+        raise ValueError(f"audio swap needs rows of at least two question types; all {len(rows)} are {types[0]!r}")
+
+    def path(r: dict) -> str:
+        return str(Path(audio_root) / r["audio"]) if audio_root is not None else r["audio"]
+
+    rng = np.random.default_rng(seed)
+    by_type = {t: sorted((r for r in rows if r["question_type"] == t), key=lambda r: (str(r["id"]), str(r.get("template"))))
+               for t in types}
+    for t in types:
+        by_type[t] = [by_type[t][i] for i in rng.permutation(len(by_type[t]))]
+    order = [types[i] for i in rng.permutation(len(types))]
+    seq = [r for t in order for r in by_type[t]]
+    n, largest = len(seq), max(len(v) for v in by_type.values())
+    if 2 * largest <= n:
+        return {seq[i]["id"]: path(seq[(i + largest) % n]) for i in range(n)}
+    out = {}
+    for r in seq:
+        donors = [d for d in seq if d["question_type"] != r["question_type"]]
+        out[r["id"]] = path(donors[int(rng.integers(len(donors)))])
+    return out
+
+
+def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str, str], seed: int = 0,
+                     progress_desc: str = "audio swap") -> dict[str, Any]:
+    """The graft on `ds`'s rows with their own audio and with swapped audio (`swap_audio_map`).
+
+    Returns accuracy with 95% bootstrap CI ({"accuracy", "ci95", "n"}) for `true_audio`,
+    `swapped_audio` and `majority` (the training majority answer per type, on the same rows), plus
+    `changed` (fraction of rows whose answer changed with the swap), `swapped_in_donor_vocab`
+    (fraction of swapped answers that belong to the donor question's vocabulary but not to the row's
+    own: the model answered the question it heard) and `rows`.
+    """
+    from . import evaluate as E
+    from .collate import vqa_examples
+
+    rows = ds.rows
+    swap = swap_audio_map(rows, seed=seed, audio_root=ds.audio_root or ds.root)
+    donor_type = {str(Path(ds.audio_path(r))): r["question_type"] for r in rows}
+    true_out = E.run_model(model, processor, vqa_examples(ds, "audio"), options, f"{progress_desc}: true audio")
+    swap_out = E.run_model(model, processor, vqa_examples(ds, "audio", audio_override=swap), options,
+                           f"{progress_desc}: swapped audio")
+    true_ok = E.score(rows, true_out["predictions"])
+    swap_ok = E.score(rows, swap_out["predictions"])
+    maj_ok = E.score(rows, M.majority_predictions(pd.DataFrame(rows), majority))
+    kw = dict(n_boot=options.bootstrap, seed=seed)
+    changed = [M.canonical_answer(a, r["question_type"]) != M.canonical_answer(b, r["question_type"])
+               for a, b, r in zip(true_out["predictions"], swap_out["predictions"], rows)]
+    donor_vocab = [M.in_vocabulary(p, donor_type[str(Path(swap[r["id"]]))]) and not M.in_vocabulary(p, r["question_type"])
+                   for p, r in zip(swap_out["predictions"], rows)]
+    return {
+        "rows": len(rows),
+        "true_audio": M.accuracy_with_ci(true_ok, **kw),
+        "swapped_audio": M.accuracy_with_ci(swap_ok, **kw),
+        "majority": M.accuracy_with_ci(maj_ok, **kw),
+        "changed": float(np.mean(changed)) if rows else float("nan"),
+        "swapped_in_donor_vocab": float(np.mean(donor_vocab)) if rows else float("nan"),
+        "seed": seed,
+        "predictions": pd.DataFrame({
+            "id": [r["id"] for r in rows], "question_type": [r["question_type"] for r in rows],
+            "short_answer": [r["short_answer"] for r in rows],
+            "true_audio": true_out["predictions"], "swapped_audio": swap_out["predictions"],
+            "donor_type": [donor_type[str(Path(swap[r["id"]]))] for r in rows],
+        }),
+    }
+
+
+def plot_swap(result: dict[str, Any]):
+    """Bars: accuracy with true audio, with swapped audio, and of the majority answer (95% CI)."""
+    import matplotlib.pyplot as plt
+
+    keys = [("true_audio", "true audio"), ("swapped_audio", "swapped audio\n(another type's question)"),
+            ("majority", "majority answer\nper type")]
+    vals = [100 * result[k]["accuracy"] for k, _ in keys]
+    err = np.array([[v - 100 * result[k]["ci95"][0], 100 * result[k]["ci95"][1] - v] for v, (k, _) in zip(vals, keys)]).T
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.bar(range(len(keys)), vals, yerr=np.nan_to_num(err), capsize=4, color=["#2b6cb0", "#dd6b20", "#a0aec0"])
+    for i, v in enumerate(vals):
+        ax.text(i, v + 1, f"{v:.0f}%", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(range(len(keys)), [label for _, label in keys])
+    ax.set(ylabel="exact accuracy (%)", ylim=(0, 105),
+           title=f"Does the graft listen? ({result['rows']} test rows; answers changed: {100 * result['changed']:.0f}%)")
+    fig.tight_layout()
+    return fig
+
+
+# ---- the numbers the notebook reports -------------------------------------------------------------
+
+
+def _json_float(x: Any) -> float | None:
+    x = float(x)
+    return None if np.isnan(x) else round(x, 4)
+
+
+def error_metrics(predictions: pd.DataFrame, swap: dict[str, Any] | None = None,
+                  misheard_df: pd.DataFrame | None = None, graft: str = GRAFT, text: str = TEXT,
+                  splits: Iterable[str] = TEST_SPLITS) -> dict[str, Any]:
+    """JSON-ready numbers: per-type test accuracy of the graft vs the text model, the swap result,
+    and the misheard counts (computed from `predictions` when `misheard_df` is None)."""
+    table = type_accuracy(predictions, (graft, text), splits)
+    per_type = {t: {graft: _json_float(r[graft]), text: _json_float(r[text]), "n": int(r["n"])}
+                for t, r in table.iterrows()}
+    overall = {s: _json_float(_system(predictions, s, splits)["correct"].mean()) if len(_system(predictions, s, splits))
+               else None for s in (graft, text, ASR)}
+    mis = misheard_df if misheard_df is not None else misheard(predictions, splits, graft)
+    out: dict[str, Any] = {
+        "splits": list(splits),
+        "test_accuracy": overall,
+        "per_type_accuracy": per_type,
+        "graft_better_types": sorted(t for t, r in per_type.items()
+                                     if r[graft] is not None and r[text] is not None and r[graft] > r[text]),
+        "text_better_types": sorted(t for t, r in per_type.items()
+                                    if r[graft] is not None and r[text] is not None and r[text] > r[graft]),
+        "misheard": misheard_counts(mis),
+    }
+    if swap is not None:
+        out["audio_swap"] = {
+            "rows": swap["rows"],
+            **{k: {"accuracy": _json_float(swap[k]["accuracy"]), "ci95": [_json_float(c) for c in swap[k]["ci95"]]}
+               for k in ("true_audio", "swapped_audio", "majority")},
+            "changed": _json_float(swap["changed"]),
+            "swapped_in_donor_vocab": _json_float(swap["swapped_in_donor_vocab"]),
+            "drop": _json_float(swap["true_audio"]["accuracy"] - swap["swapped_audio"]["accuracy"]),
+        }
+    return out

@@ -1,0 +1,231 @@
+"""Collator, feature cache, stage freezing, LoRA placement and resume-after-interrupt (smoke sizes)."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from surgvqa import graft as G
+from surgvqa import prompts
+from surgvqa import train as T
+from surgvqa.audio import write_wav
+from surgvqa.collate import Collator, Example
+from surgvqa.config import REPO_ROOT, Config, ConfigError
+from surgvqa.features import FeatureCache, encoder_fingerprint
+from surgvqa.speech import voices, synthesize
+
+SMOKE = REPO_ROOT / "params" / "smoke.yaml"
+
+
+class TmpRunConfig(Config):
+    """The smoke config with every run path inside a temp dir."""
+
+    root = None
+
+    @property
+    def run_dir(self):
+        return self.root
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory, whisper_cache_dir):
+    base = Config.from_yaml(SMOKE)
+    c = TmpRunConfig(**{f.name: getattr(base, f.name) for f in dataclasses.fields(Config)})
+    c.model = dataclasses.replace(c.model, whisper_cache_dir=str(whisper_cache_dir))
+    TmpRunConfig.root = tmp_path_factory.mktemp("run")
+    return c
+
+
+@pytest.fixture(scope="module")
+def graft_and_processor(cfg):
+    torch.manual_seed(0)
+    return G.build_graft(cfg)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    """Three spoken questions of different lengths, as wav files."""
+    out = tmp_path_factory.mktemp("speech")
+    texts = ["is a tool visible", "what is the size of the lesion in millimetres", "is the light narrow band imaging"]
+    paths = []
+    for i, (text, voice) in enumerate(zip(texts, voices(3))):
+        path = out / f"q{i}.wav"
+        write_wav(path, synthesize(text, voice))
+        paths.append(path)
+    return texts, paths
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory, cfg):
+    from PIL import Image
+
+    out = tmp_path_factory.mktemp("frames")
+    paths = []
+    for i, frame in enumerate(G.sample_clip(cfg)):
+        Image.fromarray(frame).save(out / f"f{i}.png")
+        paths.append(str(out / f"f{i}.png"))
+    return tuple(paths)
+
+
+def vqa(speech, frames, mode):
+    texts, paths = speech
+    answers = ["no", "5-10", "yes"]
+    return [Example("vqa", a, mode=mode, question=q, audio=str(p), frames=frames, meta={"id": str(i), "question_type": "x"})
+            for i, (q, p, a) in enumerate(zip(texts, paths, answers))]
+
+
+# ---- collator -----------------------------------------------------------------------------------------
+
+
+def test_labels_cover_only_the_answer_and_audio_prompt_has_no_question(graft_and_processor, speech, frames):
+    _, processor = graft_and_processor
+    examples = vqa(speech, frames, "audio")
+    batch = Collator(processor)(examples)
+    tok = processor.tokenizer
+    lengths = batch["attention_mask"].sum(-1)
+    assert len(set(lengths.tolist())) > 1, "mixed audio lengths should give different prompt lengths"
+    for row, ex in enumerate(examples):
+        ids, labels = batch["input_ids"][row], batch["labels"][row]
+        supervised = labels != -100
+        assert tok.decode(ids[supervised]) == ex.answer + prompts.IM_END
+        assert not supervised[lengths[row]:].any(), "padding must never carry loss (right padding)"
+        text = tok.decode(ids[: lengths[row]])
+        assert ex.question not in text
+        assert (ids == processor.tokenizer.convert_tokens_to_ids("<|audio_pad|>")).sum() == processor.audio_token_count(
+            len(__import__("surgvqa.audio", fromlist=["load_audio"]).load_audio(ex.audio)))
+    # the 8 frames enter as ONE clip each: temporal grid 4
+    assert batch["video_grid_thw"].shape[0] == len(examples) and batch["video_grid_thw"][:, 0].tolist() == [4, 4, 4]
+
+
+def test_text_mode_reads_the_question_and_generation_mode_left_pads(graft_and_processor, speech, frames):
+    _, processor = graft_and_processor
+    examples = vqa(speech, frames, "text")
+    train_batch = Collator(processor)(examples)
+    assert "input_features" not in train_batch and "mm_encoder_outputs" not in train_batch
+    assert examples[1].question in processor.tokenizer.decode(train_batch["input_ids"][1])
+    gen = Collator(processor, training=False)(examples)
+    assert "labels" not in gen
+    assert (gen["attention_mask"][:, -1] == 1).all(), "generation batches are left-padded"
+    assert not any(processor.tokenizer.decode(ids).count(ex.answer + prompts.IM_END) for ids, ex in zip(gen["input_ids"], examples))
+
+
+def test_audio_question_text_in_the_prompt_is_refused(graft_and_processor, speech, frames):
+    _, processor = graft_and_processor
+    leaky = vqa(speech, frames, "audio")[0]
+    collator = Collator(processor)
+    collator.messages = lambda ex: prompts.vqa_messages("text", question=ex.question, answer=ex.answer)  # a buggy prompt builder
+    with pytest.raises(prompts.PromptLeakError):
+        collator([leaky])
+
+
+# ---- feature cache -------------------------------------------------------------------------------------
+
+
+def test_feature_cache_hits_misses_and_invalidation(cfg, graft_and_processor, speech, tmp_path):
+    import shutil
+
+    model, processor = graft_and_processor
+    cache = FeatureCache(tmp_path, model, processor)
+    _, paths = speech
+    first, n = cache.get(paths[0])
+    again, _ = cache.get(paths[0])
+    assert (cache.hits, cache.misses) == (1, 1) and torch.equal(first[0], again[0])
+    # same content at another path: still a hit (keyed by content, not name)
+    copy = tmp_path / "copy.wav"
+    shutil.copy(paths[0], copy)
+    cache.get(copy)
+    assert cache.hits == 2
+    # changed content: a miss
+    from surgvqa.audio import load_audio
+
+    write_wav(copy, load_audio(paths[0]) * 0.5)
+    cache.get(copy)
+    assert cache.misses == 2
+    # other encoder weights or other length mode: another cache directory
+    other = G.build_graft(cfg)[0]
+    with torch.no_grad():
+        other.model.audio_tower.layer_norm.weight.add_(0.01)
+    assert encoder_fingerprint(other.model.audio_tower) != cache.encoder_id
+    assert FeatureCache(tmp_path, other, processor).dir != cache.dir
+    other.config.audio_length_mode = "padded"
+    padded = FeatureCache(tmp_path, model.__class__(other.config), processor)
+    assert padded.dir.name.endswith("-padded") and padded.dir != cache.dir
+
+
+def test_cached_features_give_the_same_logits(cfg, graft_and_processor, speech, frames, tmp_path):
+    model, processor = graft_and_processor
+    model.eval()
+    examples = vqa(speech, frames, "audio")
+    cached = Collator(processor, feature_cache=FeatureCache(tmp_path, model, processor))(examples)
+    direct = Collator(processor)(examples)
+    assert "mm_encoder_outputs" in cached and "input_features" in direct
+    with torch.no_grad():
+        a = model(**{k: v for k, v in cached.items() if k != "labels"}).logits
+        b = model(**{k: v for k, v in direct.items() if k != "labels"}).logits
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+# ---- freezing and LoRA --------------------------------------------------------------------------------
+
+
+def test_stage1_trains_only_the_projector(cfg, speech, frames):
+    torch.manual_seed(0)
+    model, processor = G.build_graft(cfg)
+    T.freeze_for_stage1(model)
+    model.train()
+    batch = Collator(processor)(vqa(speech, frames, "audio"))
+    model(**batch).loss.backward()
+    with_grad = {n.split(".")[1] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad == {"audio_projector"}
+
+
+def test_lora_wraps_only_the_language_model_and_towers_get_no_gradient(cfg, speech, frames):
+    torch.manual_seed(0)
+    model, processor = G.build_graft(cfg)
+    peft_model = T.add_lora(cfg, model, with_projector=True)
+    report = T.lora_report(peft_model)
+    assert report.loc["language model", "lora_modules"] == cfg.model.tiny.num_hidden_layers * len(cfg.lora.target_modules)
+    assert report.loc[["audio tower", "vision tower", "lm head"], "lora_modules"].sum() == 0
+    assert report.loc[["audio tower", "vision tower"], "trainable"].sum() == 0
+    peft_model.train()
+    peft_model(**Collator(processor)(vqa(speech, frames, "audio"))).loss.backward()
+    grads = {n: p.grad for n, p in peft_model.named_parameters() if p.grad is not None}
+    assert not [n for n in grads if ".audio_tower." in n or ".visual." in n]
+    assert any(".lora_B." in n and g.abs().sum() > 0 for n, g in grads.items())
+    assert any("audio_projector" in n and g.abs().sum() > 0 for n, g in grads.items())
+
+
+def test_bad_train_params_name_the_key(cfg):
+    bad = dataclasses.replace(cfg, train={"stage1": {"learning_rat": 1e-3}})
+    with pytest.raises(ConfigError, match=r"train\.stage1\.learning_rat.*learning_rate"):
+        T.check_train_params(bad)
+    with pytest.raises(ConfigError, match=r"train\.stage3"):
+        T.check_train_params(dataclasses.replace(cfg, train={"stage3": {}}))
+
+
+# ---- resume ----------------------------------------------------------------------------------------------
+
+
+def test_interrupted_stage0_resumes_to_the_same_weights(cfg):
+    """Stop after 3 steps (a checkpoint is written there), resume, and land on the same weights as an
+    uninterrupted run. Stage 0 is a full-model stage: its checkpoints use hub key names on disk."""
+    from surgvqa import stratify, synthetic
+
+    run = dataclasses.replace(cfg, train={"stage0": {"num_train_epochs": 2, "per_device_train_batch_size": 8,
+                                                     "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1}})
+    splits = stratify.load_splits(run)
+    corpus = synthetic.load_speech_corpus(run)
+    final = T.stage_dir(run, "stage0") / "final" / "model.safetensors"
+
+    T.train_base_vlm(run, splits, corpus, resume=False)
+    from safetensors.torch import load_file
+
+    uninterrupted = load_file(final)
+    T.train_base_vlm(run, splits, corpus, resume=False, stop_after_steps=3)
+    assert not final.exists() and (T.stage_dir(run, "stage0") / "checkpoint-3").is_dir()
+    result = T.train_base_vlm(run, splits, corpus, resume=True)
+    assert result.resumed_from.endswith("checkpoint-3")
+    resumed = load_file(final)
+    assert uninterrupted.keys() == resumed.keys()
+    diff = max(float((uninterrupted[k].float() - resumed[k].float()).abs().max()) for k in uninterrupted)
+    assert diff < 1e-5, f"resumed run differs by {diff}"
