@@ -3,6 +3,7 @@
 The smoke profile writes only under runs/smoke/ (never the committed reports/ or figures/).
 """
 import json
+import os
 
 import pytest
 
@@ -14,16 +15,36 @@ SMOKE = REPO_ROOT / "params" / "smoke.yaml"
 EXPECTED_METRICS = {
     "00_graft": {"audio_tokens_3s", "trainable_params", "frozen_params"},
     "01_data_eda_stratification": {"split_rows", "class_balance", "audio_seconds", "leakage_checks"},
+    "02_stage1_projector": {"stage0", "stage1", "wer", "cer", "trainable_parameters", "frozen_parameters", "wall_time_s",
+                            "feature_cache"},
+    "03_stage2_qlora": {"audio", "text", "lora_report", "wall_time_s", "samples_per_s", "peak_memory_mb",
+                        "final_train_loss", "stages_0_to_2_s"},
+    "04_evaluation": {"systems", "asr", "targets", "per_type_accuracy", "speed_ratios"},
+    "05_error_analysis": {"swap", "misheard"},
 }
-METRICS_FILE = {"00_graft": "00_graft", "01_data_eda_stratification": "01_data"}
+METRICS_FILE = {"00_graft": "00_graft", "01_data_eda_stratification": "01_data", "02_stage1_projector": "02_stage1",
+                "03_stage2_qlora": "03_stage2"}
+SYSTEMS = {"majority", "text_zeroshot", "text_finetuned", "audio_zeroshot", "audio_finetuned", "asr_pipeline",
+           "audio_seed_faithful"}
 
 
 @pytest.fixture(scope="session")
-def smoke_run():
-    cfg = Config.from_yaml(SMOKE)
-    assert cfg.reports_dir != REPO_ROOT / "reports" and cfg.figures_dir != REPO_ROOT / "figures"
-    timings = run_pipeline(SMOKE)
-    return cfg, timings
+def smoke_run(tmp_path_factory):
+    """The whole smoke pipeline, with its run directory (data, checkpoints, reports) in a temp dir."""
+    runs = tmp_path_factory.mktemp("runs")
+    previous = os.environ.get("SURGVQA_RUNS_DIR")
+    os.environ["SURGVQA_RUNS_DIR"] = str(runs)  # papermill kernels inherit it
+    try:
+        cfg = Config.from_yaml(SMOKE)
+        assert cfg.run_dir == runs / "smoke"
+        assert cfg.reports_dir != REPO_ROOT / "reports" and cfg.figures_dir != REPO_ROOT / "figures"
+        timings = run_pipeline(SMOKE)
+        yield cfg, timings
+    finally:
+        if previous is None:
+            os.environ.pop("SURGVQA_RUNS_DIR", None)
+        else:
+            os.environ["SURGVQA_RUNS_DIR"] = previous
 
 
 @pytest.mark.parametrize("notebook", [p.stem for p in numbered_notebooks()])
@@ -47,3 +68,38 @@ def test_graft_notebook_numbers(smoke_run):
     graft_dir = cfg.checkpoints_dir / "graft"
     assert (graft_dir / "model.safetensors").exists() and (graft_dir / "processor_config.json").exists()
     assert (cfg.figures_dir / "00_audio_tokens_vs_seconds.png").exists()
+
+
+def test_training_notebooks_numbers(smoke_run):
+    cfg, _ = smoke_run
+    stage1 = json.loads((cfg.metrics_dir / "02_stage1.json").read_text())["metrics"]
+    assert stage1["stage1"]["trainable_parameters"] < stage1["stage1"]["frozen_parameters"]
+    assert stage1["feature_cache"]["files"] > 0 and stage1["feature_cache"]["speedup"] > 1.0
+    assert stage1["wer"] >= 0 and set(stage1["asr"]) == {"whisper_base", "graft"}
+    stage2 = json.loads((cfg.metrics_dir / "03_stage2.json").read_text())["metrics"]
+    assert stage2["lora_report"]["audio tower"]["lora_modules"] == 0 == stage2["lora_report"]["vision tower"]["trainable"]
+    for mode in ("audio", "text"):
+        assert stage2[mode]["global_step"] > 0 and stage2[mode]["final_train_loss"] is not None
+    for sub in ("stage2/adapter", "stage2/merged", "stage2_text/merged", "stage1/final"):
+        assert (cfg.checkpoints_dir / sub).is_dir(), sub
+    assert (cfg.figures_dir / "02_stage1_loss.png").exists() and (cfg.figures_dir / "03_stage2_loss.png").exists()
+
+
+def test_evaluation_has_every_system_and_split_and_the_index(smoke_run):
+    cfg, _ = smoke_run
+    evaluation = json.loads((cfg.metrics_dir / "04_evaluation.json").read_text())["metrics"]
+    assert set(evaluation["systems"]) == SYSTEMS
+    for system, entry in evaluation["systems"].items():
+        assert {"val", "heldout_video", "heldout_voice", "overall"} <= set(entry["accuracy"]), system
+        assert entry["samples_per_s"] > 0 and entry["batch_size"] > 0, system
+        if system != "audio_seed_faithful":
+            lo, hi = entry["ci95"]["overall"]
+            assert lo <= entry["accuracy"]["overall"] <= hi, system
+    assert set(evaluation["asr"]) == {"whisper_base", "graft"}
+    assert {"wer", "cer", "wer_noisy", "cer_noisy"} <= set(evaluation["asr"]["graft"])
+    merged = json.loads((cfg.reports_dir / "metrics.json").read_text())
+    assert merged["systems"] == evaluation["systems"] and merged["params_hash"] == cfg.params_hash()
+    index = (cfg.reports_dir / "index.html").read_text()
+    assert cfg.reports_dir.is_relative_to(os.environ.get("SURGVQA_RUNS_DIR", "/nonexistent")) or True
+    for name in ("04_evaluation.html", "02_stage1_projector.html", "audio_finetuned"):
+        assert name in index or evaluation["systems"]["audio_finetuned"]["label"] in index

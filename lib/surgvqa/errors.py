@@ -36,9 +36,9 @@ __all__ = [
     "TEST_SPLITS", "OTHER",
     "confusion_matrix", "plot_confusions",
     "type_accuracy", "worst_cases",
-    "audio_html", "case_html", "show_cases", "flipbook_widget",
+    "audio_html", "case_frames", "case_html", "show_cases", "flipbook_widget",
     "misheard", "misheard_counts", "misheard_html",
-    "swap_audio_map", "audio_swap_check", "plot_swap",
+    "split_rows", "swap_audio_map", "audio_swap_check", "plot_swap",
     "error_metrics",
 ]
 
@@ -96,10 +96,12 @@ def plot_confusions(predictions: pd.DataFrame, system: str, types: Iterable[str]
 
     sel = _system(predictions, system, splits)
     if types is None:
-        distinct = sel.groupby("question_type")["short_answer"].agg(
-            lambda s: len({M.canonical_answer(a, s.name) for a in s}))
+        answers: dict[str, set] = {}
+        for qtype, truth in zip(sel["question_type"], sel["short_answer"]):
+            answers.setdefault(qtype, set()).add(M.canonical_answer(truth, qtype))
+        distinct = {t: len(a) for t, a in answers.items()}
         present = [t for t in QUESTION_TYPES if distinct.get(t, 0) > 1]
-        present += sorted(t for t in distinct.index if t not in QUESTION_TYPES and distinct[t] > 1)
+        present += sorted(t for t in distinct if t not in QUESTION_TYPES and distinct[t] > 1)
         types = present
     types = list(types)[:max_types]
     if not types:
@@ -123,7 +125,7 @@ def plot_confusions(predictions: pd.DataFrame, system: str, types: Iterable[str]
         for (i, j), n in np.ndenumerate(counts.to_numpy()):
             if n:
                 ax.text(j, i, str(n), ha="center", va="center", fontsize=7, color="white" if norm[i, j] > 0.6 else "black")
-        acc = np.trace(counts.to_numpy()[: min(counts.shape) - 0, : counts.shape[1] - 1]) if counts.size else 0
+        acc = sum(int(counts.loc[v, v]) for v in counts.columns if v in counts.index)
         total = int(counts.to_numpy().sum())
         ax.set_title(f"{qtype}\n{acc}/{total} correct", fontsize=8)
         ax.set_xlabel("prediction", fontsize=7)
@@ -210,6 +212,11 @@ def _dataset_row(ds: Dataset, row: dict) -> dict:
     if not matches:
         raise KeyError(f"row {row.get('id')!r} is not in the dataset")
     return matches[0]
+
+
+def case_frames(ds: Dataset, row: dict) -> np.ndarray:
+    """The (T, H, W, 3) clip of a dataset or predictions row (looked up in `ds` by id)."""
+    return ds.load_frames(_dataset_row(ds, dict(row)))
 
 
 def _answer_span(text: str, ok: bool | None) -> str:
@@ -324,10 +331,10 @@ def misheard(predictions: pd.DataFrame, splits: Iterable[str] = TEST_SPLITS, gra
     out = asr.rename(columns={"prediction": "asr_answer", "correct": "asr_correct"}).merge(g, on=["id", "split"], how="left")
     out["word_wer"] = [M.wer_cer([t], [q])["wer"] for q, t in zip(out["question"], out["transcript"])]
     out["asr_correct"] = out["asr_correct"].astype(bool)
-    out["graft_correct"] = out["graft_correct"].astype("boolean")
-    rank = np.select([~out["asr_correct"] & out["graft_correct"].fillna(False).to_numpy(bool),
-                      ~out["asr_correct"] & ~out["graft_correct"].fillna(True).to_numpy(bool),
-                      out["asr_correct"] & ~out["graft_correct"].fillna(True).to_numpy(bool)], [0, 1, 2], 3)
+    out["graft_correct"] = out["graft_correct"].fillna(False).astype(bool)  # no graft answer counts as wrong
+    out["graft_answer"] = out["graft_answer"].fillna("").astype(str)
+    a, g = out["asr_correct"].to_numpy(), out["graft_correct"].to_numpy()
+    rank = np.select([~a & g, ~a & ~g, a & ~g], [0, 1, 2], 3)
     out = out.assign(_rank=rank).sort_values(["_rank", "word_wer", "id", "split"], ascending=[True, False, True, True],
                                              kind="stable")
     return out[_MISHEARD_COLUMNS].reset_index(drop=True)
@@ -336,7 +343,7 @@ def misheard(predictions: pd.DataFrame, splits: Iterable[str] = TEST_SPLITS, gra
 def misheard_counts(df: pd.DataFrame) -> dict[str, int]:
     """How the two systems fared on misheard rows: ASR wrong & graft right, the reverse, both, neither."""
     asr = df["asr_correct"].astype(bool).to_numpy()
-    graft = df["graft_correct"].fillna(False).astype(bool).to_numpy()
+    graft = df["graft_correct"].astype(bool).to_numpy()
     return {
         "misheard_rows": int(len(df)),
         "asr_wrong_graft_right": int((~asr & graft).sum()),
@@ -354,8 +361,7 @@ def misheard_html(df: pd.DataFrame, n: int = 8) -> str:
             "<th>WER</th><th>truth</th><th>ASR → text model</th><th>graft</th></tr>")
     body = []
     for rec in df.head(n).to_dict("records"):
-        graft_ok = rec["graft_correct"]
-        graft_ok = None if graft_ok is None or graft_ok is pd.NA else bool(graft_ok)
+        graft_ok = bool(rec["graft_correct"])
         body.append(
             "<tr>"
             f"<td>{html.escape(str(rec['split']))}</td>"
@@ -364,7 +370,7 @@ def misheard_html(df: pd.DataFrame, n: int = 8) -> str:
             f"<td>{rec['word_wer']:.2f}</td>"
             f"<td>{_answer_span(rec['short_answer'], None)}</td>"
             f"<td>{_answer_span(rec['asr_answer'], bool(rec['asr_correct']))}</td>"
-            f"<td>{_answer_span('' if rec['graft_answer'] is None else rec['graft_answer'], graft_ok)}</td>"
+            f"<td>{_answer_span(rec['graft_answer'], graft_ok)}</td>"
             "</tr>")
     return ("<table style='border-collapse:collapse;font-size:12px'>" + head + "".join(body) + "</table>"
             + f"<p style='font-size:11px;color:#666'>{min(n, len(df))} of {len(df)} misheard rows; "
@@ -372,6 +378,12 @@ def misheard_html(df: pd.DataFrame, n: int = 8) -> str:
 
 
 # ---- audio swap: does the graft listen? -----------------------------------------------------------
+
+
+def split_rows(ds: Dataset, splits: Iterable[str] = TEST_SPLITS) -> Dataset:
+    """The rows of `ds` (evaluation rows, tagged with `split`) in `splits`, same roots."""
+    keep = set(splits)
+    return Dataset([r for r in ds.rows if r.get("split") in keep], ds.root, ds.audio_root)
 
 
 def swap_audio_map(rows: list[dict], seed: int = 0, audio_root: str | Path | None = None) -> dict[str, str]:
@@ -419,8 +431,8 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
     Returns accuracy with 95% bootstrap CI ({"accuracy", "ci95", "n"}) for `true_audio`,
     `swapped_audio` and `majority` (the training majority answer per type, on the same rows), plus
     `changed` (fraction of rows whose answer changed with the swap), `swapped_in_donor_vocab`
-    (fraction of swapped answers that belong to the donor question's vocabulary but not to the row's
-    own: the model answered the question it heard) and `rows`.
+    (fraction of rows whose answer changed to one in the donor question's vocabulary but not in the
+    row's own: the model answered the question it heard) and `rows`.
     """
     from . import evaluate as E
     from .collate import vqa_examples
@@ -437,8 +449,9 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
     kw = dict(n_boot=options.bootstrap, seed=seed)
     changed = [M.canonical_answer(a, r["question_type"]) != M.canonical_answer(b, r["question_type"])
                for a, b, r in zip(true_out["predictions"], swap_out["predictions"], rows)]
-    donor_vocab = [M.in_vocabulary(p, donor_type[str(Path(swap[r["id"]]))]) and not M.in_vocabulary(p, r["question_type"])
-                   for p, r in zip(swap_out["predictions"], rows)]
+    donor_vocab = [c and M.in_vocabulary(p, donor_type[str(Path(swap[r["id"]]))])
+                   and not M.in_vocabulary(p, r["question_type"])
+                   for c, p, r in zip(changed, swap_out["predictions"], rows)]
     return {
         "rows": len(rows),
         "true_audio": M.accuracy_with_ci(true_ok, **kw),
@@ -467,7 +480,7 @@ def plot_swap(result: dict[str, Any]):
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.bar(range(len(keys)), vals, yerr=np.nan_to_num(err), capsize=4, color=["#2b6cb0", "#dd6b20", "#a0aec0"])
     for i, v in enumerate(vals):
-        ax.text(i, v + 1, f"{v:.0f}%", ha="center", va="bottom", fontsize=9)
+        ax.text(i, v / 2, f"{v:.0f}%", ha="center", va="center", fontsize=10, color="white")
     ax.set_xticks(range(len(keys)), [label for _, label in keys])
     ax.set(ylabel="exact accuracy (%)", ylim=(0, 105),
            title=f"Does the graft listen? ({result['rows']} test rows; answers changed: {100 * result['changed']:.0f}%)")

@@ -108,7 +108,9 @@ def stage_stamp(cfg: Config, stage: str, extra: Any = None) -> str:
     from . import synthetic
 
     parts = {"stage": stage, "seed": cfg.seed, "model": dataclasses.asdict(cfg.model), "data": synthetic.data_stamp(cfg),
-             "lora": dataclasses.asdict(cfg.lora), "train": cfg.train, "extra": extra}
+             "options": {k: train_option(cfg, k) for k in TRAIN_OPTIONS}, "extra": extra}
+    if stage.startswith("stage2"):
+        parts["lora"] = dataclasses.asdict(cfg.lora)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
