@@ -20,7 +20,7 @@ EXPECTED_METRICS = {
     "03_stage2_qlora": {"audio", "text", "lora_report", "wall_time_s", "samples_per_s", "peak_memory_mb",
                         "final_train_loss", "stages_0_to_2_s"},
     "04_evaluation": {"systems", "asr", "targets", "per_type_accuracy", "speed_ratios"},
-    "05_error_analysis": {"swap", "misheard"},
+    "05_error_analysis": {"audio_swap", "misheard", "per_type_accuracy", "test_accuracy"},
 }
 METRICS_FILE = {"00_graft": "00_graft", "01_data_eda_stratification": "01_data", "02_stage1_projector": "02_stage1",
                 "03_stage2_qlora": "03_stage2"}
