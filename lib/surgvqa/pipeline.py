@@ -49,7 +49,8 @@ def run_notebook(notebook: Path, params: dict, reports_dir: Path) -> dict:
 def run_pipeline(params_path: str | Path, only: list[str] | None = None) -> list[dict]:
     params_path = Path(params_path)
     cfg = Config.from_yaml(params_path)  # validate before spending minutes on kernels
-    params = {**yaml.safe_load(params_path.read_text()), "params_file": str(params_path)}
+    shown = params_path.resolve().relative_to(REPO_ROOT) if params_path.resolve().is_relative_to(REPO_ROOT) else params_path
+    params = {**yaml.safe_load(params_path.read_text()), "params_file": str(shown)}
     notebooks = numbered_notebooks(only)
     if not notebooks:
         raise SystemExit(f"no numbered notebooks selected in {NOTEBOOKS_DIR} (only={only})")

@@ -33,7 +33,8 @@ SYSTEM_ORDER = (
     "majority", "text_zeroshot", "text_finetuned", "audio_zeroshot", "audio_finetuned", "asr_pipeline", "audio_seed_faithful",
 )
 ASR_ORDER = ("whisper_base", "graft")
-ACCURACY_SPLITS = (("overall", "Accuracy overall"), ("val", "Val"), ("heldout_video", "Held-out video"), ("heldout_voice", "Held-out voice"))
+ACCURACY_SPLITS = (("overall", "Accuracy overall"), ("val", "Val"), ("heldout_video", "Held-out video"), ("heldout_voice", "Held-out voice"),
+                   ("heldout_voice_noisy", "Held-out voice + OR noise"))
 ASR_COLUMNS = (("wer", "WER clean"), ("cer", "CER clean"), ("wer_noisy", "WER noisy"), ("cer_noisy", "CER noisy"))
 TRAINING_PREFIXES = ("02_", "03_")
 FIGURE_PREFIXES = ("02_", "03_", "04_", "05_")
