@@ -190,11 +190,11 @@ class Config:
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         out = self.metrics_dir / f"{name}.json"
         payload = {"metrics": metrics, "params": self.to_dict(), "params_hash": self.params_hash(), "params_source": self.params_source}
-        out.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default))
+        out.write_text(json.dumps(payload, indent=2, sort_keys=True, default=json_default))
         return out
 
 
-def _json_default(o):
+def json_default(o):
     if hasattr(o, "item"):
         return o.item()
     if isinstance(o, Path):

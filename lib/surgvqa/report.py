@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import yaml
 
-from .config import REPO_ROOT, Config
+from .config import REPO_ROOT, Config, json_default
 
 EVAL_STEM = "04_evaluation"
 SYSTEM_ORDER = (
@@ -82,16 +82,8 @@ def merge_metrics(cfg: Config, timings: list[dict] | None = None) -> dict:
 def write_metrics_json(cfg: Config, merged: dict) -> Path:
     cfg.reports_dir.mkdir(parents=True, exist_ok=True)
     out = cfg.reports_dir / "metrics.json"
-    out.write_text(json.dumps(merged, indent=2, sort_keys=True, default=_json_default) + "\n")
+    out.write_text(json.dumps(merged, indent=2, sort_keys=True, default=json_default) + "\n")
     return out
-
-
-def _json_default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 # ---- formatting -----------------------------------------------------------------------------
