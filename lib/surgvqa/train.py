@@ -492,7 +492,7 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
 
 
 def load_text_base(cfg: Config):
-    """The base VLM with the graft's processor (text questions never touch the audio path)."""
+    """The base VLM (stage 0 or the hub model) for text questions; the graft's processor serves it too."""
     from transformers import Qwen2VLForConditionalGeneration
 
     model = Qwen2VLForConditionalGeneration.from_pretrained(base_vlm_source(cfg), **G.load_kwargs(cfg))
