@@ -99,7 +99,7 @@ def test_evaluation_has_every_system_and_split_and_the_index(smoke_run):
     assert {"wer", "cer", "wer_noisy", "cer_noisy"} <= set(evaluation["asr"]["graft"])
     merged = json.loads((cfg.reports_dir / "metrics.json").read_text())
     assert merged["systems"] == evaluation["systems"] and merged["params_hash"] == cfg.params_hash()
+    assert cfg.reports_dir == cfg.run_dir / "reports"  # the temp run dir, never the committed reports/
     index = (cfg.reports_dir / "index.html").read_text()
-    assert cfg.reports_dir.is_relative_to(os.environ.get("SURGVQA_RUNS_DIR", "/nonexistent")) or True
-    for name in ("04_evaluation.html", "02_stage1_projector.html", "audio_finetuned"):
-        assert name in index or evaluation["systems"]["audio_finetuned"]["label"] in index
+    for text in ("04_evaluation.html", "02_stage1_projector.html", evaluation["systems"]["audio_finetuned"]["label"]):
+        assert text in index, text

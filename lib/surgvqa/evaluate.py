@@ -178,14 +178,8 @@ class Models:
         kw = G.load_kwargs(cfg)
         stage1, processor = G.load_graft(T.stage_dir(cfg, "stage1") / "final", **kw)
         stage2, _ = G.load_graft(T.stage_dir(cfg, "stage2") / "merged", **kw)
-        text_ft = _load_text(T.stage_dir(cfg, "stage2_text") / "merged", kw)
+        text_ft = T.load_text_base(cfg, T.stage_dir(cfg, "stage2_text") / "merged")
         return cls(processor, T.load_text_base(cfg).eval(), text_ft.eval(), stage1, stage2, asr_model(cfg, options))
-
-
-def _load_text(path: Path, kw: dict):
-    from transformers import Qwen2VLForConditionalGeneration
-
-    return Qwen2VLForConditionalGeneration.from_pretrained(path, **kw).eval()
 
 
 def seed_faithful_graft(cfg: Config):
@@ -196,9 +190,10 @@ def seed_faithful_graft(cfg: Config):
     return model.eval(), processor
 
 
-def run_model(model, processor, examples: list[Example], options: EvalOptions, desc: str) -> dict:
+def run_model(model, processor, examples: list[Example], options: EvalOptions, desc: str,
+              max_new_tokens: int | None = None) -> dict:
     return predict(model, Collator(processor, training=False), examples, batch_size=options.batch_size,
-                   max_new_tokens=options.max_new_tokens, desc=desc)
+                   max_new_tokens=max_new_tokens or options.max_new_tokens, desc=desc)
 
 
 def asr_pipeline(models: Models, ds: Dataset, options: EvalOptions, audio_override: dict[str, str] | None = None,
@@ -295,7 +290,7 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
     rows = ds.rows
     noisy = noisy_audio(cfg, ds, options.noise_snr_db)
     noisy_ds = Dataset([r for r in rows if r["id"] in noisy], ds.root, ds.audio_root)
-    frames, timings = [], {}
+    frames = []
 
     train_df = pd.DataFrame(splits["train"].rows)
     majority = M.majority_answers(train_df)
@@ -400,8 +395,7 @@ def graft_transcribe(model, processor, entries: list[dict], audio_root: Path, op
                      max_new_tokens: int = 48) -> list[str]:
     """The graft as a transcriber ("Transcribe the speech.")."""
     examples = transcription_examples(entries, audio_root)
-    return predict(model, Collator(processor, training=False), examples, batch_size=options.batch_size,
-                   max_new_tokens=max_new_tokens, desc="graft transcribes")["predictions"]
+    return run_model(model, processor, examples, options, "graft transcribes", max_new_tokens)["predictions"]
 
 
 # ---- tables and figures -----------------------------------------------------------------------------

@@ -247,7 +247,7 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
     if stop_after_steps:
         callbacks.append(StopAfterSteps(stop_after_steps))
     trainer = StageTrainer(model=model, args=args, data_collator=collator, train_dataset=ExampleDataset(train),
-                      eval_dataset=ExampleDataset(evaluate) if evaluate else None, callbacks=callbacks)
+                           eval_dataset=ExampleDataset(evaluate) if evaluate else None, callbacks=callbacks)
     trainable, frozen = count_parameters(model)
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
@@ -491,12 +491,12 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
     return trainer.model.eval(), result
 
 
-def load_text_base(cfg: Config):
-    """The base VLM (stage 0 or the hub model) for text questions; the graft's processor serves it too."""
+def load_text_base(cfg: Config, source: str | Path | None = None):
+    """The base VLM (stage 0 or the hub model), or another text-only Qwen2-VL checkpoint at `source`
+    (the merged text model), for text questions; the graft's processor serves it too."""
     from transformers import Qwen2VLForConditionalGeneration
 
-    model = Qwen2VLForConditionalGeneration.from_pretrained(base_vlm_source(cfg), **G.load_kwargs(cfg))
-    return model
+    return Qwen2VLForConditionalGeneration.from_pretrained(source or base_vlm_source(cfg), **G.load_kwargs(cfg))
 
 
 def training_budget(cfg: Config) -> "pd.DataFrame":
