@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from surgvqa import answers, data, data_eda, media, schema
 
-from surgvqa import data as D
 
 
 def _row(i: int = 1, video: str = "002-003", start: int = 3806, **over) -> dict:
@@ -47,12 +47,12 @@ def _write_lines(path: Path, lines: list[str]) -> Path:
 
 
 def test_schema_constants():
-    assert len(D.QUESTION_TYPES) == 20 and len(set(D.QUESTION_TYPES)) == 20
-    assert set(D.ANSWER_VOCAB) == set(D.QUESTION_TYPES)
-    assert all(len(v) >= 2 for v in D.ANSWER_VOCAB.values())
-    assert set(D.PRESENCE_TYPES) <= set(D.QUESTION_TYPES)
-    assert D.normalize_answer("  Yes. ") == "yes" and D.in_vocab("lighting_mode", "nbi")
-    assert not D.in_vocab("tool_identification", "scissors")
+    assert len(schema.QUESTION_TYPES) == 20 and len(set(schema.QUESTION_TYPES)) == 20
+    assert set(schema.ANSWER_VOCAB) == set(schema.QUESTION_TYPES)
+    assert all(len(v) >= 2 for v in schema.ANSWER_VOCAB.values())
+    assert set(schema.PRESENCE_TYPES) <= set(schema.QUESTION_TYPES)
+    assert answers.normalize_short("  Yes. ") == "yes" and answers.in_vocabulary("nbi", "lighting_mode")
+    assert not answers.in_vocabulary("scissors", "tool_identification")
 
 
 # ---- the real-data layout -------------------------------------------------------------------
@@ -63,7 +63,7 @@ def test_loads_real_colon_vqa_layout(tmp_path):
                _row(3, video="002-004", start=100, question_type="lighting_mode", short_answer="NBI",
                     question="What lighting mode is used?", answer="NBI is used.")]
     rows_out = [dict(r, question="Can you clearly observe clean mucosa in these frames?") for r in rows_in]
-    ds = D.load_dataset(_real_folder(tmp_path, rows_in, rows_out))
+    ds = data.load_dataset(_real_folder(tmp_path, rows_in, rows_out))
     assert len(ds) == 6
     s = ds.summary
     assert s.rows == 6 and s.files == {"in_template.jsonl": 3, "out_template.jsonl": 3}
@@ -74,7 +74,7 @@ def test_loads_real_colon_vqa_layout(tmp_path):
     assert ds.frame_paths(row)[0].is_file()
     clip = ds.load_frames(row, size=8)
     assert clip.shape == (8, 8, 8, 3) and clip.dtype == np.uint8
-    assert len(ds.select(template="out")) == 3 and len(ds.select(video_id=["002-004"])) == 2
+    assert sum(r["template"] == "out" for r in ds) == 3 and sum(r["video_id"] == "002-004" for r in ds) == 2
     assert "read 6 QA rows" in str(s)
 
 
@@ -82,7 +82,7 @@ def test_blank_lines_are_counted_and_oov_answers_reported(tmp_path):
     _real_folder(tmp_path, [_row(1)])
     (tmp_path / "in_template.jsonl").write_text(
         json.dumps(_row(1)) + "\n\n" + json.dumps(_row(2, short_answer="maybe")) + "\n   \n")
-    ds = D.load_dataset(tmp_path)
+    ds = data.load_dataset(tmp_path)
     assert ds.summary.rows == 2 and ds.summary.blank_lines == 2
     assert ds.summary.out_of_vocab == {"mucosa_visibility": 1}
 
@@ -95,7 +95,7 @@ def test_frame_lookup_variants(tmp_path):
         p.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(p)
     (tmp_path / "in_template.jsonl").write_text(json.dumps(r) + "\n")
-    ds = D.load_dataset(tmp_path)
+    ds = data.load_dataset(tmp_path)
     assert ds[0]["frames"][0] == "002-003/002-003_3806.png"
 
 
@@ -103,8 +103,8 @@ def test_frame_lookup_variants(tmp_path):
 
 
 def _expect(path_or_root, line, field, message, loader=None):
-    with pytest.raises(D.DataError) as info:
-        (loader or D.load_dataset)(path_or_root)
+    with pytest.raises(data.DataError) as info:
+        (loader or data.load_dataset)(path_or_root)
     err = info.value
     assert err.line == line and err.field == field, str(err)
     assert message in str(err), str(err)
@@ -194,23 +194,23 @@ def test_not_an_object_and_missing_folder(tmp_path):
     _real_folder(tmp_path, [_row(1)])
     _write_lines(tmp_path / "in_template.jsonl", ['["a", "list"]'])
     _expect(tmp_path, 1, None, "expected a JSON object")
-    with pytest.raises(D.DataError, match="dataset folder not found"):
-        D.load_dataset(tmp_path / "nope")
+    with pytest.raises(data.DataError, match="dataset folder not found"):
+        data.load_dataset(tmp_path / "nope")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(D.DataError, match="no in_template.jsonl or out_template.jsonl"):
-        D.load_dataset(empty)
+    with pytest.raises(data.DataError, match="no in_template.jsonl or out_template.jsonl"):
+        data.load_dataset(empty)
 
 
 def test_load_jsonl_of_our_own_layout(tmp_path):
-    from surgvqa import synthetic as S
+    from surgvqa import synthetic
 
-    rows, _ = S.generate(0, 1, 2, frame_size=24, out_dir=tmp_path)
-    path = D.write_jsonl(tmp_path / "in_template.jsonl", rows["in"])
-    loaded, counts = D.load_jsonl(path, tmp_path)
+    rows, _ = synthetic.generate(0, 1, 2, frame_size=24, out_dir=tmp_path)
+    path = data.write_jsonl(tmp_path / "in_template.jsonl", rows["in"])
+    loaded, counts = data.load_jsonl(path, tmp_path)
     assert counts["rows"] == len(rows["in"]) and counts["frames_checked"] == 16
     assert [r["id"] for r in loaded] == [r["id"] for r in rows["in"]]
-    assert path.read_text() == D.write_jsonl(tmp_path / "again.jsonl", loaded).read_text()
+    assert path.read_text() == data.write_jsonl(tmp_path / "again.jsonl", loaded).read_text()
 
 
 # ---- EDA helpers ---------------------------------------------------------------------------------
@@ -219,22 +219,22 @@ def test_load_jsonl_of_our_own_layout(tmp_path):
 def test_eda_tables_and_majority_baseline():
     rows = [_row(i, question_type="lighting_mode", short_answer="NBI", template="in") for i in range(5)]
     rows += [_row(10 + i, short_answer="yes" if i < 3 else "no", template="out") for i in range(4)]
-    df = D.rows_frame(rows)
-    table = D.type_distribution(df)
+    df = data_eda.rows_frame(rows)
+    table = data_eda.type_distribution(df)
     assert len(table) == 20 and table.loc["lighting_mode", "total"] == 5 and table.loc["nbi_status", "total"] == 0
-    mb = D.majority_baseline(df)
+    mb = data_eda.majority_baseline(df)
     assert mb.loc["lighting_mode", "majority_rate"] == 1.0 and mb.loc["lighting_mode", "answers"] == 1
     assert mb.loc["mucosa_visibility", "majority_answer"] == "yes" and mb.loc["mucosa_visibility", "majority_rate"] == 0.75
-    ans = D.answer_distribution(df)
+    ans = data_eda.answer_distribution(df)
     assert ans.loc[ans["question_type"] == "mucosa_visibility", "share"].sum() == pytest.approx(1.0)
 
 
 def test_flipbook_html_embeds_gif_and_strip():
     frames = np.random.default_rng(0).integers(0, 255, size=(8, 16, 16, 3), dtype=np.uint8)
-    html = D.flipbook_html(frames, caption="a <clip>")
+    html = media.flipbook_html(frames, caption="a <clip>")
     assert html.count("data:image/gif;base64,") == 1 and html.count("data:image/png;base64,") == 1
     assert "a &lt;clip&gt;" in html
-    assert D.frame_strip(frames, gap=2).shape == (16, 8 * 16 + 7 * 2, 3)
-    gif = D.flipbook_gif(frames)
+    assert media.frame_strip(frames, gap=2).shape == (16, 8 * 16 + 7 * 2, 3)
+    gif = media.flipbook_gif(frames)
     with Image.open(__import__("io").BytesIO(gif)) as im:
         assert im.n_frames == 8

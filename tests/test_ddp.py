@@ -8,14 +8,13 @@ pick MULTI_CPU + gloo; without it both processes train independently on all the 
 ("torch.distributed process group is initialized, but parallel_mode != ParallelMode.DISTRIBUTED")
 while still printing world_size 2, which is why the step count is the assertion that matters.
 
-Runs under its own profile (runs/smoke_ddp/, removed afterwards), never runs/smoke.
+Runs under its own profile in a temp run root, never the repository's runs/.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from surgvqa import stratify
+from surgvqa.datastep import load_run_data
 from surgvqa.config import REPO_ROOT, Config
 
 PROFILE = "smoke_ddp"
@@ -36,19 +35,16 @@ EPOCHS = 1
 def ddp_params(tmp_path) -> Path:
     params = yaml.safe_load((REPO_ROOT / "params" / "smoke.yaml").read_text())
     params["profile"] = PROFILE
+    params["run_root"] = str(tmp_path / "runs")
     params["train"] = {"stage0": {"num_train_epochs": EPOCHS, "per_device_train_batch_size": BATCH},
                        "stage1": {"num_train_epochs": EPOCHS}}
     path = tmp_path / "smoke_ddp.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     cfg = Config.from_yaml(path)
-    assert cfg.run_dir == REPO_ROOT / "runs" / PROFILE
-    shutil.rmtree(cfg.run_dir, ignore_errors=True)
-    try:
-        # Multi-process runs never build data (train.main requires it on disk): build it here, once.
-        stratify.load_splits(cfg)
-        yield path
-    finally:
-        shutil.rmtree(cfg.run_dir, ignore_errors=True)
+    assert cfg.paths.run == tmp_path / "runs" / PROFILE
+    # Multi-process runs never build data (train.main requires it on disk): build it here, once.
+    load_run_data(cfg)
+    return path
 
 
 def test_stage0_two_process_ddp(ddp_params):
@@ -65,7 +61,7 @@ def test_stage0_two_process_ddp(ddp_params):
     assert [x["stage"] for x in lines] == ["stage0"], log  # printed once, by rank 0 only
     assert lines[0]["world_size"] == WORLD
 
-    out = REPO_ROOT / "runs" / PROFILE / "checkpoints" / "stage0"
+    out = Config.from_yaml(ddp_params).paths.stage("stage0")
     assert (out / "final" / "model.safetensors").is_file()
     assert (out / "stage.json").is_file()
     stage = json.loads((out / "stage.json").read_text())

@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from surgvqa import errors as ER
+from surgvqa import error_analysis, media
 from surgvqa.audio import write_wav
 from surgvqa.data import Dataset
 
 
 def _pred(system, id_, split, qtype, truth, pred, question="Is the mucosa clean?", transcript=None, **kw):
-    from surgvqa.metrics import exact_match
+    from surgvqa.answers import exact_match
 
     row = {"system": system, "id": id_, "split": split, "question_type": qtype, "template": "out", "voice": "v1",
            "video_id": "syn-01", "question": question, "short_answer": truth, "prediction": pred,
@@ -55,16 +55,16 @@ def predictions() -> pd.DataFrame:
 
 
 def test_confusion_matrix_counts(predictions):
-    cm = ER.confusion_matrix(predictions, "audio_finetuned", "lighting_mode")
-    assert list(cm.index) == ["white light", "nbi"] and list(cm.columns) == ["white light", "nbi", ER.OTHER]
+    cm = error_analysis.confusion_matrix(predictions, "audio_finetuned", "lighting_mode")
+    assert list(cm.index) == ["white light", "nbi"] and list(cm.columns) == ["white light", "nbi", error_analysis.OTHER]
     assert cm.loc["nbi", "nbi"] == 1 and cm.loc["nbi", "white light"] == 1
     assert cm.loc["white light", "white light"] == 1  # "White-light." is a synonym
-    assert cm.loc["white light", ER.OTHER] == 1  # "purple" is out of vocabulary
+    assert cm.loc["white light", error_analysis.OTHER] == 1  # "purple" is out of vocabulary
     assert cm.to_numpy().sum() == 4
     # val + test by default; the noisy copy is excluded
-    mv = ER.confusion_matrix(predictions, "audio_finetuned", "mucosa_visibility")
+    mv = error_analysis.confusion_matrix(predictions, "audio_finetuned", "mucosa_visibility")
     assert mv.to_numpy().sum() == 4 and mv.loc["yes", "no"] == 1
-    only_test = ER.confusion_matrix(predictions, "audio_finetuned", "mucosa_visibility", splits=ER.TEST_SPLITS)
+    only_test = error_analysis.confusion_matrix(predictions, "audio_finetuned", "mucosa_visibility", splits=error_analysis.TEST_SPLITS)
     assert only_test.to_numpy().sum() == 3
 
 
@@ -72,11 +72,11 @@ def test_plot_confusions_figure(predictions):
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = ER.plot_confusions(predictions, "audio_finetuned")
+    fig = error_analysis.plot_confusions(predictions, "audio_finetuned")
     titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titled) == 3 and titled[0].startswith("mucosa_visibility")
     assert any("2/4 correct" in t for t in titled)  # lighting_mode
-    empty = ER.plot_confusions(predictions, "nope")
+    empty = error_analysis.plot_confusions(predictions, "nope")
     assert empty.axes
 
 
@@ -84,18 +84,18 @@ def test_plot_confusions_figure(predictions):
 
 
 def test_worst_cases_spread_and_order(predictions):
-    cases = ER.worst_cases(predictions, "audio_finetuned", n=5, seed=0)
+    cases = error_analysis.worst_cases(predictions, "audio_finetuned", n=5, seed=0)
     assert len(cases) == 5
-    assert set(cases["split"]) <= set(ER.TEST_SPLITS) and not cases["correct"].any()
+    assert set(cases["split"]) <= set(error_analysis.TEST_SPLITS) and not cases["correct"].any()
     # lowest accuracy first: tool_identification (0/3), lighting_mode (2/4), mucosa_visibility (2/3)
     assert list(cases["question_type"][:3]) == ["tool_identification", "lighting_mode", "mucosa_visibility"]
     assert cases["question_type"].value_counts().max() <= 2
     assert list(cases["type_accuracy"][:3]) == pytest.approx([0.0, 0.5, 2 / 3])
-    again = ER.worst_cases(predictions, "audio_finetuned", n=5, seed=0)
+    again = error_analysis.worst_cases(predictions, "audio_finetuned", n=5, seed=0)
     pd.testing.assert_frame_equal(cases, again)
-    one_each = ER.worst_cases(predictions, "audio_finetuned", n=6, per_type=1)
+    one_each = error_analysis.worst_cases(predictions, "audio_finetuned", n=6, per_type=1)
     assert len(one_each) == 3 and one_each["question_type"].is_unique
-    assert ER.worst_cases(predictions, "majority").empty
+    assert error_analysis.worst_cases(predictions, "majority").empty
 
 
 # ---- audio swap map -----------------------------------------------------------------------------------
@@ -109,25 +109,25 @@ def _swap_rows(counts: dict[str, int]) -> list[dict]:
 @pytest.mark.parametrize("counts", [{"a": 3, "b": 3}, {"a": 2, "b": 3, "c": 4}, {"a": 7, "b": 1, "c": 1}])
 def test_swap_map_other_type(counts):
     rows = _swap_rows(counts)
-    swap = ER.swap_audio_map(rows, seed=3)
+    swap = error_analysis.swap_audio_map(rows, seed=3)
     type_of_audio = {r["audio"]: r["question_type"] for r in rows}
     assert set(swap) == {r["id"] for r in rows}
     for r in rows:
         assert type_of_audio[swap[r["id"]]] != r["question_type"]
-    assert swap == ER.swap_audio_map(list(reversed(rows)), seed=3)  # deterministic, order-free
+    assert swap == error_analysis.swap_audio_map(list(reversed(rows)), seed=3)  # deterministic, order-free
     if 2 * max(counts.values()) <= sum(counts.values()):  # a permutation when one exists
         assert sorted(swap.values()) == sorted(type_of_audio)
 
 
 def test_swap_map_root_and_errors(tmp_path):
     rows = _swap_rows({"a": 2, "b": 2})
-    swap = ER.swap_audio_map(rows, audio_root=tmp_path)
+    swap = error_analysis.swap_audio_map(rows, audio_root=tmp_path)
     assert all(v.startswith(str(tmp_path)) for v in swap.values())
     with pytest.raises(ValueError, match="two question types"):
-        ER.swap_audio_map(_swap_rows({"a": 4}))
+        error_analysis.swap_audio_map(_swap_rows({"a": 4}))
     with pytest.raises(ValueError, match="no audio"):
-        ER.swap_audio_map([{"id": "x", "question_type": "a"}, {"id": "y", "question_type": "b", "audio": "y.wav"}])
-    assert ER.swap_audio_map([]) == {}
+        error_analysis.swap_audio_map([{"id": "x", "question_type": "a"}, {"id": "y", "question_type": "b", "audio": "y.wav"}])
+    assert error_analysis.swap_audio_map([]) == {}
 
 
 # ---- misheard -----------------------------------------------------------------------------------------
@@ -151,39 +151,39 @@ def test_misheard_order_counts_and_diff():
         _pred("audio_finetuned", "c", "heldout_video", "blue_dye_presence", "no", "no", q3),
         _pred("audio_finetuned", "d", "heldout_voice", "lighting_mode", "NBI", "purple", q4),
     ]
-    df = ER.misheard(pd.DataFrame(rows))
+    df = error_analysis.misheard(pd.DataFrame(rows))
     assert list(df["id"]) == ["c", "d", "b"]
     assert list(df.columns[:2]) == ["id", "split"]
     assert {"question", "transcript", "word_wer", "asr_answer", "asr_correct", "graft_answer", "graft_correct",
             "short_answer"} <= set(df.columns)
     assert df.loc[0, "graft_answer"] == "no" and bool(df.loc[0, "graft_correct"]) and not df.loc[0, "asr_correct"]
     assert df.loc[1, "word_wer"] == pytest.approx(2 / 5)
-    assert ER.misheard_counts(df) == {"misheard_rows": 3, "asr_wrong_graft_right": 1, "asr_right_graft_wrong": 1,
+    assert error_analysis.misheard_counts(df) == {"misheard_rows": 3, "asr_wrong_graft_right": 1, "asr_right_graft_wrong": 1,
                                       "both_wrong": 1, "both_right": 0}
-    page = ER.misheard_html(df, n=2)
+    page = error_analysis.misheard_html(df, n=2)
     assert page.count("<tr>") == 3  # header + 2 rows
     assert "dye&rarr;die" in page and 'title="substitution"' in page
     assert "2 of 3 misheard rows" in page
-    assert "heard every" in ER.misheard_html(df.iloc[:0])
-    metrics = ER.error_metrics(pd.DataFrame(rows), misheard_df=df)
+    assert "heard every" in error_analysis.misheard_html(df.iloc[:0])
+    metrics = error_analysis.error_metrics(pd.DataFrame(rows), misheard_df=df)
     assert metrics["misheard"]["asr_wrong_graft_right"] == 1
     assert metrics["per_type_accuracy"]["blue_dye_presence"]["audio_finetuned"] == 1.0
 
 
 def test_error_metrics_per_type(predictions):
-    m = ER.error_metrics(predictions)
+    m = error_analysis.error_metrics(predictions)
     assert m["per_type_accuracy"]["tool_identification"] == {"audio_finetuned": 0.0, "text_finetuned": 1.0, "n": 3}
     assert "tool_identification" in m["text_better_types"]
     assert m["misheard"]["misheard_rows"] == 0 and "audio_swap" not in m
     swap = {"rows": 4, "true_audio": {"accuracy": 0.75, "ci95": [0.5, 1.0]}, "swapped_audio": {"accuracy": 0.25,
             "ci95": [0.0, 0.5]}, "majority": {"accuracy": 0.5, "ci95": [0.25, 0.75]}, "changed": 0.5,
             "swapped_in_donor_vocab": 0.25}
-    m = ER.error_metrics(predictions, swap=swap)
+    m = error_analysis.error_metrics(predictions, swap=swap)
     assert m["audio_swap"]["drop"] == 0.5 and m["audio_swap"]["majority"]["accuracy"] == 0.5
     import matplotlib
 
     matplotlib.use("Agg")
-    assert ER.plot_swap(swap).axes
+    assert error_analysis.plot_swap(swap).axes
 
 
 # ---- case cards ---------------------------------------------------------------------------------------
@@ -206,23 +206,23 @@ def tiny_ds(tmp_path) -> Dataset:
 
 
 def test_case_html_embeds_audio_and_gif(tiny_ds):
-    card = ER.case_html(tiny_ds, tiny_ds.rows[0], "no", extra={"note": "x"})
+    card = error_analysis.case_html(tiny_ds, tiny_ds.rows[0], "no", extra={"note": "x"})
     assert "<audio" in card and "data:audio/wav;base64," in card
     assert "data:image/gif;base64," in card
     assert "&lt;b&gt;clean&lt;/b&gt;" in card  # question text escaped
     assert "heldout_voice" in card and "us_m3" in card and "note" in card
     assert "#cf222e" in card  # wrong prediction in red
-    ok = ER.case_html(tiny_ds, {"id": "q1", "split": "heldout_voice"}, "Yes.")  # a predictions row, looked up by id
+    ok = error_analysis.case_html(tiny_ds, {"id": "q1", "split": "heldout_voice"}, "Yes.")  # a predictions row, looked up by id
     assert "#1a7f37" in ok and "data:audio/wav;base64," in ok
     cases = pd.DataFrame([{"id": "q1", "split": "heldout_voice", "prediction": "no", "type_accuracy": 0.5}])
-    page = ER.show_cases(tiny_ds, cases).data
+    page = error_analysis.show_cases(tiny_ds, cases).data
     assert page.count("<audio") == 1 and "type accuracy" in page
     with pytest.raises(KeyError):
-        ER.case_html(tiny_ds, {"id": "missing"}, "no")
+        error_analysis.case_html(tiny_ds, {"id": "missing"}, "no")
 
 
 def test_flipbook_widget(tiny_ds):
-    w = ER.flipbook_widget(tiny_ds.load_frames(tiny_ds.rows[0]), size=16)
+    w = media.flipbook_widget(tiny_ds.load_frames(tiny_ds.rows[0]), size=16)
     play_row, image = w.children
     play, slider = play_row.children
     assert play.max == 7 and slider.max == 7
@@ -232,13 +232,14 @@ def test_flipbook_widget(tiny_ds):
 
 
 def test_split_rows_and_case_frames(tiny_ds):
-    assert len(ER.split_rows(tiny_ds)) == 1 and len(ER.split_rows(tiny_ds, ["val"])) == 0
-    assert ER.case_frames(tiny_ds, {"id": "q1"}).shape == (8, 12, 12, 3)
+    assert len(error_analysis.split_rows(tiny_ds)) == 1 and len(error_analysis.split_rows(tiny_ds, ["val"])) == 0
+    assert error_analysis.case_frames(tiny_ds, {"id": "q1"}).shape == (8, 12, 12, 3)
 
 
 def test_audio_swap_check_wiring(tmp_path, monkeypatch):
     """A fake model that answers correctly only when it hears the row's own audio."""
-    from surgvqa import evaluate as E
+    from surgvqa import evaluate
+    from surgvqa.config import EvalConfig
 
     frames = []
     for k in range(8):
@@ -260,8 +261,8 @@ def test_audio_swap_check_wiring(tmp_path, monkeypatch):
     def fake_run_model(model, processor, examples, options, desc):
         return {"predictions": [answer_of_audio[examples[k].audio.split("/")[-1]] for k in range(len(examples))]}
 
-    monkeypatch.setattr(E, "run_model", fake_run_model)
-    res = ER.audio_swap_check(None, None, ds, E.EvalOptions(bootstrap=50), majority={
+    monkeypatch.setattr(evaluate, "run_model", fake_run_model)
+    res = error_analysis.audio_swap_check(None, None, ds, EvalConfig(bootstrap=50), majority={
         "mucosa_visibility": "yes", "tool_identification": "snare"})
     assert res["rows"] == 4 and res["true_audio"]["accuracy"] == 1.0
     assert res["swapped_audio"]["accuracy"] == 0.0 and res["changed"] == 1.0

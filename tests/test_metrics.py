@@ -6,9 +6,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from surgvqa import answers, metrics, schema, wording
 
-from surgvqa import data as D
-from surgvqa import metrics as M
 
 # ---- normalisation / synonyms ---------------------------------------------------------------
 
@@ -29,20 +28,20 @@ from surgvqa import metrics as M
     ("", ""),
 ])
 def test_normalize_short(text, expected):
-    assert M.normalize_short(text) == expected
+    assert answers.normalize_short(text) == expected
 
 
 def test_synonym_tables_are_normalised_and_point_into_the_vocab():
-    for qtype, table in M.SYNONYMS.items():
-        assert qtype in D.ANSWER_VOCAB
-        vocab = {M.normalize_short(a) for a in D.ANSWER_VOCAB[qtype]}
+    for qtype, table in answers.SYNONYMS.items():
+        assert qtype in schema.ANSWER_VOCAB
+        vocab = {answers.normalize_short(a) for a in schema.ANSWER_VOCAB[qtype]}
         for variant, canon in table.items():
-            assert M.normalize_short(variant) == variant, (qtype, variant)
+            assert answers.normalize_short(variant) == variant, (qtype, variant)
             assert canon in vocab, (qtype, canon)
             assert variant not in vocab, (qtype, variant)  # a vocab answer must never be remapped
-    for qtype in D.ANSWER_VOCAB:
-        if set(D.ANSWER_VOCAB[qtype]) == {"yes", "no"}:
-            assert not M.SYNONYMS.get(qtype), qtype  # yes/no stays strict
+    for qtype in schema.ANSWER_VOCAB:
+        if set(schema.ANSWER_VOCAB[qtype]) == {"yes", "no"}:
+            assert not answers.SYNONYMS.get(qtype), qtype  # yes/no stays strict
 
 
 @pytest.mark.parametrize("text, qtype, expected", [
@@ -63,12 +62,12 @@ def test_synonym_tables_are_normalised_and_point_into_the_vocab():
     ("white", "lesion_site", "white"),  # synonyms are per type
 ])
 def test_canonical_answer(text, qtype, expected):
-    assert M.canonical_answer(text, qtype) == expected
+    assert answers.canonical_answer(text, qtype) == expected
 
 
 def test_canonical_answer_unknown_type():
     with pytest.raises(KeyError, match="no_such_type"):
-        M.canonical_answer("yes", "no_such_type")
+        answers.canonical_answer("yes", "no_such_type")
 
 
 @pytest.mark.parametrize("pred, truth, qtype", [
@@ -82,7 +81,7 @@ def test_canonical_answer_unknown_type():
     ("white light", "NBI", "lighting_mode"),
 ])
 def test_exact_match_negatives(pred, truth, qtype):
-    assert not M.exact_match(pred, truth, qtype)
+    assert not answers.exact_match(pred, truth, qtype)
 
 
 @pytest.mark.parametrize("pred, truth, qtype", [
@@ -94,18 +93,18 @@ def test_exact_match_negatives(pred, truth, qtype):
     ("sigmoid", "sigma", "lesion_site"),
 ])
 def test_exact_match_positives(pred, truth, qtype):
-    assert M.exact_match(pred, truth, qtype)
+    assert answers.exact_match(pred, truth, qtype)
 
 
 def test_in_vocabulary():
-    assert M.in_vocabulary("NBI.", "lighting_mode")
-    assert M.in_vocabulary("narrow band imaging", "lighting_mode")
-    assert M.in_vocabulary("over 10 mm", "lesion_size_range")
-    assert not M.in_vocabulary("blue light", "lighting_mode")
-    assert not M.in_vocabulary("yes there is", "tool_catheter_check")
-    assert not M.in_vocabulary("left", "lesion_screen_position")
-    for qtype, vocab in D.ANSWER_VOCAB.items():
-        assert all(M.in_vocabulary(a, qtype) for a in vocab), qtype
+    assert answers.in_vocabulary("NBI.", "lighting_mode")
+    assert answers.in_vocabulary("narrow band imaging", "lighting_mode")
+    assert answers.in_vocabulary("over 10 mm", "lesion_size_range")
+    assert not answers.in_vocabulary("blue light", "lighting_mode")
+    assert not answers.in_vocabulary("yes there is", "tool_catheter_check")
+    assert not answers.in_vocabulary("left", "lesion_screen_position")
+    for qtype, vocab in schema.ANSWER_VOCAB.items():
+        assert all(answers.in_vocabulary(a, qtype) for a in vocab), qtype
 
 
 # ---- long answers ---------------------------------------------------------------------------
@@ -130,95 +129,95 @@ def test_in_vocabulary():
     ("A polypectomy snare is visible.", "forceps", "tool_identification", False),
 ])
 def test_keyword_hit(long, short, qtype, hit):
-    assert M.keyword_hit(long, short, qtype) is hit
+    assert metrics.keyword_hit(long, short, qtype) is hit
 
 
 def test_keyword_accuracy():
     preds = ["There is no tool.", "The tool is not visible.", "The scope is advancing."]
     shorts = ["no", "no", "advancing"]
     types = ["tool_catheter_check", "tool_catheter_check", "scope_motion_type"]
-    assert M.keyword_accuracy(preds, shorts, types) == pytest.approx(2 / 3)
-    assert math.isnan(M.keyword_accuracy([], [], []))
+    assert metrics.keyword_accuracy(preds, shorts, types) == pytest.approx(2 / 3)
+    assert math.isnan(metrics.keyword_accuracy([], [], []))
     with pytest.raises(ValueError, match="length"):
-        M.keyword_accuracy(preds, shorts[:2], types)
+        metrics.keyword_accuracy(preds, shorts[:2], types)
 
 
 def test_bleu4_identical_and_partial():
     refs = ["The scope is advancing through the lumen.", "No, there is no blue dye."]
-    assert M.bleu4(refs, refs) == pytest.approx(1.0)
-    assert M.bleu4(["yes", "no"], ["Yes.", "no"]) == pytest.approx(1.0)  # short sentences: smoothing keeps 1
-    partial = M.bleu4(["The scope is withdrawing from the lumen.", "No, there is no dye."], refs)
+    assert metrics.bleu4(refs, refs) == pytest.approx(1.0)
+    assert metrics.bleu4(["yes", "no"], ["Yes.", "no"]) == pytest.approx(1.0)  # short sentences: smoothing keeps 1
+    partial = metrics.bleu4(["The scope is withdrawing from the lumen.", "No, there is no dye."], refs)
     assert 0.0 < partial < 1.0
-    assert M.bleu4(["completely different words"], ["nothing shared here"]) == 0.0
+    assert metrics.bleu4(["completely different words"], ["nothing shared here"]) == 0.0
 
 
 def test_bleu4_hand_computed():
     # p1 = 5/6, p2 = 3/5, p3 = 1/4, p4 = 0/3 -> smoothed 1/(3+1); equal lengths so BP = 1.
     # BLEU = (5/6 * 3/5 * 1/4 * 1/4) ** (1/4) = (1/32) ** (1/4) = 2 ** (-5/4)
-    assert M.bleu4(["the cat sat on the mat"], ["the cat is on the mat"]) == pytest.approx(2 ** -1.25)
+    assert metrics.bleu4(["the cat sat on the mat"], ["the cat is on the mat"]) == pytest.approx(2 ** -1.25)
     # Brevity penalty: candidate "the cat" (2) vs reference of 6 tokens: BP = exp(1 - 6/2);
     # p1 = 1, p2 = 1, p3 = p4 = 1/(0+1) (no n-grams of that order, smoothed).
-    assert M.bleu4(["the cat"], ["the cat is on the mat"]) == pytest.approx(math.exp(-2))
+    assert metrics.bleu4(["the cat"], ["the cat is on the mat"]) == pytest.approx(math.exp(-2))
 
 
 def test_bleu4_rouge_reject_bad_input():
     with pytest.raises(ValueError):
-        M.bleu4([], [])
+        metrics.bleu4([], [])
     with pytest.raises(ValueError):
-        M.rouge_l(["a"], ["a", "b"])
+        metrics.rouge_l(["a"], ["a", "b"])
 
 
 def test_rouge_l_hand_computed():
     # LCS("the scope is advancing slowly", "the scope is slowly advancing") = 4 of 5 and 5 -> F1 0.8
-    assert M.rouge_l(["the scope is advancing slowly"], ["the scope is slowly advancing"]) == pytest.approx(0.8)
+    assert metrics.rouge_l(["the scope is advancing slowly"], ["the scope is slowly advancing"]) == pytest.approx(0.8)
     # LCS("lesion moves up fast", "lesion drifts up") = 2; P = 2/4, R = 2/3 -> F1 = 4/7
-    assert M.rouge_l(["lesion moves up fast"], ["lesion drifts up"]) == pytest.approx(4 / 7)
+    assert metrics.rouge_l(["lesion moves up fast"], ["lesion drifts up"]) == pytest.approx(4 / 7)
     # mean over pairs: (1 + 0) / 2
-    assert M.rouge_l(["Same words.", "abc"], ["same words", "xyz"]) == pytest.approx(0.5)
+    assert metrics.rouge_l(["Same words.", "abc"], ["same words", "xyz"]) == pytest.approx(0.5)
 
 
 # ---- ASR ------------------------------------------------------------------------------------
 
 
 def test_whisper_normalize():
-    assert M.whisper_normalize("Hello, World!") == "hello world"
+    assert metrics.whisper_normalize("Hello, World!") == "hello world"
     # EnglishTextNormalizer turns number words into digits, so "Five" and "5" compare equal.
-    assert M.whisper_normalize("Five") == M.whisper_normalize("5") == "5"
-    assert M.whisper_normalize("five to ten millimetres") == "5 to 10 millimetres"
+    assert metrics.whisper_normalize("Five") == metrics.whisper_normalize("5") == "5"
+    assert metrics.whisper_normalize("five to ten millimetres") == "5 to 10 millimetres"
     # Symbols are dropped and the abbreviated unit goes with them: "<5 mm" and ">5 mm" both
-    # become "5", which is why transcripts are compared against `synthetic.speakable` text.
-    assert M.whisper_normalize("The lesion is <5 mm.") == M.whisper_normalize("the lesion is >5 mm") == "the lesion is 5"
+    # become "5", which is why transcripts are compared against `wording.speakable` text.
+    assert metrics.whisper_normalize("The lesion is <5 mm.") == metrics.whisper_normalize("the lesion is >5 mm") == "the lesion is 5"
 
 
 def test_wer_cer_hand_computed():
     # "is a tool visible" vs "is the tool visible": one substitution of 4 words -> WER 0.25.
     # Characters (spaces count): "a" -> "the" = 1 substitution + 2 insertions on 17 chars.
-    out = M.wer_cer(["is the tool visible"], ["is a tool visible"])
+    out = metrics.wer_cer(["is the tool visible"], ["is a tool visible"])
     assert out["wer"] == pytest.approx(1 / 4)
     assert out["cer"] == pytest.approx(3 / 17)
     # Normalisation: case, punctuation and number words do not count as errors.
-    assert M.wer_cer(["Is there five polyps?"], ["is there 5 polyps"]) == {"wer": 0.0, "cer": 0.0}
+    assert metrics.wer_cer(["Is there five polyps?"], ["is there 5 polyps"]) == {"wer": 0.0, "cer": 0.0}
     # Corpus-level: an empty hypothesis is all deletions: (1 + 2) / (4 + 2) errors.
-    assert M.wer_cer(["is the tool visible", "..."], ["is a tool visible", "flush now"])["wer"] == pytest.approx(0.5)
+    assert metrics.wer_cer(["is the tool visible", "..."], ["is a tool visible", "flush now"])["wer"] == pytest.approx(0.5)
 
 
 def test_wer_cer_rejects_empty_reference():
     with pytest.raises(ValueError, match="reference 1"):
-        M.wer_cer(["a", "b"], ["a", "  "])
+        metrics.wer_cer(["a", "b"], ["a", "  "])
     with pytest.raises(ValueError, match="reference 0"):
-        M.wer_cer(["a"], ["?!"])  # empty after normalisation
+        metrics.wer_cer(["a"], ["?!"])  # empty after normalisation
     with pytest.raises(ValueError, match="length"):
-        M.wer_cer(["a"], ["a", "b"])
+        metrics.wer_cer(["a"], ["a", "b"])
 
 
 def test_word_diff_html():
-    out = M.word_diff_html("is a tool visible <now>", "is the tool visible <now> there")
+    out = metrics.word_diff_html("is a tool visible <now>", "is the tool visible <now> there")
     assert "<span" in out
     assert 'title="substitution">a&rarr;the</span>' in out
     assert 'title="insertion">there</span>' in out
-    deletion = M.word_diff_html("flush now", "flush")
+    deletion = metrics.word_diff_html("flush now", "flush")
     assert 'title="deletion">now</span>' in deletion
-    raw = M.word_diff_html("a <b>", "a <c>", normalize=False)
+    raw = metrics.word_diff_html("a <b>", "a <c>", normalize=False)
     assert "&lt;b&gt;&rarr;&lt;c&gt;" in raw and "<b>" not in raw  # escaped
 
 
@@ -229,28 +228,28 @@ def test_bootstrap_ci_properties():
     rng = np.random.default_rng(1)
     small = rng.random(50) < 0.7
     large = rng.random(5000) < 0.7
-    a = M.bootstrap_ci(small, seed=3)
-    assert a == M.bootstrap_ci(small.tolist(), seed=3)  # deterministic, lists or arrays
-    assert M.bootstrap_ci(small, seed=4) != a
+    a = metrics.bootstrap_ci(small, seed=3)
+    assert a == metrics.bootstrap_ci(small.tolist(), seed=3)  # deterministic, lists or arrays
+    assert metrics.bootstrap_ci(small, seed=4) != a
     assert a[0] <= small.mean() <= a[1]
-    b = M.bootstrap_ci(large, seed=3)
+    b = metrics.bootstrap_ci(large, seed=3)
     assert b[0] <= large.mean() <= b[1]
     assert (b[1] - b[0]) < (a[1] - a[0])
-    assert M.bootstrap_ci([1] * 20) == (1.0, 1.0)
-    assert M.bootstrap_ci([0, 0, 0]) == (0.0, 0.0)
-    lo, hi = M.bootstrap_ci([])
+    assert metrics.bootstrap_ci([1] * 20) == (1.0, 1.0)
+    assert metrics.bootstrap_ci([0, 0, 0]) == (0.0, 0.0)
+    lo, hi = metrics.bootstrap_ci([])
     assert math.isnan(lo) and math.isnan(hi)
-    narrow = M.bootstrap_ci(small, seed=3, level=0.5)
+    narrow = metrics.bootstrap_ci(small, seed=3, level=0.5)
     assert a[0] <= narrow[0] <= narrow[1] <= a[1]
     with pytest.raises(ValueError):
-        M.bootstrap_ci(small, level=1.5)
+        metrics.bootstrap_ci(small, level=1.5)
 
 
 def test_accuracy_with_ci():
-    res = M.accuracy_with_ci([True, False, True, True])
+    res = metrics.accuracy_with_ci([True, False, True, True])
     assert res["accuracy"] == 0.75 and res["n"] == 4
     assert len(res["ci95"]) == 2 and res["ci95"][0] <= 0.75 <= res["ci95"][1]
-    empty = M.accuracy_with_ci([])
+    empty = metrics.accuracy_with_ci([])
     assert empty["n"] == 0 and math.isnan(empty["accuracy"])
 
 
@@ -260,12 +259,12 @@ def test_accuracy_breakdown():
         "template": ["in", "in", "out", "out", "in", "in"],
         "correct": [1, 0, 1, 1, 1, 0],
     })
-    out = M.accuracy_breakdown(df, "question_type")
+    out = metrics.accuracy_breakdown(df, "question_type")
     assert list(out.index) == ["a", "b"]
     assert list(out.columns) == ["accuracy", "ci_lo", "ci_hi", "n"]
     assert out.loc["a", "accuracy"] == pytest.approx(2 / 3) and out.loc["a", "n"] == 3
     assert (out["ci_lo"] <= out["accuracy"]).all() and (out["accuracy"] <= out["ci_hi"]).all()
-    two = M.accuracy_breakdown(df.rename(columns={"correct": "ok"}), ["question_type", "template"], correct_col="ok")
+    two = metrics.accuracy_breakdown(df.rename(columns={"correct": "ok"}), ["question_type", "template"], correct_col="ok")
     assert list(two.index) == [("a", "in"), ("a", "out"), ("b", "in"), ("b", "out")]
     assert two.loc[("b", "in"), "accuracy"] == 0.5 and two.loc[("b", "in"), "n"] == 2
 
@@ -278,9 +277,9 @@ def test_majority_answers_and_predictions():
         "question_type": ["lighting_mode"] * 3 + ["scope_motion"] * 4,
         "short_answer": ["NBI", "narrow band imaging", "white light", "yes", "no", "No.", "yes"],
     })
-    maj = M.majority_answers(train)
+    maj = metrics.majority_answers(train)
     assert maj == {"lighting_mode": "nbi", "scope_motion": "no"}  # 2-2 tie -> alphabetical
     test = pd.DataFrame({"question_type": ["scope_motion", "lighting_mode"]})
-    assert M.majority_predictions(test, maj) == ["no", "nbi"]
+    assert metrics.majority_predictions(test, maj) == ["no", "nbi"]
     with pytest.raises(KeyError, match="lesion_site"):
-        M.majority_predictions(pd.DataFrame({"question_type": ["lesion_site"]}), maj)
+        metrics.majority_predictions(pd.DataFrame({"question_type": ["lesion_site"]}), maj)

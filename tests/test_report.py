@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from surgvqa import report as R
+from surgvqa import report
+from surgvqa.systems import SYSTEMS
 from surgvqa.config import Config
 
-SYSTEMS = {
+FAKE_SYSTEMS = {
     "majority": {
         "label": "Majority answer",
         "accuracy": {"val": 0.5, "heldout_video": 0.48, "heldout_voice": 0.51, "overall": 0.492},
@@ -42,18 +43,7 @@ ASR = {
 
 @pytest.fixture
 def cfg(tmp_path):
-    root = tmp_path / "run"
-    TmpConfig = type(
-        "TmpConfig",
-        (Config,),
-        {
-            "run_dir": property(lambda self: root),
-            "metrics_dir": property(lambda self: root / "metrics"),
-            "reports_dir": property(lambda self: root / "reports"),
-            "figures_dir": property(lambda self: root / "figures"),
-        },
-    )
-    return TmpConfig.from_params({"profile": "unit", "seed": 3}, source="params/unit.yaml")
+    return Config.from_params({"profile": "unit", "seed": 3, "run_root": str(tmp_path / "runs")}, source="params/unit.yaml")
 
 
 def _png(path):
@@ -67,11 +57,11 @@ def _populate(cfg, with_eval=True):
     cfg.write_metrics("00_graft", {"video_tokens": 64, "same_generation_as_stock": True})
     cfg.write_metrics("02_stage1", {"wall_time_s": 12.5, "final_train_loss": 1.234567, "wer": 0.2, "nested": {"x": 1}})
     if with_eval:
-        cfg.write_metrics("04_evaluation", {"systems": SYSTEMS, "asr": ASR, "n_test": 120})
-    cfg.reports_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.reports_dir / "00_graft.html").write_text("<html>graft</html>")
-    _png(cfg.figures_dir / "04_systems.png")
-    _png(cfg.figures_dir / "01_not_key.png")
+        cfg.write_metrics("04_evaluation", {"systems": FAKE_SYSTEMS, "asr": ASR, "n_test": 120})
+    cfg.paths.reports.mkdir(parents=True, exist_ok=True)
+    (cfg.paths.reports / "00_graft.html").write_text("<html>graft</html>")
+    _png(cfg.paths.figures / "04_systems.png")
+    _png(cfg.paths.figures / "01_not_key.png")
 
 
 def _pct(x):
@@ -79,17 +69,17 @@ def _pct(x):
 
 
 def test_paths_are_isolated(cfg, tmp_path):
-    assert tmp_path in cfg.metrics_dir.parents and tmp_path in cfg.reports_dir.parents
+    assert tmp_path in cfg.paths.metrics.parents and tmp_path in cfg.paths.reports.parents
     assert cfg.params_hash() == Config.from_params({"profile": "unit", "seed": 3}).params_hash()
 
 
 def test_finish_report_writes_metrics_json(cfg):
     _populate(cfg)
     timings = [{"notebook": "00_graft.ipynb", "seconds": 7.94}]
-    out = R.finish_report(cfg, timings)
-    assert out["metrics_json"] == cfg.reports_dir / "metrics.json"
+    out = report.finish_report(cfg, timings)
+    assert out["metrics_json"] == cfg.paths.reports / "metrics.json"
     data = json.loads(out["metrics_json"].read_text())
-    assert data["systems"] == SYSTEMS
+    assert data["systems"] == FAKE_SYSTEMS
     assert data["asr"] == ASR
     assert set(data["notebooks"]) == {"00_graft", "02_stage1", "04_evaluation"}
     assert data["notebooks"]["02_stage1"]["final_train_loss"] == 1.234567
@@ -103,25 +93,25 @@ def test_finish_report_writes_metrics_json(cfg):
 
 def test_index_html_content(cfg):
     _populate(cfg)
-    out = R.finish_report(cfg, [{"notebook": "00_graft.ipynb", "seconds": 7.94}])
+    out = report.finish_report(cfg, [{"notebook": "00_graft.ipynb", "seconds": 7.94}])
     page = out["index"].read_text()
-    assert out["index"] == cfg.reports_dir / "index.html"
+    assert out["index"] == cfg.paths.reports / "index.html"
     assert "SurgViVQA-Audio — unit run" in page
     assert cfg.params_hash() in page and "params/unit.yaml" in page and "<details>" in page
-    for s in SYSTEMS.values():
+    for s in FAKE_SYSTEMS.values():
         assert html.escape(s["label"]) in page
     # injected markup is escaped, never live
     assert "<script>" not in page and "&lt;script&gt;" in page
     # accuracy with CI, formatted from the input
-    a = SYSTEMS["audio_finetuned"]
+    a = FAKE_SYSTEMS["audio_finetuned"]
     expected = f"{_pct(a['accuracy']['overall'])} [{_pct(a['ci95']['overall'][0])}, {_pct(a['ci95']['overall'][1])}]"
     assert expected in page
     # best per column is bold: audio_finetuned overall, text_finetuned val
     assert f"<strong>{expected}</strong>" in page
-    t = SYSTEMS["text_finetuned"]
+    t = FAKE_SYSTEMS["text_finetuned"]
     assert f"<strong>{_pct(t['accuracy']['val'])} [{_pct(t['ci95']['val'][0])}, {_pct(t['ci95']['val'][1])}]</strong>" in page
     # rows follow the canonical system order
-    order = [page.index(html.escape(SYSTEMS[i]["label"])) for i in R.SYSTEM_ORDER if i in SYSTEMS]
+    order = [page.index(html.escape(FAKE_SYSTEMS[i]["label"])) for i in SYSTEMS if i in FAKE_SYSTEMS]
     assert order == sorted(order)
     # ASR in percent
     assert _pct(ASR["graft"]["wer_noisy"]) in page and _pct(ASR["whisper_base"]["cer"]) in page
@@ -137,19 +127,19 @@ def test_index_html_content(cfg):
 
 def test_explicit_figures_list_skips_missing(cfg):
     _populate(cfg)
-    merged = R.merge_metrics(cfg)
-    page = R.write_index(cfg, merged, figures=["01_not_key.png", "missing.png"]).read_text()
+    merged = report.merge_metrics(cfg)
+    page = report.write_index(cfg, merged, figures=["01_not_key.png", "missing.png"]).read_text()
     assert '<img src="../figures/01_not_key.png"' in page
     assert "missing.png" not in page and "04_systems.png" not in page
 
 
 def test_stale_metrics_flagged(cfg):
     _populate(cfg)
-    path = cfg.metrics_dir / "00_graft.json"
+    path = cfg.paths.metrics / "00_graft.json"
     payload = json.loads(path.read_text())
     payload["params_hash"] = "deadbeef0000"
     path.write_text(json.dumps(payload))
-    out = R.finish_report(cfg)
+    out = report.finish_report(cfg)
     assert out["merged"]["stale"] == ["00_graft"]
     assert "00_graft" in out["merged"]["notebooks"]  # flagged, not dropped
     page = out["index"].read_text()
@@ -158,41 +148,41 @@ def test_stale_metrics_flagged(cfg):
 
 def test_no_stale_box_when_fresh(cfg):
     _populate(cfg)
-    assert 'class="warning"' not in R.finish_report(cfg)["index"].read_text()
+    assert 'class="warning"' not in report.finish_report(cfg)["index"].read_text()
 
 
 def test_invalid_json_raises_with_file_name(cfg):
     _populate(cfg)
-    (cfg.metrics_dir / "03_stage2.json").write_text("{not json")
+    (cfg.paths.metrics / "03_stage2.json").write_text("{not json")
     with pytest.raises(ValueError, match="03_stage2.json"):
-        R.merge_metrics(cfg)
+        report.merge_metrics(cfg)
 
 
 def test_missing_evaluation_still_renders(cfg):
     _populate(cfg, with_eval=False)
-    out = R.finish_report(cfg)
+    out = report.finish_report(cfg)
     assert out["merged"]["systems"] == {} and out["merged"]["asr"] == {}
     page = out["index"].read_text()
     assert "SurgViVQA-Audio — unit run" in page and "No evaluation metrics" in page
 
 
 def test_empty_run_renders(cfg):
-    out = R.finish_report(cfg)
+    out = report.finish_report(cfg)
     assert out["merged"]["notebooks"] == {} and out["merged"]["timings"] == []
     assert out["index"].exists() and out["metrics_json"].exists()
 
 
 def test_timings_default_to_pipeline_file(cfg):
     _populate(cfg)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.run_dir / "pipeline_timings.json").write_text(json.dumps([{"notebook": "00_graft.ipynb", "seconds": 3.21}]))
-    out = R.finish_report(cfg)
+    cfg.paths.run.mkdir(parents=True, exist_ok=True)
+    cfg.paths.timings.write_text(json.dumps([{"notebook": "00_graft.ipynb", "seconds": 3.21}]))
+    out = report.finish_report(cfg)
     assert out["merged"]["timings"] == [{"notebook": "00_graft.ipynb", "seconds": 3.21}]
     assert "3.2 s" in out["index"].read_text()
 
 
 def test_formatting_helpers():
-    assert R.fmt_acc_ci(0.713, [0.66, 0.761]) == "71.3 [66.0, 76.1]"
-    assert R.fmt_acc_ci(None, [0.1, 0.2]) == "—"
-    assert R.fmt_acc_ci(0.5, None) == "50.0"
-    assert R.fmt_pct(float("nan")) == "—"
+    assert report.fmt_acc_ci(0.713, [0.66, 0.761]) == "71.3 [66.0, 76.1]"
+    assert report.fmt_acc_ci(None, [0.1, 0.2]) == "—"
+    assert report.fmt_acc_ci(0.5, None) == "50.0"
+    assert report.fmt_pct(float("nan")) == "—"

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from surgvqa import data as D
-from surgvqa import stratify as ST
-from surgvqa import synthetic as S
 from surgvqa.config import REPO_ROOT, Config
+from surgvqa import data_eda, datastep, stratify, synthetic
+from surgvqa.data import clip_key, load_dataset
+from surgvqa.schema import QUESTION_TYPES
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,8 @@ def cfg():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, cfg):
     out = tmp_path_factory.mktemp("strat_data")
-    result = S.build_dataset(cfg, out_dir=out)
-    return result, ST.load_splits(cfg, data_dir=out)
+    result = datastep.build_dataset(cfg, out_dir=out)
+    return result, datastep.load_run_data(cfg, data_dir=out).splits
 
 
 def _rows(splits):
@@ -43,14 +43,14 @@ def test_heldout_video_and_voices_never_in_train(built):
     assert {r["voice"] for r in groups["heldout_video"]} <= set(result.train_voices)
     assert {r["voice"] for r in groups["heldout_voice"]} == held_voice
     # paired: every held-out-video row is re-spoken by a held-out voice
-    strip = lambda r: (r["id"].removesuffix(ST.HELDOUT_VOICE_SUFFIX), r["question"], r["short_answer"])  # noqa: E731
+    strip = lambda r: (r["id"].removesuffix(stratify.HELDOUT_VOICE_SUFFIX), r["question"], r["short_answer"])  # noqa: E731
     assert sorted(map(strip, groups["heldout_video"])) == sorted(map(strip, groups["heldout_voice"]))
     assert {r["group"] for r in splits["val"]} == {"in_domain"}
 
 
 def test_no_clip_crosses_splits(built):
     _, splits = built
-    clips = {name: {D.clip_key(r) for r in ds} for name, ds in splits.items()}
+    clips = {name: {clip_key(r) for r in ds} for name, ds in splits.items()}
     assert clips["train"].isdisjoint(clips["val"]) and clips["train"].isdisjoint(clips["test"])
     assert clips["val"].isdisjoint(clips["test"])
     assert all(clips.values())
@@ -58,34 +58,34 @@ def test_no_clip_crosses_splits(built):
 
 def test_every_type_in_train_and_test_where_the_data_allow(built):
     result, splits = built
-    base = D.load_dataset(result.data_dir).rows
+    base = load_dataset(result.data_dir).rows
     held = set(result.heldout_videos)
     in_train_videos = {r["question_type"] for r in base if r["video_id"] not in held}
     in_test_videos = {r["question_type"] for r in base if r["video_id"] in held}
     assert {r["question_type"] for r in splits["train"]} == in_train_videos
     assert {r["question_type"] for r in splits["test"]} == in_test_videos
-    assert in_train_videos == set(D.QUESTION_TYPES)  # the generator guarantees tools and lesions per video
-    assert ST.coverage(_rows(splits))["train"] == []
+    assert in_train_videos == set(QUESTION_TYPES)  # the generator guarantees tools and lesions per video
+    assert stratify.coverage(_rows(splits))["train"] == []
 
 
 def test_val_is_type_stratified_on_a_bigger_set():
-    rows, _ = S.generate(0, 6, 12, frame_size=24)
+    rows, _ = synthetic.generate(0, 6, 12, frame_size=24)
     base = rows["in"] + rows["out"]
     dcfg = Config().data
-    plan = ST.plan_splits(base, dcfg, seed=0)
+    plan = stratify.plan_splits(base, dcfg, seed=0)
     assert plan.heldout_videos == ["syn-06"]
     val_clips = [k for k, s in plan.clip_split.items() if s == "val"]
     train_clips = [k for k, s in plan.clip_split.items() if s == "train"]
     assert len(val_clips) == round(dcfg.val_fraction * (len(val_clips) + len(train_clips)))
-    types = lambda clips: {r["question_type"] for r in base if D.clip_key(r) in set(clips)}  # noqa: E731
-    assert types(train_clips) == set(D.QUESTION_TYPES)
-    assert types(val_clips) == set(D.QUESTION_TYPES)  # rare types (tools, lesions) reach val too
+    types = lambda clips: {r["question_type"] for r in base if clip_key(r) in set(clips)}  # noqa: E731
+    assert types(train_clips) == set(QUESTION_TYPES)
+    assert types(val_clips) == set(QUESTION_TYPES)  # rare types (tools, lesions) reach val too
 
 
 def test_choose_val_never_takes_the_last_training_clip_of_a_type():
     clip_types = {"a": {"x", "rare"}, "b": {"x"}, "c": {"x"}, "d": {"x", "rare"}, "e": {"x", "unique"}}
     for seed in range(10):
-        val = ST.choose_val_clips(clip_types, 0.4, seed)
+        val = stratify.choose_val_clips(clip_types, 0.4, seed)
         assert len(val) == 2
         train = set(clip_types) - val
         assert "e" not in val  # the only clip with "unique"
@@ -93,21 +93,21 @@ def test_choose_val_never_takes_the_last_training_clip_of_a_type():
 
 
 def test_explicit_heldout_video_ids():
-    rows, _ = S.generate(0, 3, 2, frame_size=24)
+    rows, _ = synthetic.generate(0, 3, 2, frame_size=24)
     base = rows["in"] + rows["out"]
     dcfg = dataclasses.replace(Config().data, heldout_video_ids=["syn-01"])
-    assert ST.plan_splits(base, dcfg, 0).heldout_videos == ["syn-01"]
-    with pytest.raises(ST.LeakageError, match="not in the data"):
-        ST.plan_splits(base, dataclasses.replace(dcfg, heldout_video_ids=["syn-99"]), 0)
-    with pytest.raises(ST.LeakageError, match="leaves no training video"):
-        ST.plan_splits(base, dataclasses.replace(dcfg, heldout_video_ids=["syn-01", "syn-02", "syn-03"]), 0)
+    assert stratify.plan_splits(base, dcfg, 0).heldout_videos == ["syn-01"]
+    with pytest.raises(stratify.LeakageError, match="not in the data"):
+        stratify.plan_splits(base, dataclasses.replace(dcfg, heldout_video_ids=["syn-99"]), 0)
+    with pytest.raises(stratify.LeakageError, match="leaves no training video"):
+        stratify.plan_splits(base, dataclasses.replace(dcfg, heldout_video_ids=["syn-01", "syn-02", "syn-03"]), 0)
 
 
 # ---- leakage checks fail loudly -------------------------------------------------------------------
 
 
 def _check(splits, result, corpus=None):
-    return ST.check_leakage(splits, result.heldout_voices, ["in"], ["out"], corpus)
+    return stratify.check_leakage(splits, result.heldout_voices, ["in"], ["out"], corpus)
 
 
 def test_leakage_checks_pass_on_the_built_splits(built):
@@ -121,7 +121,7 @@ def test_leak_clip_into_train(built):
     rows = copy.deepcopy(_rows(splits))
     leaked = dict(rows["val"][0], id="leak", split="train")
     rows["train"].append(leaked)
-    with pytest.raises(ST.LeakageError, match="clips in both train and val"):
+    with pytest.raises(stratify.LeakageError, match="clips in both train and val"):
         _check(rows, result)
 
 
@@ -130,7 +130,7 @@ def test_leak_heldout_video_into_train(built):
     rows = copy.deepcopy(_rows(splits))
     test_row = next(r for r in rows["test"] if r["group"] == "heldout_video")
     rows["train"].append(dict(test_row, template="in", question="A fresh wording?", frame_numbers=[1] * 8, id="x"))
-    with pytest.raises(ST.LeakageError, match="test videos also in train/val"):
+    with pytest.raises(stratify.LeakageError, match="test videos also in train/val"):
         _check(rows, result)
 
 
@@ -138,7 +138,7 @@ def test_leak_heldout_voice_into_train(built):
     result, splits = built
     rows = copy.deepcopy(_rows(splits))
     rows["train"][0]["voice"] = result.heldout_voices[0]
-    with pytest.raises(ST.LeakageError, match="held-out voices used in train/val"):
+    with pytest.raises(stratify.LeakageError, match="held-out voices used in train/val"):
         _check(rows, result)
 
 
@@ -146,31 +146,31 @@ def test_leak_test_wording_into_train(built):
     result, splits = built
     rows = copy.deepcopy(_rows(splits))
     rows["train"][0]["question"] = rows["test"][0]["question"]
-    with pytest.raises(ST.LeakageError, match="test question wordings also in train/val"):
+    with pytest.raises(stratify.LeakageError, match="test question wordings also in train/val"):
         _check(rows, result)
     rows = copy.deepcopy(_rows(splits))
     rows["val"][0]["template"] = "out"
-    with pytest.raises(ST.LeakageError, match="outside data.train_templates"):
+    with pytest.raises(stratify.LeakageError, match="outside data.train_templates"):
         _check(rows, result)
 
 
 def test_leak_in_speech_corpus(built):
     result, splits = built
     corpus = [{"text": "Some narration.", "voice": result.heldout_voices[0], "split": "train"}]
-    with pytest.raises(ST.LeakageError, match="speech corpus train/val entries use held-out voices"):
+    with pytest.raises(stratify.LeakageError, match="speech corpus train/val entries use held-out voices"):
         _check(_rows(splits), result, corpus)
     corpus = [{"text": splits["test"][0]["question"], "voice": result.train_voices[0], "split": "train"}]
-    with pytest.raises(ST.LeakageError, match="speech corpus contains test question wordings"):
+    with pytest.raises(stratify.LeakageError, match="speech corpus contains test question wordings"):
         _check(_rows(splits), result, corpus)
 
 
 def test_tables(built):
     _, splits = built
-    table = ST.stratification_table(_rows(splits))
-    assert list(table.index) == list(D.QUESTION_TYPES)
+    table = data_eda.stratification_table(_rows(splits))
+    assert list(table.index) == list(QUESTION_TYPES)
     assert set(table.columns) == {"train", "val", "test:heldout_video", "test:heldout_voice"}
     assert table["train"].sum() == len(splits["train"])
-    overview = ST.split_overview(_rows(splits))
+    overview = data_eda.split_overview(_rows(splits))
     assert set(overview["group"]) == {"train", "in_domain", "heldout_video", "heldout_voice"}
 
 
@@ -217,15 +217,15 @@ def test_real_folder_flows_through_the_data_step(tmp_path):
         source=str(src), num_voices=3, heldout_voices=1, heldout_videos=1, val_fraction=0.34,
         narration_sentences=2, corpus_voices_per_text=1)))
     out = tmp_path / "run"
-    result = S.build_dataset(cfg, out_dir=out)
+    result = datastep.build_dataset(cfg, out_dir=out)
     assert result.heldout_videos == ["002-003"] and result.frames_root == src
-    splits = ST.load_splits(cfg, data_dir=out, build_if_missing=False)
+    splits = datastep.load_run_data(cfg, data_dir=out, build=False).splits
     assert {r["video_id"] for r in splits["test"]} == {"002-003"}
-    assert len({D.clip_key(r) for r in splits["val"]}) == 2  # 0.34 of the 6 training clips
+    assert len({clip_key(r) for r in splits["val"]}) == 2  # 0.34 of the 6 training clips
     assert all(ds.frame_paths(r)[0].is_file() and ds.audio_path(r).is_file() for ds in splits.values() for r in ds)
     first = next(r for r in splits["train"].rows + splits["val"].rows if r["id"] == "qa_000001")
     assert first["audio"] == "source_audio/audio/qa_000001.wav" and first["voice"] == "source"
-    base = S.load_base(cfg, data_dir=out)
+    base = datastep.load_base(cfg, data_dir=out)
     assert base.summary.rows == 54 and base.summary.with_audio == 54
-    m = S.data_metrics(result, splits, base, S.load_speech_corpus(cfg, data_dir=out))
+    m = data_eda.data_metrics(result, splits, base, datastep.load_run_data(cfg, data_dir=out).corpus)
     assert m["class_balance"]["majority_rate"]["lighting_mode"] == 1.0  # a constant type, as in the seeds

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_fill_holes, center_of_mass
 
-from surgvqa import data as D
-from surgvqa import synthetic as S
+from surgvqa import answers, data, data_eda, datastep, schema, synthetic, wording
 from surgvqa.config import REPO_ROOT, Config
 
 SMOKE = REPO_ROOT / "params" / "smoke.yaml"
@@ -34,14 +33,14 @@ def smoke_cfg():
 @pytest.fixture(scope="module")
 def smoke_build(tmp_path_factory, smoke_cfg):
     out = tmp_path_factory.mktemp("smoke_data")
-    return S.build_dataset(smoke_cfg, out_dir=out)
+    return datastep.build_dataset(smoke_cfg, out_dir=out)
 
 
 # ---- determinism ------------------------------------------------------------------------------
 
 
 def test_same_seed_gives_byte_identical_jsonl_and_frames(tmp_path, smoke_cfg, smoke_build):
-    again = S.build_dataset(smoke_cfg, out_dir=tmp_path / "again")
+    again = datastep.build_dataset(smoke_cfg, out_dir=tmp_path / "again")
     first = _tree_hashes(smoke_build.data_dir)
     second = _tree_hashes(again.data_dir)
     assert any(k.endswith(".png") for k in first) and "in_template.jsonl" in first and "splits/test.jsonl" in first
@@ -49,8 +48,8 @@ def test_same_seed_gives_byte_identical_jsonl_and_frames(tmp_path, smoke_cfg, sm
 
 
 def test_different_seeds_differ(tmp_path):
-    rows0, _ = S.generate(0, 2, 3, frame_size=32, out_dir=tmp_path / "s0")
-    rows1, _ = S.generate(1, 2, 3, frame_size=32, out_dir=tmp_path / "s1")
+    rows0, _ = synthetic.generate(0, 2, 3, frame_size=32, out_dir=tmp_path / "s0")
+    rows1, _ = synthetic.generate(1, 2, 3, frame_size=32, out_dir=tmp_path / "s1")
     assert json.dumps(rows0) != json.dumps(rows1)
     h0 = _tree_hashes(tmp_path / "s0", ("frames/**/*.png",))
     h1 = _tree_hashes(tmp_path / "s1", ("frames/**/*.png",))
@@ -62,13 +61,13 @@ def test_different_seeds_differ(tmp_path):
 
 
 def _generate_clips(tmp_path, seed, priors, videos=4, clips=10, size=112):
-    rows, scenes = S.generate(seed, videos, clips, frame_size=size, priors=priors, out_dir=tmp_path)
+    rows, scenes = synthetic.generate(seed, videos, clips, frame_size=size, priors=priors, out_dir=tmp_path)
     by_clip: dict[str, dict[str, str]] = {}
     frames: dict[str, list[str]] = {}
     for r in rows["in"]:
-        by_clip.setdefault(D.clip_key(r), {})[r["question_type"]] = r["short_answer"]
-        frames[D.clip_key(r)] = r["frames"]
-    return [(answers, D.load_frames([tmp_path / f for f in frames[k]])) for k, answers in by_clip.items()]
+        by_clip.setdefault(data.clip_key(r), {})[r["question_type"]] = r["short_answer"]
+        frames[data.clip_key(r)] = r["frames"]
+    return [(answers, data.load_frames([tmp_path / f for f in frames[k]])) for k, answers in by_clip.items()]
 
 
 def _view(h):
@@ -187,26 +186,26 @@ def test_scope_motion_matches_zoom_and_shift(tmp_path):
 
 
 def test_every_type_in_both_templates_with_vocab_answers():
-    rows, _ = S.generate(0, 6, 12, frame_size=24)
+    rows, _ = synthetic.generate(0, 6, 12, frame_size=24)
     for template in ("in", "out"):
-        assert {r["question_type"] for r in rows[template]} == set(D.QUESTION_TYPES)
-    for t in D.QUESTION_TYPES:
-        assert len(set(S.OUT_TEMPLATES[t])) >= 3 and S.IN_TEMPLATES[t] not in S.OUT_TEMPLATES[t]
-        assert {r["question"] for r in rows["in"] if r["question_type"] == t} == {S.IN_TEMPLATES[t]}
-        assert {r["question"] for r in rows["out"] if r["question_type"] == t} <= set(S.OUT_TEMPLATES[t])
-        assert set(S.LONG_ANSWERS[t]) == set(D.ANSWER_VOCAB[t])
+        assert {r["question_type"] for r in rows[template]} == set(schema.QUESTION_TYPES)
+    for t in schema.QUESTION_TYPES:
+        assert len(set(wording.OUT_TEMPLATES[t])) >= 3 and wording.IN_TEMPLATES[t] not in wording.OUT_TEMPLATES[t]
+        assert {r["question"] for r in rows["in"] if r["question_type"] == t} == {wording.IN_TEMPLATES[t]}
+        assert {r["question"] for r in rows["out"] if r["question_type"] == t} <= set(wording.OUT_TEMPLATES[t])
+        assert set(wording.LONG_ANSWERS[t]) == set(schema.ANSWER_VOCAB[t])
     for r in rows["in"] + rows["out"]:
-        assert D.in_vocab(r["question_type"], r["short_answer"]), r
+        assert answers.in_vocabulary(r["short_answer"], r["question_type"]), r
         assert r["short_answer"].lower() in r["answer"].lower(), r
         assert 0 < r["support_frames"] <= 8 and r["support_ratio"] == round(r["support_frames"] / 8, 4)
     # in and out rows ask about the same clips with the same answers
-    key = lambda r: (D.clip_key(r), r["question_type"], r["short_answer"], r["answer"])  # noqa: E731
+    key = lambda r: (data.clip_key(r), r["question_type"], r["short_answer"], r["answer"])  # noqa: E731
     assert sorted(map(key, rows["in"])) == sorted(map(key, rows["out"]))
 
 
 def test_class_balance_follows_the_priors():
-    priors = S.resolve_priors(None)
-    scenes = [s for v in range(60) for s in S.sample_video(0, v, 40)]
+    priors = synthetic.resolve_priors(None)
+    scenes = [s for v in range(60) for s in synthetic.sample_video(0, v, 40)]
     inside = [s for s in scenes if not s.outside]
     free = [s for s in inside if s.occlusion is None]
     clear = [s for s in free if s.fluid != "complete"]
@@ -226,23 +225,23 @@ def test_class_balance_follows_the_priors():
     check(free, lambda s: s.motion == "forward", priors["motion_forward"])
     check(clear, lambda s: s.blue_dye, priors["blue_dye"])
     # imbalance: most presence answers are negative
-    rows, _ = S.generate(0, 6, 12, frame_size=24)
-    bal = D.presence_balance(D.rows_frame(rows["in"]))
+    rows, _ = synthetic.generate(0, 6, 12, frame_size=24)
+    bal = data_eda.presence_balance(data_eda.rows_frame(rows["in"]))
     assert bal["all_presence_types"] > 0.7
     assert all(share > 0.5 for share in bal.values()), bal
 
 
 def test_priors_override_and_validation():
-    scenes = [s for v in range(5) for s in S.sample_video(0, v, 20, priors={"nbi": 1.0, "outside": 0.0})]
+    scenes = [s for v in range(5) for s in synthetic.sample_video(0, v, 20, priors={"nbi": 1.0, "outside": 0.0})]
     assert all(s.lighting == "NBI" for s in scenes)
-    with pytest.raises(S.PriorError, match="unknown key 'nbi_rate'"):
-        S.resolve_priors({"nbi_rate": 0.5})
-    with pytest.raises(S.PriorError, match="probability"):
-        S.resolve_priors({"nbi": 1.5})
+    with pytest.raises(synthetic.PriorError, match="unknown key 'nbi_rate'"):
+        synthetic.resolve_priors({"nbi_rate": 0.5})
+    with pytest.raises(synthetic.PriorError, match="probability"):
+        synthetic.resolve_priors({"nbi": 1.5})
 
 
 def test_every_video_has_tool_and_lesion_questions():
-    rows, _ = S.generate(7, 6, 4, frame_size=24)
+    rows, _ = synthetic.generate(7, 6, 4, frame_size=24)
     for vid in {r["video_id"] for r in rows["in"]}:
         types = {r["question_type"] for r in rows["in"] if r["video_id"] == vid}
         assert "tool_identification" in types and "lesion_site" in types, vid
@@ -279,29 +278,29 @@ def test_speech_corpus_splits_and_voices(smoke_build):
         assert not re.search(r"[<>]", e["text"]), e["text"]
         assert (smoke_build.data_dir / e["audio"]).is_file() and e["duration_s"] > 0.3
     train_q = {e["text"] for e in corpus if e["kind"] == "question"}
-    assert train_q == set(S.IN_TEMPLATES.values()) & train_q  # only training-template wording
+    assert train_q == set(wording.IN_TEMPLATES.values()) & train_q  # only training-template wording
     assert sum(e["split"] == "train" for e in corpus) > sum(e["split"] == "val" for e in corpus)
 
 
 def test_narration_is_distinct_and_deterministic():
-    a, b = S.narration_sentences(0, 50), S.narration_sentences(0, 50)
+    a, b = wording.narration_sentences(0, 50), wording.narration_sentences(0, 50)
     assert a == b and len(set(a)) == 50
-    assert S.narration_sentences(1, 50) != a
+    assert wording.narration_sentences(1, 50) != a
 
 
 def test_build_result_and_metadata(smoke_build, smoke_cfg):
     meta = json.loads((smoke_build.data_dir / "dataset.json").read_text())
-    assert meta["stamp"] == S.data_stamp(smoke_cfg)
+    assert meta["stamp"] == datastep.data_stamp(smoke_cfg)
     assert meta["heldout_videos"] == smoke_build.heldout_videos == [f"syn-{smoke_cfg.data.num_videos:02d}"]
     assert smoke_build.summary.rows == sum(meta["summary"]["files"].values())
     assert smoke_build.unused_rows + smoke_build.split_sizes["train"] + smoke_build.split_sizes["val"] \
         + smoke_build.group_sizes["heldout_video"] == smoke_build.summary.rows
     assert smoke_build.timings["total_s"] > 0 and smoke_build.audio_seconds["train"] > 0
-    assert S.ensure_dataset(smoke_cfg, smoke_build.data_dir) is None  # up to date: not rebuilt
+    assert datastep.ensure_dataset(smoke_cfg, smoke_build.data_dir) is None  # up to date: not rebuilt
 
 
 def test_data_benchmark_reports_rates(smoke_cfg):
-    bench = S.data_benchmark(smoke_cfg, num_videos=1, speech_texts=3)
+    bench = data_eda.data_benchmark(smoke_cfg, num_videos=1, speech_texts=3)
     assert bench["qa_rows_per_s"] > 0 and bench["clips_per_s"] > 0 and bench["speech_audio_s_per_s"] > 1
 
 
@@ -328,7 +327,7 @@ def test_whisper_base_understands_the_in_questions(ct2_whisper_dir):
 
     gap = np.zeros(int(0.7 * 16000), dtype=np.float32)
     windows: list[tuple[list[np.ndarray], list[str]]] = [([], [])]
-    for i, text in enumerate(S.IN_TEMPLATES.values()):
+    for i, text in enumerate(wording.IN_TEMPLATES.values()):
         audio = speech.synthesize(text, voices[i % len(voices)])
         if sum(map(len, windows[-1][0])) + len(audio) + len(gap) > 27 * 16000:
             windows.append(([], []))
@@ -349,8 +348,8 @@ def test_noisy_speech_is_a_cached_mix(tmp_path):
     from surgvqa import speech
     from surgvqa.audio import load_audio
 
-    clean = speech.synthesize_to_file(S.IN_TEMPLATES["nbi_status"], speech.VOICES[0], tmp_path)
-    noisy = S._noisy_copy(clean, 10.0)
+    clean = speech.synthesize_to_file(wording.IN_TEMPLATES["nbi_status"], speech.VOICES[0], tmp_path)
+    noisy = speech.noisy_copy(clean, tmp_path, 10.0, seed=0)
     a, b = load_audio(clean), load_audio(noisy)
     assert noisy.name.endswith("-snr10.wav") and len(a) == len(b) and np.abs(a - b).mean() > 1e-4
-    assert S._noisy_copy(clean, 10.0) == noisy and load_audio(noisy).tobytes() == b.tobytes()
+    assert speech.noisy_copy(clean, tmp_path, 10.0, seed=0) == noisy and load_audio(noisy).tobytes() == b.tobytes()

@@ -5,41 +5,28 @@ import numpy as np
 import pytest
 import torch
 
-from surgvqa import graft as G
+from surgvqa import build, synthetic, train, training_report
 from surgvqa import prompts
-from surgvqa import train as T
 from surgvqa.audio import write_wav
 from surgvqa.collate import Collator, Example
-from surgvqa.config import REPO_ROOT, Config, ConfigError
+from surgvqa.config import REPO_ROOT, Config, ConfigError, TrainConfig
 from surgvqa.features import FeatureCache, encoder_fingerprint
 from surgvqa.speech import voices, synthesize
 
 SMOKE = REPO_ROOT / "params" / "smoke.yaml"
 
 
-class TmpRunConfig(Config):
-    """The smoke config with every run path inside a temp dir."""
-
-    root = None
-
-    @property
-    def run_dir(self):
-        return self.root
-
-
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory, whisper_cache_dir):
-    base = Config.from_yaml(SMOKE)
-    c = TmpRunConfig(**{f.name: getattr(base, f.name) for f in dataclasses.fields(Config)})
-    c.model = dataclasses.replace(c.model, whisper_cache_dir=str(whisper_cache_dir))
-    TmpRunConfig.root = tmp_path_factory.mktemp("run")
-    return c
+    """The smoke config with every run path inside a temp dir."""
+    return Config.from_yaml(SMOKE, {"run_root": str(tmp_path_factory.mktemp("runs")),
+                                    "model": {"whisper_cache_dir": str(whisper_cache_dir)}})
 
 
 @pytest.fixture(scope="module")
 def graft_and_processor(cfg):
     torch.manual_seed(0)
-    return G.build_graft(cfg)
+    return build.build_graft(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +48,7 @@ def frames(tmp_path_factory, cfg):
 
     out = tmp_path_factory.mktemp("frames")
     paths = []
-    for i, frame in enumerate(G.sample_clip(cfg)):
+    for i, frame in enumerate(synthetic.sample_clip(cfg.seed, cfg.data.num_frames, cfg.data.frame_size)):
         Image.fromarray(frame).save(out / f"f{i}.png")
         paths.append(str(out / f"f{i}.png"))
     return tuple(paths)
@@ -142,7 +129,7 @@ def test_feature_cache_hits_misses_and_invalidation(cfg, graft_and_processor, sp
     cache.get(copy)
     assert cache.misses == 2
     # other encoder weights or other length mode: another cache directory
-    other = G.build_graft(cfg)[0]
+    other = build.build_graft(cfg)[0]
     with torch.no_grad():
         other.model.audio_tower.layer_norm.weight.add_(0.01)
     assert encoder_fingerprint(other.model.audio_tower) != cache.encoder_id
@@ -170,8 +157,8 @@ def test_cached_features_give_the_same_logits(cfg, graft_and_processor, speech, 
 
 def test_stage1_trains_only_the_projector(cfg, speech, frames):
     torch.manual_seed(0)
-    model, processor = G.build_graft(cfg)
-    T.freeze_for_stage1(model)
+    model, processor = build.build_graft(cfg)
+    train.freeze_for_stage1(model)
     model.train()
     batch = Collator(processor)(vqa(speech, frames, "audio"))
     model(**batch).loss.backward()
@@ -181,9 +168,9 @@ def test_stage1_trains_only_the_projector(cfg, speech, frames):
 
 def test_lora_wraps_only_the_language_model_and_towers_get_no_gradient(cfg, speech, frames):
     torch.manual_seed(0)
-    model, processor = G.build_graft(cfg)
-    peft_model = T.add_lora(cfg, model, with_projector=True)
-    report = T.lora_report(peft_model)
+    model, processor = build.build_graft(cfg)
+    peft_model = train.add_lora(cfg, model, with_projector=True)
+    report = training_report.lora_report(peft_model)
     assert report.loc["language model", "lora_modules"] == cfg.model.tiny.num_hidden_layers * len(cfg.lora.target_modules)
     assert report.loc[["audio tower", "vision tower", "lm head"], "lora_modules"].sum() == 0
     assert report.loc[["audio tower", "vision tower"], "trainable"].sum() == 0
@@ -195,12 +182,13 @@ def test_lora_wraps_only_the_language_model_and_towers_get_no_gradient(cfg, spee
     assert any("audio_projector" in n and g.abs().sum() > 0 for n, g in grads.items())
 
 
-def test_bad_train_params_name_the_key(cfg):
-    bad = dataclasses.replace(cfg, train={"stage1": {"learning_rat": 1e-3}})
+def test_bad_train_params_name_the_key():
     with pytest.raises(ConfigError, match=r"train\.stage1\.learning_rat.*learning_rate"):
-        T.check_train_params(bad)
+        Config.from_params({"train": {"stage1": {"learning_rat": 1e-3}}})
     with pytest.raises(ConfigError, match=r"train\.stage3"):
-        T.check_train_params(dataclasses.replace(cfg, train={"stage3": {}}))
+        Config.from_params({"train": {"stage3": {}}})
+    with pytest.raises(ConfigError, match=r"train\.stage2\.learning_rate.*float.*'1e-3'"):
+        Config.from_params({"train": {"stage2": {"learning_rate": "1e-3"}}})
 
 
 # ---- resume ----------------------------------------------------------------------------------------------
@@ -209,21 +197,20 @@ def test_bad_train_params_name_the_key(cfg):
 def test_interrupted_stage0_resumes_to_the_same_weights(cfg):
     """Stop after 3 steps (a checkpoint is written there), resume, and land on the same weights as an
     uninterrupted run. Stage 0 is a full-model stage: its checkpoints use hub key names on disk."""
-    from surgvqa import stratify, synthetic
+    from surgvqa.datastep import load_run_data
 
-    run = dataclasses.replace(cfg, train={"stage0": {"num_train_epochs": 2, "per_device_train_batch_size": 8,
-                                                     "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1}})
-    splits = stratify.load_splits(run)
-    corpus = synthetic.load_speech_corpus(run)
-    final = T.stage_dir(run, "stage0") / "final" / "model.safetensors"
+    run = dataclasses.replace(cfg, train=TrainConfig(stage0={"num_train_epochs": 2, "per_device_train_batch_size": 8,
+                                                             "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1}))
+    splits, corpus = load_run_data(run)
+    final = train.stage_dir(run, "stage0") / "final" / "model.safetensors"
 
-    T.train_base_vlm(run, splits, corpus, resume=False)
+    train.train_base_vlm(run, splits, corpus, resume=False)
     from safetensors.torch import load_file
 
     uninterrupted = load_file(final)
-    T.train_base_vlm(run, splits, corpus, resume=False, stop_after_steps=3)
-    assert not final.exists() and (T.stage_dir(run, "stage0") / "checkpoint-3").is_dir()
-    result = T.train_base_vlm(run, splits, corpus, resume=True)
+    train.train_base_vlm(run, splits, corpus, resume=False, stop_after_steps=3)
+    assert not final.exists() and (train.stage_dir(run, "stage0") / "checkpoint-3").is_dir()
+    result = train.train_base_vlm(run, splits, corpus, resume=True)
     assert result.resumed_from.endswith("checkpoint-3")
     resumed = load_file(final)
     assert uninterrupted.keys() == resumed.keys()

@@ -13,28 +13,27 @@ import time
 import numpy as np
 import torch
 
-from .config import REPO_ROOT, Config
+from .config import Config
 
 
 def graft_benchmark(cfg: Config) -> dict:
     """Audio tokens and forward latency of a 3 s spoken question: this graft's setting vs the seeds'."""
-    from . import graft as G
-    from . import speech
+    from . import build, model_checks, speech, synthetic
 
-    corpus = G.tokenizer_corpus(cfg.seed)
-    seed_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **G.SEED_FAITHFUL))
+    corpus = build.tokenizer_corpus(cfg.seed)
+    seed_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **build.SEED_FAITHFUL))
     clip = speech.synthesize("is there blue dye visible in this sequence", speech.VOICES[0])
     clip = np.pad(clip, (0, max(0, 3 * 16000 - len(clip))))[: 3 * 16000]  # exactly 3 s
-    frames = G.sample_clip(cfg)
+    frames = synthetic.sample_clip(cfg.seed, cfg.data.num_frames, cfg.data.frame_size)
     results = {}
     for name, c in (("ours", cfg), ("seed_faithful", seed_cfg)):
         torch.manual_seed(cfg.seed)
-        model, processor = G.build_graft(c, corpus)
-        batch = G.audio_prompt_batch(processor, [clip], frames)
+        model, processor = build.build_graft(c, corpus)
+        batch = model_checks.audio_prompt_batch(processor, [clip], frames)
         results[name] = {
             "audio_tokens_3s": processor.audio_token_count(len(clip)),
             "prompt_tokens": int(batch["input_ids"].shape[1]),
-            "forward_ms": 1000 * G.forward_latency(model, batch),
+            "forward_ms": 1000 * model_checks.forward_latency(model, batch),
         }
     results["forward_speedup"] = results["seed_faithful"]["forward_ms"] / results["ours"]["forward_ms"]
     results["token_ratio"] = results["seed_faithful"]["audio_tokens_3s"] / results["ours"]["audio_tokens_3s"]
@@ -42,28 +41,27 @@ def graft_benchmark(cfg: Config) -> dict:
 
 
 def data_benchmark(cfg: Config) -> dict:
-    from . import speech, synthetic
+    from . import data_eda, speech
 
-    return {**synthetic.data_benchmark(cfg), **{f"tts_{k}": v for k, v in speech.benchmark_tts().items()}}
+    return {**data_eda.data_benchmark(cfg), **{f"tts_{k}": v for k, v in speech.benchmark_tts().items()}}
 
 
 def systems_benchmark(cfg: Config) -> dict | None:
     """Samples/s of the fine-tuned graft vs the ASR pipeline vs the seed-faithful graft (same rows, same
     batch size, same process), from the trained checkpoints; None before `make report` trained them."""
-    from . import evaluate as E
-    from . import train as T
+    from . import evaluate, evaluation_report
+    from .datastep import load_run_data
 
-    needed = [T.stage_dir(cfg, s) / d for s, d in (("stage1", "final"), ("stage2", "merged"), ("stage2_text", "merged"))]
+    needed = [cfg.paths.stage(s) / d for s, d in (("stage1", "final"), ("stage2", "merged"), ("stage2_text", "merged"))]
     if not all(p.is_dir() for p in needed):
         return None
-    options = E.EvalOptions.from_cfg(cfg)
-    splits, _ = T.load_training_data(cfg, build=False)
-    speed = E.speed_test(cfg, E.Models.load(cfg, options), E.evaluation_rows(splits), options)
-    return {"speed": speed, "ratios": E.speed_ratios(speed), "batch_size": options.batch_size}
+    splits, _ = load_run_data(cfg, build=False)
+    speed = evaluate.speed_test(cfg, evaluate.Models.load(cfg, cfg.eval), evaluate.evaluation_rows(splits), cfg.eval)
+    return {"speed": speed, "ratios": evaluation_report.speed_ratios(speed), "batch_size": cfg.eval.batch_size}
 
 
 def pipeline_timings(cfg: Config) -> list[dict]:
-    path = cfg.run_dir / "pipeline_timings.json"
+    path = cfg.paths.timings
     return json.loads(path.read_text()) if path.exists() else []
 
 
@@ -71,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params/default.yaml")
     args = parser.parse_args(argv)
-    cfg = Config.from_yaml(REPO_ROOT / args.params)
+    cfg = Config.from_yaml(args.params)
     started = time.perf_counter()
 
     print(f"# surgvqa bench — profile {cfg.profile} ({args.params}), torch threads {torch.get_num_threads()}\n")
@@ -101,9 +99,9 @@ def main(argv: list[str] | None = None) -> None:
         for key, value in sb["ratios"].items():
             print(f"{key:<40}{value:>8.2f}x")
 
-    from . import train as T
+    from .training_report import training_budget
 
-    budget = T.training_budget(cfg)
+    budget = training_budget(cfg)
     print("\n## Training stages (last run of this profile)")
     if len(budget):
         print(budget.to_string())

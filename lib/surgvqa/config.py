@@ -1,8 +1,8 @@
-"""One typed config for every notebook, built from a papermill params file.
+"""Settings: one typed config for every notebook and command, built from a params file.
 
-A params YAML's top-level keys are the notebooks' parameters (papermill injects them);
-`Config.from_params` validates them into dataclasses, so a misspelt key or a wrong type
-fails loudly with the key's dotted name instead of silently using a default.
+`Config.from_yaml` validates a params YAML into dataclasses, so a misspelt key or a wrong type
+fails loudly with the key's dotted name instead of silently using a default. Each setting has
+one owner here (a stage's TrainingArguments included); `RunPaths` names every folder a run writes.
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The reference run writes to the committed reports/ and figures/; every other profile
-# keeps its reports inside its own run directory so it can never overwrite them.
-REFERENCE_PROFILE = "default"
+
+
+LOCATION_KEYS = ("run_root", "reports_dir", "figures_dir")
 
 
 class ConfigError(ValueError):
@@ -114,16 +113,59 @@ class LoraConfig:
     )
 
 
+# TrainingArguments of each stage; params `train.<stage>` overrides any field (merged, not replaced).
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "stage0": dict(num_train_epochs=10, learning_rate=2e-3, per_device_train_batch_size=16, warmup_steps=0.05),
+    "stage1": dict(num_train_epochs=20, learning_rate=2e-3, per_device_train_batch_size=16, warmup_steps=0.05),
+    "stage2": dict(num_train_epochs=6, learning_rate=1e-3, per_device_train_batch_size=16, warmup_steps=0.05),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Training: TrainingArguments per stage (checked against transformers' own fields) + stage options."""
+
+    stage0: dict[str, Any] = field(default_factory=dict)
+    stage1: dict[str, Any] = field(default_factory=dict)
+    stage2: dict[str, Any] = field(default_factory=dict)
+    early_stopping_patience: int = 2  # evaluations without improvement before a stage stops; 0 = never
+    repeat_sentences: int = 400  # stage 0: at most this many "repeat the sentence" examples
+    # Where Trainer logs go (TensorBoard event files under the run dir by default); e.g. [wandb] or [].
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+
+    def __post_init__(self):
+        for stage, defaults in STAGE_DEFAULTS.items():
+            given = getattr(self, stage)
+            _check_training_arguments(stage, given)
+            setattr(self, stage, {**defaults, **given})
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 16
+    max_new_tokens: int = 8
+    speed_rows: int = 48  # rows every system is timed on (same rows, same batch size)
+    noise_snr_db: float = 5.0  # SNR of the operating-room noise for the noisy condition
+    bootstrap: int = 1000
+    asr_compute_type: str = "int8"  # faster-whisper on the CPU: its usual (fastest) setting, so the speed ratio is conservative
+    max_rows: int | None = None  # cap rows per split (quick looks); None = all
+
+
 @dataclass
 class Config:
     profile: str = "default"
     seed: int = 0
+    # Every file a run writes goes under <run_root>/<profile>/ (relative paths: to the repository).
+    run_root: str = "runs"
+    # Executed notebooks + index.html, and figures; None = inside the run dir. Only the reference
+    # profile points them at the committed reports/ and figures/.
+    reports_dir: str | None = None
+    figures_dir: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
-    # Free-form sections consumed by later stages (TrainingArguments kwargs per stage, eval options).
-    train: dict[str, Any] = field(default_factory=dict)
-    eval: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     params_source: str = "<defaults>"  # where the params came from, for error messages and reports
 
     # ---- construction -------------------------------------------------------------------
@@ -138,8 +180,12 @@ class Config:
         return cfg
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "Config":
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "Config":
+        """The params file at `path` (relative: to the repository), with `overrides` merged in
+        section by section (e.g. {"run_root": "/tmp/runs"} or {"eval": {"max_rows": 8}})."""
         path = Path(path)
+        if not path.is_absolute() and not path.exists():
+            path = REPO_ROOT / path
         try:
             params = yaml.safe_load(path.read_text())
         except FileNotFoundError:
@@ -148,33 +194,12 @@ class Config:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(params, dict):
             raise ConfigError(f"{path}: expected a mapping of parameters at the top level")
-        return cls.from_params(params, source=str(path))
+        return cls.from_params(_merge(params, overrides or {}), source=shown_path(path))
 
     # ---- derived paths ------------------------------------------------------------------
     @property
-    def run_dir(self) -> Path:
-        # SURGVQA_RUNS_DIR moves every run directory (tests put the smoke pipeline in a temp dir).
-        return Path(os.environ.get("SURGVQA_RUNS_DIR", REPO_ROOT / "runs")) / self.profile
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
-
-    @property
-    def metrics_dir(self) -> Path:
-        return self.run_dir / "metrics"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.run_dir / "data"
-
-    @property
-    def reports_dir(self) -> Path:
-        return REPO_ROOT / "reports" if self.profile == REFERENCE_PROFILE else self.run_dir / "reports"
-
-    @property
-    def figures_dir(self) -> Path:
-        return REPO_ROOT / "figures" if self.profile == REFERENCE_PROFILE else self.run_dir / "figures"
+    def paths(self) -> "RunPaths":
+        return RunPaths(self)
 
     # ---- reporting ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -183,15 +208,86 @@ class Config:
         return d
 
     def params_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """Hash of what the params make (where the run writes is left out: a moved run is the same run)."""
+        what = {k: v for k, v in self.to_dict().items() if k not in LOCATION_KEYS}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
     def write_metrics(self, name: str, metrics: dict[str, Any]) -> Path:
         """Write a notebook's metrics JSON together with the params that produced it."""
-        self.metrics_dir.mkdir(parents=True, exist_ok=True)
-        out = self.metrics_dir / f"{name}.json"
+        out = self.paths.metrics / f"{name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
         payload = {"metrics": metrics, "params": self.to_dict(), "params_hash": self.params_hash(), "params_source": self.params_source}
         out.write_text(json.dumps(payload, indent=2, sort_keys=True, default=json_default))
         return out
+
+
+class RunPaths:
+    """Every folder and file a run writes, named once (all under `<run_root>/<profile>/`)."""
+
+    def __init__(self, cfg: Config):
+        self.run = _under_repo(cfg.run_root) / cfg.profile
+        self.reports = _under_repo(cfg.reports_dir) if cfg.reports_dir else self.run / "reports"
+        self.figures = _under_repo(cfg.figures_dir) if cfg.figures_dir else self.run / "figures"
+        self.data = self.run / "data"
+        self.checkpoints = self.run / "checkpoints"
+        self.metrics = self.run / "metrics"
+        self.eval = self.run / "eval"  # predictions and derived (noisy) audio of the evaluation
+        self.logs = self.run / "logs"  # training logs (TensorBoard event files), one folder per stage
+        self.timings = self.run / "pipeline_timings.json"
+
+    def stage(self, name: str) -> Path:
+        """Checkpoints of one training stage (stage0, stage1, stage2, stage2_text) or the untrained graft."""
+        return self.checkpoints / name
+
+    def cache(self, name: str) -> Path:
+        return self.run / "cache" / name
+
+    def make(self) -> "RunPaths":
+        for d in (self.run, self.data, self.checkpoints, self.metrics, self.reports, self.figures):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as reports show it: relative to the repository when inside it."""
+    p = Path(path).resolve()
+    return p.relative_to(REPO_ROOT).as_posix() if p.is_relative_to(REPO_ROOT) else str(path)
+
+
+def _under_repo(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _check_training_arguments(stage: str, given: dict[str, Any]) -> None:
+    """Keys must be TrainingArguments fields (did-you-mean), values of the field's simple type."""
+    from transformers import TrainingArguments  # heavy: only when a params file has a train section
+
+    hints = typing.get_type_hints(TrainingArguments)
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)} - {"output_dir"}
+    for name, value in given.items():
+        dotted = f"train.{stage}.{name}"
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            raise ConfigError(f"'{dotted}' is not a TrainingArguments field" + (f" (did you mean 'train.{stage}.{close[0]}'?)" if close else ""))
+        simple = [t for t in (typing.get_args(hints[name]) or (hints[name],)) if t in (int, float, str, bool)]
+        if simple and value is not None and not any(_is_instance(value, t) for t in simple):
+            raise ConfigError(f"'{dotted}' must be {' or '.join(t.__name__ for t in simple)}, got {value!r}")
+
+
+def _is_instance(value, tp) -> bool:
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
 
 
 def json_default(o):

@@ -1,4 +1,4 @@
-"""REAL-Colon-VQA / SurgViVQA schema, validating JSONL loaders, and EDA helpers.
+"""QA rows and their validating loaders (the fields are named in `schema`).
 
 One JSONL row per QA, with the REAL-Colon-VQA fields
 
@@ -15,8 +15,6 @@ and the field; everything that was read is counted in `DataSummary`.
 """
 from __future__ import annotations
 
-import base64
-import io
 import json
 import math
 import os
@@ -27,78 +25,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-# ---- schema ---------------------------------------------------------------------------------
-
-QUESTION_TYPES: tuple[str, ...] = (
-    "mucosa_visibility",
-    "tool_catheter_check",
-    "endoscope_visibility",
-    "nbi_status",
-    "lighting_mode",
-    "blue_dye_presence",
-    "occlusion_check",
-    "fluid_occlusion_level",
-    "scope_motion",
-    "scope_forward_motion",
-    "scope_backward_motion",
-    "scope_outside",
-    "flush_action",
-    "scope_motion_type",
-    "tool_identification",
-    "lesion_histology_extended",
-    "lesion_size_range",
-    "lesion_site",
-    "lesion_screen_position",
-    "lesion_motion_direction",
-)
-
-_YES_NO = ["yes", "no"]
-# The closed short-answer vocabulary of each question type, defined once here; evaluation
-# normalises predictions against it. Real REAL-Colon-VQA answers outside it are counted in
-# `DataSummary.out_of_vocab`, never rejected.
-ANSWER_VOCAB: dict[str, list[str]] = {
-    "mucosa_visibility": _YES_NO,
-    "tool_catheter_check": _YES_NO,
-    "endoscope_visibility": _YES_NO,
-    "nbi_status": _YES_NO,
-    "lighting_mode": ["white light", "NBI"],
-    "blue_dye_presence": _YES_NO,
-    "occlusion_check": _YES_NO,
-    "fluid_occlusion_level": ["absent", "partial", "complete"],
-    "scope_motion": _YES_NO,
-    "scope_forward_motion": _YES_NO,
-    "scope_backward_motion": _YES_NO,
-    "scope_outside": _YES_NO,
-    "flush_action": _YES_NO,
-    "scope_motion_type": ["advancing", "withdrawing", "stable", "lateral"],
-    "tool_identification": ["forceps", "snare", "catheter"],
-    "lesion_histology_extended": ["adenoma", "hyperplastic", "sessile serrated"],
-    "lesion_size_range": ["<5", "5-10", ">10"],
-    "lesion_site": ["cecum", "ascending", "transverse", "descending", "sigma", "rectum"],
-    "lesion_screen_position": ["upper-left", "upper-right", "lower-left", "lower-right"],
-    "lesion_motion_direction": ["up", "down", "left", "right", "stable"],
-}
-# Types whose answer says whether something is there; their "absent" answer is the negative class.
-PRESENCE_TYPES: dict[str, str] = {
-    "tool_catheter_check": "no",
-    "endoscope_visibility": "no",
-    "nbi_status": "no",
-    "blue_dye_presence": "no",
-    "occlusion_check": "no",
-    "fluid_occlusion_level": "absent",
-    "scope_outside": "no",
-    "flush_action": "no",
-}
-TEMPLATES = ("in", "out")
-TEMPLATE_FILES = {"in": "in_template.jsonl", "out": "out_template.jsonl"}
-
-REQUIRED_FIELDS = (
-    "id", "video_id", "frames", "frame_numbers", "question", "question_type",
-    "support_frames", "support_ratio", "answer", "short_answer",
-)
-OPTIONAL_FIELDS = ("template", "audio", "voice", "total_frames", "support_percentage", "split", "group")
-FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
+from .answers import in_vocabulary
+from .schema import FRAME_EXTENSIONS, QUESTION_TYPES, REQUIRED_FIELDS, TEMPLATE_FILES, TEMPLATES
 
 class DataError(ValueError):
     """A data file that cannot be used. `.file`, `.line` (1-based) and `.field` say where."""
@@ -108,16 +36,6 @@ class DataError(ValueError):
         where = f"{file}" + (f":{line}" if line is not None else "")
         what = f" field '{field_name}':" if field_name else ""
         super().__init__(f"{where}:{what} {problem}")
-
-
-def normalize_answer(text: str) -> str:
-    """Lower-case, trim, collapse whitespace, drop a trailing full stop."""
-    return " ".join(str(text).strip().lower().rstrip(".").split())
-
-
-def in_vocab(question_type: str, short_answer: str) -> bool:
-    vocab = {normalize_answer(a) for a in ANSWER_VOCAB.get(question_type, [])}
-    return normalize_answer(short_answer) in vocab
 
 
 def clip_key(row: dict) -> str:
@@ -154,7 +72,7 @@ class DataSummary:
     @classmethod
     def of(cls, rows: list[dict], root: str | Path = "", files: dict[str, int] | None = None,
            blank_lines: int = 0, frames_checked: int = 0, audio_checked: int = 0) -> "DataSummary":
-        oov = Counter(r["question_type"] for r in rows if not in_vocab(r["question_type"], r["short_answer"]))
+        oov = Counter(r["question_type"] for r in rows if not in_vocabulary(r["short_answer"], r["question_type"]))
         per_type = Counter(r["question_type"] for r in rows)
         return cls(
             root=str(root),
@@ -230,13 +148,6 @@ class Dataset:
             raise DataError(self.root, None, "audio", f"row {row['id']} has no audio")
         return load_audio(path)
 
-    def select(self, **where: Any) -> "Dataset":
-        """Rows whose fields equal the given values (a list/tuple/set value means 'one of')."""
-        def ok(row):
-            return all(row.get(k) in v if isinstance(v, (list, tuple, set)) else row.get(k) == v for k, v in where.items())
-
-        rows = [r for r in self.rows if ok(r)]
-        return Dataset(rows, self.root, self.audio_root, DataSummary.of(rows, self.root))
 
 
 def load_frames(paths: Iterable[str | Path], size: int | None = None) -> np.ndarray:
@@ -444,200 +355,3 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     return path
 
 
-# ---- EDA (used by notebook 01 and the error analysis) -----------------------------------------
-
-
-def rows_frame(rows: Iterable[dict]):
-    """Rows as a pandas DataFrame with the columns the EDA needs (+ clip key)."""
-    import pandas as pd
-
-    records = []
-    for r in rows:
-        records.append({
-            "id": r["id"], "video_id": r["video_id"], "clip": clip_key(r), "question_type": r["question_type"],
-            "template": r.get("template", "?"), "short_answer": r["short_answer"], "question": r["question"],
-            "voice": r.get("voice"), "split": r.get("split"), "group": r.get("group"),
-            "support_ratio": r["support_ratio"], "audio_s": r.get("audio_s"),
-        })
-    return pd.DataFrame.from_records(records)
-
-
-def type_distribution(df):
-    """Rows per question type x template (all 20 types listed, zeros kept)."""
-    import pandas as pd
-
-    table = pd.crosstab(df["question_type"], df["template"]).reindex(list(QUESTION_TYPES), fill_value=0)
-    table["total"] = table.sum(axis=1)
-    return table
-
-
-def answer_distribution(df):
-    """Per type and short answer: count and share within the type."""
-    counts = df.groupby(["question_type", "short_answer"]).size().rename("count").reset_index()
-    counts["share"] = counts["count"] / counts.groupby("question_type")["count"].transform("sum")
-    order = {t: i for i, t in enumerate(QUESTION_TYPES)}
-    return counts.sort_values(["question_type", "count"], key=lambda s: s.map(order) if s.name == "question_type" else -s)
-
-
-def majority_baseline(df):
-    """Per type: rows, distinct answers, majority answer and its rate (a constant-answer baseline).
-
-    A type with rate 1.0 never varies (REAL-Colon-VQA's lighting_mode is always "NBI"), so its
-    accuracy says nothing about the model.
-    """
-    import pandas as pd
-
-    out = []
-    for t in QUESTION_TYPES:
-        answers = df.loc[df["question_type"] == t, "short_answer"]
-        if answers.empty:
-            continue
-        counts = answers.value_counts()
-        out.append({"question_type": t, "rows": int(len(answers)), "answers": int(len(counts)),
-                    "majority_answer": counts.index[0], "majority_rate": float(counts.iloc[0] / len(answers))})
-    return pd.DataFrame(out).set_index("question_type")
-
-
-def presence_balance(df) -> dict[str, float]:
-    """Share of the negative ("no"/"absent") answer for each presence type, and overall."""
-    out = {}
-    neg_total = n_total = 0
-    for t, neg in PRESENCE_TYPES.items():
-        answers = df.loc[df["question_type"] == t, "short_answer"]
-        if len(answers):
-            n_neg = int((answers == neg).sum())
-            out[t] = n_neg / len(answers)
-            neg_total += n_neg
-            n_total += len(answers)
-    out["all_presence_types"] = neg_total / n_total if n_total else float("nan")
-    return out
-
-
-def audio_summary(df, by: str = "split"):
-    """Spoken-question seconds per group: count, total, mean, min, max."""
-    d = df.dropna(subset=["audio_s"])
-    table = d.groupby(by)["audio_s"].agg(["count", "sum", "mean", "min", "max"]).round(2)
-    table.columns = ["rows", "total_s", "mean_s", "min_s", "max_s"]
-    table["voices"] = d.groupby(by)["voice"].nunique()
-    return table
-
-
-def plot_type_distribution(df):
-    import matplotlib.pyplot as plt
-
-    table = type_distribution(df).drop(columns="total")
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    table.iloc[::-1].plot.barh(stacked=True, ax=ax, width=0.8)
-    ax.set_xlabel("QA rows")
-    ax.set_ylabel("")
-    ax.set_title("Question types by template")
-    return fig
-
-
-def plot_answer_balance(df, max_cols: int = 5):
-    """One small bar chart per question type: answer shares (imbalance at a glance)."""
-    import matplotlib.pyplot as plt
-
-    types = [t for t in QUESTION_TYPES if (df["question_type"] == t).any()]
-    cols = min(max_cols, max(1, len(types)))
-    rows = math.ceil(len(types) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.2 * rows), squeeze=False)
-    for ax, t in zip(axes.flat, types):
-        counts = df.loc[df["question_type"] == t, "short_answer"].value_counts(normalize=True)
-        ax.bar([str(a) for a in counts.index], counts.values, color="tab:blue")
-        ax.set_ylim(0, 1)
-        ax.set_title(t, fontsize=8)
-        ax.tick_params(axis="x", labelsize=7, rotation=30)
-        ax.tick_params(axis="y", labelsize=7)
-    for ax in list(axes.flat)[len(types):]:
-        ax.axis("off")
-    fig.suptitle("Answer shares per question type")
-    fig.tight_layout()
-    return fig
-
-
-def plot_audio_durations(df, by: str = "split"):
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    d = df.dropna(subset=["audio_s"])
-    groups = sorted(d[by].dropna().unique()) if by in d and d[by].notna().any() else [None]
-    bins = np.linspace(0, max(1.0, float(d["audio_s"].max()) if len(d) else 1.0), 30)
-    for g in groups:
-        vals = d["audio_s"] if g is None else d.loc[d[by] == g, "audio_s"]
-        ax.hist(vals, bins=bins, alpha=0.6, label=str(g) if g is not None else None)
-    ax.set_xlabel("spoken question length (s)")
-    ax.set_ylabel("rows")
-    if groups != [None]:
-        ax.legend(title=by)
-    ax.set_title("Audio durations")
-    return fig
-
-
-def plot_voices_per_split(df):
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    table = pd.crosstab(df["voice"], df["split"])
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    table.plot.bar(ax=ax, width=0.8)
-    ax.set_xlabel("voice")
-    ax.set_ylabel("QA rows")
-    ax.set_title("Voices per split (held-out voices appear only in test)")
-    ax.tick_params(axis="x", rotation=30)
-    return fig
-
-
-def pick_examples(rows: Iterable[dict], types: Iterable[str], seed: int = 0, distinct_clips: bool = True) -> list[dict]:
-    """One row per requested question type (random among that type, reproducible), from distinct clips."""
-    rng = np.random.default_rng([seed, 0xE6])
-    rows = list(rows)
-    picked: list[dict] = []
-    used: set[str] = set()
-    for t in types:
-        cands = [r for r in rows if r["question_type"] == t and not (distinct_clips and clip_key(r) in used)]
-        if cands:
-            r = cands[int(rng.integers(len(cands)))]
-            picked.append(r)
-            used.add(clip_key(r))
-    return picked
-
-
-# ---- clip display (flipbooks that survive HTML export) -----------------------------------------
-
-
-def frame_strip(frames: np.ndarray, gap: int = 2) -> np.ndarray:
-    """The T frames of a clip side by side as one (H, T*W + gaps, 3) image."""
-    t, h, w, _ = frames.shape
-    strip = np.zeros((h, t * w + (t - 1) * gap, 3), dtype=np.uint8)
-    for i in range(t):
-        strip[:, i * (w + gap): i * (w + gap) + w] = frames[i]
-    return strip
-
-
-def flipbook_gif(frames: np.ndarray, size: int | None = None, ms_per_frame: int = 250) -> bytes:
-    """Animated GIF bytes of a clip (loops forever)."""
-    from PIL import Image
-
-    images = [Image.fromarray(f) for f in frames]
-    if size is not None:
-        images = [im.resize((size, size), Image.NEAREST) for im in images]
-    buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
-    return buf.getvalue()
-
-
-def flipbook_html(frames: np.ndarray, caption: str = "", size: int = 160, ms_per_frame: int = 250) -> str:
-    """An <figure> with the animated clip and its frame strip, embedded as data URIs."""
-    from PIL import Image
-
-    gif = base64.b64encode(flipbook_gif(frames, size=size, ms_per_frame=ms_per_frame)).decode()
-    buf = io.BytesIO()
-    Image.fromarray(frame_strip(frames)).save(buf, format="PNG")
-    strip = base64.b64encode(buf.getvalue()).decode()
-    import html
-
-    return (f'<figure style="display:inline-block;margin:4px;vertical-align:top;max-width:{max(size, 420)}px">'
-            f'<img src="data:image/gif;base64,{gif}" width="{size}" height="{size}" style="image-rendering:pixelated"/>'
-            f'<br/><img src="data:image/png;base64,{strip}" style="max-width:100%"/>'
-            f'<figcaption style="font-size:11px">{html.escape(caption)}</figcaption></figure>')

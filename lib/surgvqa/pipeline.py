@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 import papermill
-import yaml
 from nbconvert import HTMLExporter
 
 from . import report
-from .config import REPO_ROOT, Config
+from .config import REPO_ROOT, Config, shown_path
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 NUMBERED = re.compile(r"^\d\d_.+\.ipynb$")
@@ -46,22 +45,26 @@ def run_notebook(notebook: Path, params: dict, reports_dir: Path) -> dict:
     return {"notebook": notebook.name, "seconds": round(seconds, 2)}
 
 
-def run_pipeline(params_path: str | Path, only: list[str] | None = None) -> list[dict]:
-    params_path = Path(params_path)
-    cfg = Config.from_yaml(params_path)  # validate before spending minutes on kernels
-    shown = params_path.resolve().relative_to(REPO_ROOT) if params_path.resolve().is_relative_to(REPO_ROOT) else params_path
-    params = {**yaml.safe_load(params_path.read_text()), "params_file": str(shown)}
+def notebook_parameters(params_path: str | Path, overrides: dict | None = None) -> dict:
+    """What papermill injects into each notebook's `parameters` cell."""
+    return {"params_file": shown_path(params_path), "overrides": overrides or {}}
+
+
+def run_pipeline(params_path: str | Path, only: list[str] | None = None, overrides: dict | None = None) -> list[dict]:
+    cfg = Config.from_yaml(params_path, overrides)  # validate before spending minutes on kernels
+    params_path = cfg.params_source
+    params = notebook_parameters(params_path, overrides)
     notebooks = numbered_notebooks(only)
     if not notebooks:
         raise SystemExit(f"no numbered notebooks selected in {NOTEBOOKS_DIR} (only={only})")
     timings = []
     for notebook in notebooks:
         print(f"[pipeline] {notebook.name} with {params_path} ...", flush=True)
-        record = run_notebook(notebook, params, cfg.reports_dir)
-        print(f"[pipeline] {notebook.name} done in {record['seconds']:.1f} s -> {cfg.reports_dir}", flush=True)
+        record = run_notebook(notebook, params, cfg.paths.reports)
+        print(f"[pipeline] {notebook.name} done in {record['seconds']:.1f} s -> {cfg.paths.reports}", flush=True)
         timings.append(record)
     # Merge by notebook so a partial run (--only) keeps the other stages' last timings.
-    path = cfg.run_dir / "pipeline_timings.json"
+    path = cfg.paths.timings
     path.parent.mkdir(parents=True, exist_ok=True)
     merged = {t["notebook"]: t for t in (json.loads(path.read_text()) if path.exists() else [])}
     merged.update({t["notebook"]: t for t in timings})
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params/default.yaml")
     parser.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. 00 01")
     args = parser.parse_args(argv)
-    run_pipeline(REPO_ROOT / args.params if not Path(args.params).is_absolute() else args.params, args.only)
+    run_pipeline(args.params, args.only)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def use_style() -> None:
 
 def savefig(fig, cfg, name: str) -> Path:
     """Save `fig` as <figures_dir>/<name>.png (figures/ only for the reference profile)."""
-    cfg.figures_dir.mkdir(parents=True, exist_ok=True)
-    path = Path(cfg.figures_dir) / f"{name}.png"
+    cfg.paths.figures.mkdir(parents=True, exist_ok=True)
+    path = Path(cfg.paths.figures) / f"{name}.png"
     fig.savefig(path)
     return path

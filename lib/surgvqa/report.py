@@ -3,9 +3,9 @@
     python -m surgvqa.report --params params/default.yaml
 
 `finish_report(cfg, timings)` is the last step of `make report`: it reads
-`cfg.metrics_dir/*.json` (written by `Config.write_metrics`), flags files produced with
-different params as stale, and writes `cfg.reports_dir/metrics.json` and
-`cfg.reports_dir/index.html` (inline CSS, no JS, no external resources; figures are
+`cfg.paths.metrics/*.json` (written by `Config.write_metrics`), flags files produced with
+different params as stale, and writes `cfg.paths.reports/metrics.json` and
+`cfg.paths.reports/index.html` (inline CSS, no JS, no external resources; figures are
 linked relative to the sibling figures directory).
 
 Accuracies, confidence intervals, WER and CER are expected as fractions (0.713) and
@@ -26,15 +26,11 @@ from urllib.parse import quote
 
 import yaml
 
-from .config import REPO_ROOT, Config, json_default
+from .config import Config, json_default
+from .systems import SPLIT_TITLES, SYSTEMS
 
 EVAL_STEM = "04_evaluation"
-SYSTEM_ORDER = (
-    "majority", "text_zeroshot", "text_finetuned", "audio_zeroshot", "audio_finetuned", "asr_pipeline", "audio_seed_faithful",
-)
 ASR_ORDER = ("whisper_base", "graft")
-ACCURACY_SPLITS = (("overall", "Accuracy overall"), ("val", "Val"), ("heldout_video", "Held-out video"), ("heldout_voice", "Held-out voice"),
-                   ("heldout_voice_noisy", "Held-out voice + OR noise"))
 ASR_COLUMNS = (("wer", "WER clean"), ("cer", "CER clean"), ("wer_noisy", "WER noisy"), ("cer_noisy", "CER noisy"))
 TRAINING_PREFIXES = ("02_", "03_")
 FIGURE_PREFIXES = ("02_", "03_", "04_", "05_")
@@ -45,12 +41,12 @@ DASH = "—"
 
 # ---- merging --------------------------------------------------------------------------------
 def merge_metrics(cfg: Config, timings: list[dict] | None = None) -> dict:
-    """Read every `cfg.metrics_dir/*.json` into one dict; files from other params are listed in "stale"."""
+    """Read every `cfg.paths.metrics/*.json` into one dict; files from other params are listed in "stale"."""
     own_hash = cfg.params_hash()
     notebooks: dict[str, Any] = {}
     hashes: dict[str, str | None] = {}
     stale: list[str] = []
-    files = sorted(cfg.metrics_dir.glob("*.json")) if cfg.metrics_dir.is_dir() else []
+    files = sorted(cfg.paths.metrics.glob("*.json")) if cfg.paths.metrics.is_dir() else []
     for path in files:
         try:
             payload = json.loads(path.read_text())
@@ -80,8 +76,8 @@ def merge_metrics(cfg: Config, timings: list[dict] | None = None) -> dict:
 
 
 def write_metrics_json(cfg: Config, merged: dict) -> Path:
-    cfg.reports_dir.mkdir(parents=True, exist_ok=True)
-    out = cfg.reports_dir / "metrics.json"
+    cfg.paths.reports.mkdir(parents=True, exist_ok=True)
+    out = cfg.paths.reports / "metrics.json"
     out.write_text(json.dumps(merged, indent=2, sort_keys=True, default=json_default) + "\n")
     return out
 
@@ -189,7 +185,7 @@ def _notebook_links(cfg: Config, merged: dict) -> str:
     for t in merged.get("timings") or []:
         if isinstance(t, dict) and "notebook" in t:
             seconds[Path(str(t["notebook"])).stem] = t.get("seconds")
-    pages = sorted(p.name for p in cfg.reports_dir.glob("*.html") if NOTEBOOK_HTML.match(p.name)) if cfg.reports_dir.is_dir() else []
+    pages = sorted(p.name for p in cfg.paths.reports.glob("*.html") if NOTEBOOK_HTML.match(p.name)) if cfg.paths.reports.is_dir() else []
     if not pages:
         return '<h2>Notebooks</h2>\n<p class="muted">No executed notebooks found.</p>\n'
     items = []
@@ -204,19 +200,19 @@ def _systems_table(merged: dict) -> str:
     systems = merged.get("systems") or {}
     if not systems:
         return '<h2>Systems</h2>\n<p class="muted">No evaluation metrics (04_evaluation) yet.</p>\n'
-    ids = _ordered(systems, SYSTEM_ORDER)
+    ids = _ordered(systems, SYSTEMS)
     best = {}
-    for split, _ in ACCURACY_SPLITS:
+    for split, _ in SPLIT_TITLES.items():
         values = [_num((systems[i].get("accuracy") or {}).get(split)) for i in ids if isinstance(systems[i], dict)]
         values = [v for v in values if v is not None]
         best[split] = max(values) if values else None
-    head = "".join(f"<th>{_e(title)} %</th>" for _, title in ACCURACY_SPLITS)
+    head = "".join(f"<th>{_e(title)} %</th>" for _, title in SPLIT_TITLES.items())
     rows = []
     for sid in ids:
         s = systems[sid] if isinstance(systems[sid], dict) else {}
         acc, ci = s.get("accuracy") or {}, s.get("ci95") or {}
         cells = [f'<td title="{_e(sid)}">{_e(s.get("label") or sid)}</td>']
-        for split, _ in ACCURACY_SPLITS:
+        for split, _ in SPLIT_TITLES.items():
             text = _e(fmt_acc_ci(acc.get(split), ci.get(split)))
             v = _num(acc.get(split))
             if v is not None and best[split] is not None and v == best[split]:
@@ -266,16 +262,16 @@ def _training(merged: dict) -> str:
 
 
 def default_figures(cfg: Config) -> list[str]:
-    if not cfg.figures_dir.is_dir():
+    if not cfg.paths.figures.is_dir():
         return []
-    return sorted(p.name for p in cfg.figures_dir.glob("*.png") if p.name.startswith(FIGURE_PREFIXES))
+    return sorted(p.name for p in cfg.paths.figures.glob("*.png") if p.name.startswith(FIGURE_PREFIXES))
 
 
 def _figures(cfg: Config, figures: list[str] | None) -> str:
-    names = default_figures(cfg) if figures is None else [n for n in figures if (cfg.figures_dir / n).is_file()]
+    names = default_figures(cfg) if figures is None else [n for n in figures if (cfg.paths.figures / n).is_file()]
     if not names:
         return ""
-    rel = Path(os.path.relpath(cfg.figures_dir, cfg.reports_dir)).as_posix()
+    rel = Path(os.path.relpath(cfg.paths.figures, cfg.paths.reports)).as_posix()
     items = "".join(
         f'<figure><img src="{_e(rel + "/" + quote(n))}" alt="{_e(n)}"><figcaption>{_e(n)}</figcaption></figure>\n' for n in names
     )
@@ -294,14 +290,14 @@ def render_index(cfg: Config, merged: dict, figures: list[str] | None = None) ->
 
 
 def write_index(cfg: Config, merged: dict, figures: list[str] | None = None) -> Path:
-    cfg.reports_dir.mkdir(parents=True, exist_ok=True)
-    out = cfg.reports_dir / "index.html"
+    cfg.paths.reports.mkdir(parents=True, exist_ok=True)
+    out = cfg.paths.reports / "index.html"
     out.write_text(render_index(cfg, merged, figures), encoding="utf-8")
     return out
 
 
 def load_timings(cfg: Config) -> list[dict]:
-    path = cfg.run_dir / "pipeline_timings.json"
+    path = cfg.paths.timings
     try:
         data = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -321,8 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params/default.yaml")
     args = parser.parse_args(argv)
-    params = Path(args.params)
-    result = finish_report(Config.from_yaml(params if params.is_absolute() else REPO_ROOT / params))
+    result = finish_report(Config.from_yaml(args.params))
     stale = result["merged"]["stale"]
     print(f"[report] {result['index']}\n[report] {result['metrics_json']}" + (f"\n[report] STALE: {', '.join(stale)}" if stale else ""))
 

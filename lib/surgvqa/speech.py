@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, sosfilt
 
-from surgvqa.audio import SAMPLE_RATE, to_mono_16k, write_wav
+from .audio import SAMPLE_RATE, load_audio, to_mono_16k, write_wav
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,22 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
     # Scaling the sum keeps the SNR while staying inside [-1, 1] for the wav file.
     peak = float(np.abs(mixed).max())
     return (mixed / peak if peak > 1.0 else mixed).astype(np.float32)
+
+
+def noisy_copy(clean: str | Path, out_dir: str | Path, snr_db: float, seed: int) -> Path:
+    """The one noise routine: `clean` mixed with operating-room noise at `snr_db`, written once to
+    `out_dir/<stem>-snr<snr>.wav` (atomically). The noise is drawn from (seed, file name), so a file
+    gets the same noise wherever it is used (a test question, the transcription test, a noisy dataset)."""
+    clean, out_dir = Path(clean), Path(out_dir)
+    out = out_dir / f"{clean.stem}-snr{snr_db:g}.wav"
+    if not out.is_file():
+        audio = load_audio(clean)
+        rng = np.random.default_rng([seed, int(hashlib.sha256(clean.name.encode()).hexdigest()[:8], 16)])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".tmp{os.getpid()}-{out.name}")
+        write_wav(tmp, mix_at_snr(audio, or_noise(len(audio), rng), snr_db))
+        tmp.replace(out)
+    return out
 
 
 # --- benchmark ----------------------------------------------------------------------------------

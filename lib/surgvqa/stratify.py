@@ -14,17 +14,17 @@ whenever splits are built or loaded and raises `LeakageError`.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from . import data as D
+from .answers import normalize_short
+from .data import clip_key, row_key
+from .schema import QUESTION_TYPES
 
-SPLITS = ("train", "val", "test")
+SPLIT_NAMES = ("train", "val", "test")  # the manifests the data step writes
 GROUPS = {"train": "train", "val": "in_domain"}  # test rows: heldout_video | heldout_voice
 HELDOUT_VOICE_SUFFIX = "_hv"
 
@@ -56,7 +56,7 @@ def plan_splits(rows: list[dict], data_cfg, seed: int) -> SplitPlan:
     clip_types: dict[str, set[str]] = defaultdict(set)
     clip_video: dict[str, str] = {}
     for r in rows:
-        k = D.clip_key(r)
+        k = clip_key(r)
         clip_types[k].add(r["question_type"])
         clip_video[k] = r["video_id"]
     clip_split = {k: "test" for k, v in clip_video.items() if v in heldout}
@@ -128,12 +128,12 @@ def materialize_splits(rows: list[dict], plan: SplitPlan, data_cfg, heldout_voic
                        seed: int) -> dict[str, list[dict]]:
     """Copies of the rows per split with `split` and `group`; test rows also re-spoken by held-out voices."""
     rng = np.random.default_rng([seed, 0x7E57])
-    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    out: dict[str, list[dict]] = {s: [] for s in SPLIT_NAMES}
     templates = {"train": set(data_cfg.train_templates), "val": set(data_cfg.train_templates),
                  "test": set(data_cfg.test_templates)}
     cycle: list[str] = []
     for r in rows:
-        split = plan.clip_split[D.clip_key(r)]
+        split = plan.clip_split[clip_key(r)]
         if r["template"] not in templates[split]:
             continue
         row = dict(r, split=split, group=GROUPS.get(split, "heldout_video"))
@@ -159,12 +159,12 @@ def check_leakage(splits: dict[str, list[dict]], heldout_voices: Iterable[str], 
         items = sorted(items)
         return ", ".join(map(str, items[:5])) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
 
-    keys = {s: [D.row_key(r) for r in rows] for s, rows in splits.items()}
+    keys = {s: [row_key(r) for r in rows] for s, rows in splits.items()}
     for s, ks in keys.items():
         dup = [k for k, c in Counter(ks).items() if c > 1]
         if dup:
             problems.append(f"duplicate rows in {s}: {sample(dup)}")
-    clips = {s: {D.clip_key(r) for r in rows} for s, rows in splits.items()}
+    clips = {s: {clip_key(r) for r in rows} for s, rows in splits.items()}
     videos = {s: {r["video_id"] for r in rows} for s, rows in splits.items()}
     names = sorted(splits)
     for i, a in enumerate(names):
@@ -188,9 +188,9 @@ def check_leakage(splits: dict[str, list[dict]], heldout_voices: Iterable[str], 
     bad = {r.get("template") for r in splits.get("test", [])} - test_templates
     if bad:
         problems.append(f"test has templates {sorted(bad)} outside data.test_templates {sorted(test_templates)}")
-    test_questions = {D.normalize_answer(r["question"]) for r in splits.get("test", [])}
+    test_questions = {normalize_short(r["question"]) for r in splits.get("test", [])}
     if not (train_templates & test_templates):  # held-out wording: no test question may be trained on
-        seen_q = {D.normalize_answer(r["question"]) for s in ("train", "val") for r in splits.get(s, [])}
+        seen_q = {normalize_short(r["question"]) for s in ("train", "val") for r in splits.get(s, [])}
         if test_questions & seen_q:
             problems.append(f"test question wordings also in train/val: {sample(test_questions & seen_q)}")
     if corpus is not None:
@@ -198,7 +198,7 @@ def check_leakage(splits: dict[str, list[dict]], heldout_voices: Iterable[str], 
         if bad:
             problems.append(f"speech corpus train/val entries use held-out voices: {sample(bad)}")
         if not (train_templates & test_templates):
-            both = {D.normalize_answer(e["text"]) for e in corpus} & test_questions
+            both = {normalize_short(e["text"]) for e in corpus} & test_questions
             if both:
                 problems.append(f"speech corpus contains test question wordings: {sample(both)}")
     if problems:
@@ -209,93 +209,11 @@ def check_leakage(splits: dict[str, list[dict]], heldout_voices: Iterable[str], 
 
 def all_rows(splits) -> list[dict]:
     """Rows of every split (train, val, test) in one list; accepts Datasets or row lists."""
-    return [r for s in SPLITS if s in splits for r in (splits[s].rows if hasattr(splits[s], "rows") else splits[s])]
+    return [r for s in SPLIT_NAMES if s in splits for r in (splits[s].rows if hasattr(splits[s], "rows") else splits[s])]
 
 
 def coverage(splits: dict[str, list[dict]]) -> dict[str, list[str]]:
     """Question types missing from each split."""
-    return {s: [t for t in D.QUESTION_TYPES if t not in {r["question_type"] for r in rows}] for s, rows in splits.items()}
+    return {s: [t for t in QUESTION_TYPES if t not in {r["question_type"] for r in rows}] for s, rows in splits.items()}
 
 
-# ---- loading the manifests --------------------------------------------------------------------
-
-
-def load_splits(cfg, build_if_missing: bool = True, data_dir: str | Path | None = None) -> dict[str, D.Dataset]:
-    """The train/val/test manifests of `cfg`'s run (or `data_dir`), validated and leakage-checked.
-
-    Builds the data step first if its files are missing or were made with other params.
-    Each split is a `data.Dataset`; test rows carry `group` heldout_video | heldout_voice.
-    """
-    from . import synthetic
-
-    data_dir = Path(data_dir) if data_dir is not None else cfg.data_dir
-    if build_if_missing:
-        synthetic.ensure_dataset(cfg, data_dir)
-    meta_path = data_dir / "dataset.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} not found: run the data step (notebook 01) first")
-    meta = json.loads(meta_path.read_text())
-    frames_root = (data_dir / meta["frames_root"]) if not Path(meta["frames_root"]).is_absolute() else Path(meta["frames_root"])
-    audio_root = data_dir / meta["audio_root"]
-    caches: dict = {}
-    out: dict[str, D.Dataset] = {}
-    for s in SPLITS:
-        path = data_dir / "splits" / f"{s}.jsonl"
-        rows, counts = D.load_jsonl(path, frames_root, num_frames=cfg.data.num_frames, audio_root=audio_root,
-                                    _caches=caches)
-        out[s] = D.Dataset(rows, frames_root.resolve(), audio_root.resolve(),
-                           D.DataSummary.of(rows, frames_root, {path.name: len(rows)}, counts["blank_lines"]))
-    corpus_path = data_dir / "speech_corpus.jsonl"
-    corpus = [json.loads(x) for x in corpus_path.read_text().splitlines() if x.strip()] if corpus_path.is_file() else None
-    check_leakage({s: d.rows for s, d in out.items()}, meta["heldout_voices"], meta["train_templates"],
-                  meta["test_templates"], corpus)
-    return out
-
-
-# ---- tables and figures -----------------------------------------------------------------------
-
-
-def stratification_table(splits: dict[str, list[dict]]):
-    """Rows per question type x split (test split by group), with the share of each type."""
-    import pandas as pd
-
-    cols = {}
-    for s, rows in splits.items():
-        if s == "test":
-            for g in sorted({r["group"] for r in rows}):
-                cols[f"test:{g}"] = Counter(r["question_type"] for r in rows if r["group"] == g)
-        else:
-            cols[s] = Counter(r["question_type"] for r in rows)
-    table = pd.DataFrame({c: [cnt.get(t, 0) for t in D.QUESTION_TYPES] for c, cnt in cols.items()},
-                         index=list(D.QUESTION_TYPES))
-    table.index.name = "question_type"
-    return table
-
-
-def split_overview(splits: dict[str, list[dict]]):
-    """One line per split/group: rows, clips, videos, voices, templates."""
-    import pandas as pd
-
-    recs = []
-    for s, rows in splits.items():
-        for g in sorted({r["group"] for r in rows}):
-            rs = [r for r in rows if r["group"] == g]
-            recs.append({"split": s, "group": g, "rows": len(rs), "clips": len({D.clip_key(r) for r in rs}),
-                         "videos": ", ".join(sorted({r["video_id"] for r in rs})),
-                         "voices": ", ".join(sorted({r["voice"] for r in rs if r.get("voice")})),
-                         "templates": ", ".join(sorted({r["template"] for r in rs}))})
-    return pd.DataFrame(recs)
-
-
-def plot_stratification(table):
-    """Share of each question type within each split column (stratification at a glance)."""
-    import matplotlib.pyplot as plt
-
-    share = table / table.sum(axis=0).replace(0, 1)
-    fig, ax = plt.subplots(figsize=(10, 4.2))
-    share.plot.bar(ax=ax, width=0.85)
-    ax.set_ylabel("share of the split's rows")
-    ax.set_xlabel("")
-    ax.set_title("Question-type shares per split (stratified)")
-    ax.tick_params(axis="x", rotation=75, labelsize=8)
-    return fig

@@ -13,7 +13,6 @@ run resumes from the last one), `final/` (stage 0/1) or `adapter/` + `merged/` (
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import os
@@ -28,18 +27,12 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, WhisperFeatureExtractor
 from transformers.trainer_utils import get_last_checkpoint
 
-from . import graft as G
+from . import build
+from .datastep import load_run_data
 from .collate import Collator, Example, ExampleDataset, repeat_examples, transcription_examples, vqa_examples
-from .config import Config, ConfigError
+from .config import Config
 from .features import FeatureCache
 
-STAGES = ("stage0", "stage1", "stage2")
-# Defaults per stage; params `train.<stage>` overrides any TrainingArguments field.
-STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "stage0": dict(num_train_epochs=10, learning_rate=2e-3, per_device_train_batch_size=16, warmup_steps=0.05),
-    "stage1": dict(num_train_epochs=20, learning_rate=2e-3, per_device_train_batch_size=16, warmup_steps=0.05),
-    "stage2": dict(num_train_epochs=6, learning_rate=1e-3, per_device_train_batch_size=16, warmup_steps=0.05),
-}
 COMMON_ARGS: dict[str, Any] = dict(
     per_device_eval_batch_size=32,
     lr_scheduler_type="cosine",
@@ -49,54 +42,27 @@ COMMON_ARGS: dict[str, Any] = dict(
     save_total_limit=2,
     logging_strategy="steps",
     logging_steps=5,
-    report_to=[],
     remove_unused_columns=False,  # the collator needs the whole Example
     dataloader_num_workers=0,
 )
-# Keys of `train` that are not TrainingArguments sections.
-TRAIN_OPTIONS = {"early_stopping_patience": 2, "repeat_sentences": 400}
 
 
 def stage_dir(cfg: Config, stage: str) -> Path:
-    return cfg.checkpoints_dir / stage
+    return cfg.paths.stage(stage)
 
 
 def feature_cache(cfg: Config, model, processor) -> FeatureCache:
-    return FeatureCache(cfg.run_dir / "cache" / "whisper_features", model, processor)
-
-
-# ---- params ---------------------------------------------------------------------------------
-
-
-def train_option(cfg: Config, key: str):
-    return cfg.train.get(key, TRAIN_OPTIONS[key])
-
-
-def check_train_params(cfg: Config) -> None:
-    """Fail early, naming the key, on a misspelt stage or TrainingArguments field."""
-    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
-    for key, value in cfg.train.items():
-        if key in TRAIN_OPTIONS:
-            continue
-        if key not in STAGES:
-            close = difflib.get_close_matches(key, [*STAGES, *TRAIN_OPTIONS], n=1)
-            raise ConfigError(f"{cfg.params_source}: unknown key 'train.{key}'" + (f" (did you mean 'train.{close[0]}'?)" if close else ""))
-        if not isinstance(value, dict):
-            raise ConfigError(f"{cfg.params_source}: 'train.{key}' must be a mapping of TrainingArguments fields")
-        for name in value:
-            if name not in fields or name == "output_dir":
-                close = difflib.get_close_matches(name, fields, n=1)
-                hint = f" (did you mean 'train.{key}.{close[0]}'?)" if close else ""
-                raise ConfigError(f"{cfg.params_source}: 'train.{key}.{name}' is not a TrainingArguments field{hint}")
+    return FeatureCache(cfg.paths.cache("whisper_features"), model, processor)
 
 
 def training_arguments(cfg: Config, stage: str, output_dir: Path, **overrides) -> TrainingArguments:
-    check_train_params(cfg)
-    kwargs = {**COMMON_ARGS, **STAGE_DEFAULTS[stage], "seed": cfg.seed, "data_seed": cfg.seed,
+    """`train.<stage>` of the params over the common settings; TensorBoard is attached by `run_stage`."""
+    kwargs = {**COMMON_ARGS, "seed": cfg.seed, "data_seed": cfg.seed,
+              "report_to": [r for r in cfg.train.report_to if r != "tensorboard"],
               "activation_checkpointing": cfg.model.gradient_checkpointing,
               "dataloader_pin_memory": torch.cuda.is_available(),
               "activation_checkpointing_kwargs": {"use_reentrant": False},
-              **cfg.train.get(stage, {}), **overrides}
+              **getattr(cfg.train, stage), **overrides}
     if kwargs.get("eval_strategy", "no") != "no":
         kwargs.setdefault("load_best_model_at_end", True)
         kwargs.setdefault("metric_for_best_model", "eval_loss")
@@ -105,10 +71,11 @@ def training_arguments(cfg: Config, stage: str, output_dir: Path, **overrides) -
 
 def stage_stamp(cfg: Config, stage: str, extra: Any = None) -> str:
     """What a stage's result depends on; a resumed or reused run must match it."""
-    from . import synthetic
+    from .datastep import data_stamp
 
-    parts = {"stage": stage, "seed": cfg.seed, "model": dataclasses.asdict(cfg.model), "data": synthetic.data_stamp(cfg),
-             "options": {k: train_option(cfg, k) for k in TRAIN_OPTIONS}, "extra": extra}
+    options = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("report_to", "stage0", "stage1", "stage2")}
+    parts = {"stage": stage, "seed": cfg.seed, "model": dataclasses.asdict(cfg.model), "data": data_stamp(cfg),
+             "options": options, "extra": extra}
     if stage.startswith("stage2"):
         parts["lora"] = dataclasses.asdict(cfg.lora)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -242,8 +209,10 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
     args = training_arguments(cfg, stage, output_dir, **arg_overrides)  # also sets up the process group
     resume_from = prepare_output_dir(output_dir, stamp, resume)
     callbacks: list[TrainerCallback] = []
-    if args.load_best_model_at_end and train_option(cfg, "early_stopping_patience"):
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=train_option(cfg, "early_stopping_patience")))
+    if args.load_best_model_at_end and cfg.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    if "tensorboard" in cfg.train.report_to:
+        callbacks.append(tensorboard_callback(cfg.paths.logs / output_dir.name, fresh=resume_from is None))
     if stop_after_steps:
         callbacks.append(StopAfterSteps(stop_after_steps))
     trainer = StageTrainer(model=model, args=args, data_collator=collator, train_dataset=ExampleDataset(train),
@@ -266,6 +235,16 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
     return trainer, result
 
 
+def tensorboard_callback(log_dir: Path, fresh: bool) -> TrainerCallback:
+    """Trainer's TensorBoard logger writing to the run's `logs/<stage>/` (a fresh run starts an empty folder)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    if fresh and is_main_process() and log_dir.exists():
+        shutil.rmtree(log_dir)
+    return TensorBoardCallback(SummaryWriter(log_dir=str(log_dir)))
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -282,14 +261,14 @@ def wait_for_everyone() -> None:
 
 def base_vlm_source(cfg: Config) -> str:
     """What the graft is built on: the stage-0 model (embedded default) or the hub id / dir in params."""
-    return str(stage_dir(cfg, "stage0") / "final") if cfg.model.base_vlm == G.EMBEDDED_VLM else cfg.model.base_vlm
+    return str(stage_dir(cfg, "stage0") / "final") if cfg.model.base_vlm == build.EMBEDDED_VLM else cfg.model.base_vlm
 
 
 def repeat_sentences(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[list[str], list[str]]:
     """Texts to copy in stage 0: the training questions and the stage-1 transcripts (train / val)."""
     train = sorted({r["question"] for r in splits["train"].rows} | {e["text"] for e in corpus if e["split"] == "train"})
     val = sorted({e["text"] for e in corpus if e["split"] == "val"} - set(train))
-    limit = train_option(cfg, "repeat_sentences")
+    limit = cfg.train.repeat_sentences
     return train[:limit], val
 
 
@@ -317,15 +296,15 @@ def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool =
     """
     from qwen2_vl_audio import build_tiny_qwen2_vl
 
-    if cfg.model.base_vlm != G.EMBEDDED_VLM:
+    if cfg.model.base_vlm != build.EMBEDDED_VLM:
         return None
     out = stage_dir(cfg, "stage0")
-    stamp = stage_stamp(cfg, "stage0", extra=cfg.train.get("stage0"))
+    stamp = stage_stamp(cfg, "stage0", extra=cfg.train.stage0)
     if resume and (out / "stage.json").is_file() and (out / "stamp.txt").read_text() == stamp and (out / "final").is_dir():
         result = StageResult.load(out)
         result.reused = True
         return result
-    model, tokenizer, image_processor = build_tiny_qwen2_vl(G.tokenizer_corpus(cfg.seed), seed=cfg.seed, **vars(cfg.model.tiny))
+    model, tokenizer, image_processor = build_tiny_qwen2_vl(build.tokenizer_corpus(cfg.seed), seed=cfg.seed, **vars(cfg.model.tiny))
     processor = new_tiny_processor(cfg, tokenizer, image_processor)
     train, evaluate = stage0_examples(cfg, splits, corpus)
     trainer, result = run_stage(cfg, "stage0", model.train(), Collator(processor), train, evaluate, out, stamp,
@@ -355,14 +334,14 @@ def freeze_for_stage1(model) -> None:
 def build_stage1_graft(cfg: Config):
     """The graft on the base VLM (stage 0 output, or the hub model at paper scale)."""
     base = base_vlm_source(cfg)
-    if cfg.model.base_vlm == G.EMBEDDED_VLM and not Path(base).is_dir():
+    if cfg.model.base_vlm == build.EMBEDDED_VLM and not Path(base).is_dir():
         raise FileNotFoundError(f"{base} not found: train the base VLM first (stage 0, `train_base_vlm`)")
     torch.manual_seed(cfg.seed)  # the projector's initialisation
-    return G.build_graft(cfg, base=base)
+    return build.build_graft(cfg, base=base)
 
 
 def stage1_examples(cfg: Config, corpus: list[dict]) -> tuple[list[Example], list[Example]]:
-    audio_root = cfg.data_dir
+    audio_root = cfg.paths.data
     return (transcription_examples([e for e in corpus if e["split"] == "train"], audio_root),
             transcription_examples([e for e in corpus if e["split"] == "val"], audio_root))
 
@@ -372,7 +351,7 @@ def train_projector(cfg: Config, model, processor, corpus: list[dict], resume: b
                     cache: FeatureCache | None = None) -> tuple[Any, StageResult]:
     """Stage 1: speech -> transcript, projector only. Saves the whole graft to `stage1/final`."""
     out = stage_dir(cfg, "stage1")
-    stamp = stage_stamp(cfg, "stage1", extra=cfg.train.get("stage1"))
+    stamp = stage_stamp(cfg, "stage1", extra=cfg.train.stage1)
     freeze_for_stage1(model)
     model.train()
     cache = (cache or feature_cache(cfg, model, processor)) if use_feature_cache else None
@@ -380,7 +359,7 @@ def train_projector(cfg: Config, model, processor, corpus: list[dict], resume: b
     trainer, result = run_stage(cfg, "stage1", model, Collator(processor, feature_cache=cache), train, evaluate, out,
                                 stamp, resume=resume, stop_after_steps=stop_after_steps)
     if not stop_after_steps and is_main_process():
-        G.save_graft(trainer.model, processor, out / "final")
+        build.save_graft(trainer.model, processor, out / "final")
         result.save()
     wait_for_everyone()
     return trainer.model.eval(), result
@@ -395,29 +374,6 @@ def warm_cache(cache: FeatureCache, examples: list[Example], progress: bool = Tr
     for path in tqdm(paths, desc="whisper features", disable=not progress, leave=False):
         cache.get(path)
     return {"files": len(paths), "seconds": round(time.perf_counter() - start, 2), **cache.stats()}
-
-
-def cache_speedup(model, processor, cache: FeatureCache, examples: list[Example], batch_size: int = 16,
-                  steps: int = 6) -> dict[str, float]:
-    """Seconds per training step (forward + backward) with and without the feature cache, and the
-    implied epoch times; parameters are not updated."""
-    batches = [examples[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
-    batches = [b for b in batches if b]
-    model.train()
-    timings = {}
-    for name, collator in (("with_cache", Collator(processor, feature_cache=cache)), ("without_cache", Collator(processor))):
-        collator(batches[0])  # warm the frame cache and kernels
-        start = time.perf_counter()
-        for batch in batches:
-            loss = model(**collator(batch)).loss
-            loss.backward()
-        model.zero_grad(set_to_none=True)
-        timings[name] = (time.perf_counter() - start) / len(batches)
-    steps_per_epoch = -(-len(examples) // batch_size)
-    return {"step_s_with_cache": round(timings["with_cache"], 4), "step_s_without_cache": round(timings["without_cache"], 4),
-            "epoch_s_with_cache": round(timings["with_cache"] * steps_per_epoch, 2),
-            "epoch_s_without_cache": round(timings["without_cache"] * steps_per_epoch, 2),
-            "speedup": round(timings["without_cache"] / timings["with_cache"], 2), "steps_timed": len(batches)}
 
 
 # ---- stage 2: (Q)LoRA ---------------------------------------------------------------------------
@@ -438,25 +394,6 @@ def add_lora(cfg: Config, model, with_projector: bool):
     return peft_model
 
 
-COMPONENTS = {"audio tower": "model.audio_tower.", "audio projector": "model.audio_projector.",
-              "vision tower": "model.visual.", "language model": "model.language_model.", "lm head": "lm_head."}
-
-
-def lora_report(peft_model) -> "pd.DataFrame":
-    """Per component: LoRA-wrapped modules, trainable and frozen parameters (towers must show 0 / 0)."""
-    import pandas as pd
-
-    inner = peft_model.base_model.model
-    rows = []
-    for component, prefix in COMPONENTS.items():
-        params = [(n, p) for n, p in inner.named_parameters() if n.startswith(prefix)]
-        lora_modules = {n.rsplit(".lora_", 1)[0] for n, _ in params if ".lora_" in n}
-        rows.append({"component": component, "lora_modules": len(lora_modules),
-                     "trainable": sum(p.numel() for _, p in params if p.requires_grad),
-                     "frozen": sum(p.numel() for _, p in params if not p.requires_grad)})
-    return pd.DataFrame(rows).set_index("component")
-
-
 def stage2_examples(splits: dict, mode: str) -> tuple[list[Example], list[Example]]:
     return vqa_examples(splits["train"], mode), vqa_examples(splits["val"], mode)
 
@@ -471,7 +408,7 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
 
     name = "stage2" if mode == "audio" else "stage2_text"
     out = stage_dir(cfg, name)
-    stamp = stage_stamp(cfg, name, extra=cfg.train.get("stage2"))
+    stamp = stage_stamp(cfg, name, extra=cfg.train.stage2)
     peft_model = model if isinstance(model, PeftModel) else add_lora(cfg, model, with_projector=(mode == "audio"))
     peft_model.train()
     cache = feature_cache(cfg, peft_model.base_model.model, processor) if (use_feature_cache and mode == "audio") else None
@@ -483,7 +420,7 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
         trainer.model.save_pretrained(out / "adapter")
         processor.save_pretrained(out / "adapter")
         merged = trainer.model.merge_and_unload()
-        G.save_graft(merged, processor, out / "merged")
+        build.save_graft(merged, processor, out / "merged")
         result.save()
         wait_for_everyone()
         return merged.eval(), result
@@ -496,62 +433,10 @@ def load_text_base(cfg: Config, source: str | Path | None = None):
     (the merged text model), for text questions; the graft's processor serves it too."""
     from transformers import Qwen2VLForConditionalGeneration
 
-    return Qwen2VLForConditionalGeneration.from_pretrained(source or base_vlm_source(cfg), **G.load_kwargs(cfg))
-
-
-def training_budget(cfg: Config) -> "pd.DataFrame":
-    """Wall time and throughput of every finished stage of this run (from each stage.json)."""
-    import pandas as pd
-
-    rows = []
-    for name in ("stage0", "stage1", "stage2", "stage2_text"):
-        if (stage_dir(cfg, name) / "stage.json").is_file():
-            r = StageResult.load(stage_dir(cfg, name))
-            rows.append({"stage": name, "wall_time_s": r.wall_time_s, "train_samples_per_s": r.train_samples_per_s,
-                         "global_step": r.global_step, "epochs": r.epochs, "best_eval_loss": r.best_eval_loss})
-    return pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame(columns=["wall_time_s"])
-
-
-def loss_curves(result: StageResult):
-    """(train, eval) DataFrames of loss vs step from a stage's log history."""
-    import pandas as pd
-
-    hist = pd.DataFrame(result.log_history)
-    train = hist.dropna(subset=["loss"])[["step", "epoch", "loss"]] if "loss" in hist else pd.DataFrame(columns=["step", "epoch", "loss"])
-    evaluation = hist.dropna(subset=["eval_loss"])[["step", "epoch", "eval_loss"]] if "eval_loss" in hist else pd.DataFrame(columns=["step", "epoch", "eval_loss"])
-    return train, evaluation
-
-
-def plot_loss_curves(results: list[StageResult], title: str = "Loss"):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.6), squeeze=False)
-    for ax, result in zip(axes[0], results):
-        train, evaluation = loss_curves(result)
-        ax.plot(train["step"], train["loss"], label="train", color="tab:blue")
-        if len(evaluation):
-            ax.plot(evaluation["step"], evaluation["eval_loss"], "o-", label="eval", color="tab:orange")
-        if result.best_checkpoint and len(evaluation):
-            best = evaluation.loc[evaluation["eval_loss"].idxmin()]
-            ax.axvline(best["step"], color="grey", ls=":", lw=1, label=f"best (step {int(best['step'])})")
-        ax.set(xlabel="optimizer step", ylabel="cross-entropy (answer tokens)", title=f"{title}: {result.stage}", yscale="log")
-        ax.legend()
-    fig.tight_layout()
-    return fig
+    return Qwen2VLForConditionalGeneration.from_pretrained(source or base_vlm_source(cfg), **build.load_kwargs(cfg))
 
 
 # ---- command line (also the `accelerate launch` entry point) ------------------------------------
-
-
-def load_training_data(cfg: Config, build: bool = True) -> tuple[dict, list[dict]]:
-    """Splits and the stage-1 speech corpus. `build=False` (multi-process runs) requires them on disk,
-    so that processes never race to write the data step."""
-    from . import stratify
-
-    splits = stratify.load_splits(cfg, build_if_missing=build)
-    path = cfg.data_dir / "speech_corpus.jsonl"
-    corpus = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return splits, corpus
 
 
 def run_stages(cfg: Config, stages: list[str], resume: bool = True, build_data: bool = True) -> dict[str, StageResult]:
@@ -559,7 +444,7 @@ def run_stages(cfg: Config, stages: list[str], resume: bool = True, build_data: 
     unknown = set(stages) - {"stage0", "stage1", "stage2", "stage2_text"}
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}")
-    splits, corpus = load_training_data(cfg, build=build_data)
+    splits, corpus = load_run_data(cfg, build=build_data)
     results: dict[str, StageResult] = {}
     if "stage0" in stages:
         results["stage0"] = train_base_vlm(cfg, splits, corpus, resume=resume)
@@ -567,10 +452,10 @@ def run_stages(cfg: Config, stages: list[str], resume: bool = True, build_data: 
         model, processor = build_stage1_graft(cfg)
         _, results["stage1"] = train_projector(cfg, model, processor, corpus, resume=resume)
     if "stage2" in stages:
-        model, processor = G.load_graft(stage_dir(cfg, "stage1") / "final", **G.load_kwargs(cfg))
+        model, processor = build.load_graft(stage_dir(cfg, "stage1") / "final", **build.load_kwargs(cfg))
         _, results["stage2"] = train_lora(cfg, model, processor, splits, "audio", resume=resume)
     if "stage2_text" in stages:
-        processor = G.load_graft_processor(stage_dir(cfg, "stage1") / "final")
+        processor = build.load_graft_processor(stage_dir(cfg, "stage1") / "final")
         _, results["stage2_text"] = train_lora(cfg, load_text_base(cfg), processor, splits, "text", resume=resume)
     return results
 

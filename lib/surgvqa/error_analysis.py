@@ -13,20 +13,20 @@ plays inside the static HTML report as well as in JupyterLab.
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
-from . import metrics as M
-from .data import ANSWER_VOCAB, QUESTION_TYPES, Dataset, flipbook_html
+from . import evaluate, metrics
+from .answers import canonical_answer, exact_match, in_vocabulary
+from .data import Dataset
+from .systems import NOISY, TEST_SPLITS
+from .media import audio_html, flipbook_html
+from .schema import ANSWER_VOCAB, QUESTION_TYPES
 
-TEST_SPLITS = ("heldout_video", "heldout_voice")
-NOISY = "heldout_voice_noisy"
 OTHER = "<other>"
 GRAFT = "audio_finetuned"
 TEXT = "text_finetuned"
@@ -36,7 +36,7 @@ __all__ = [
     "TEST_SPLITS", "OTHER",
     "confusion_matrix", "plot_confusions",
     "type_accuracy", "worst_cases",
-    "audio_html", "case_frames", "case_html", "show_cases", "flipbook_widget",
+    "case_frames", "case_html", "show_cases",
     "misheard", "misheard_counts", "misheard_html",
     "split_rows", "swap_audio_map", "audio_swap_check", "plot_swap",
     "error_metrics",
@@ -55,7 +55,7 @@ def _vocab(question_type: str) -> list[str]:
     """The type's canonical vocabulary, in ANSWER_VOCAB order."""
     out: list[str] = []
     for a in ANSWER_VOCAB.get(question_type, []):
-        c = M.canonical_answer(a, question_type)
+        c = canonical_answer(a, question_type)
         if c not in out:
             out.append(c)
     return out
@@ -75,8 +75,8 @@ def confusion_matrix(predictions: pd.DataFrame, system: str, question_type: str,
     sel = _system(predictions, system, splits)
     sel = sel[sel["question_type"] == question_type]
     vocab = _vocab(question_type)
-    truth = [M.canonical_answer(t, question_type) for t in sel["short_answer"]]
-    pred = [p if p in vocab else OTHER for p in (M.canonical_answer(x, question_type) for x in sel["prediction"])]
+    truth = [canonical_answer(t, question_type) for t in sel["short_answer"]]
+    pred = [p if p in vocab else OTHER for p in (canonical_answer(x, question_type) for x in sel["prediction"])]
     rows = vocab + sorted({t for t in truth if t not in vocab})
     cols = vocab + [OTHER]
     table = pd.DataFrame(0, index=pd.Index(rows, name="truth"), columns=pd.Index(cols, name="prediction"))
@@ -98,7 +98,7 @@ def plot_confusions(predictions: pd.DataFrame, system: str, types: Iterable[str]
     if types is None:
         answers: dict[str, set] = {}
         for qtype, truth in zip(sel["question_type"], sel["short_answer"]):
-            answers.setdefault(qtype, set()).add(M.canonical_answer(truth, qtype))
+            answers.setdefault(qtype, set()).add(canonical_answer(truth, qtype))
         distinct = {t: len(a) for t, a in answers.items()}
         present = [t for t in QUESTION_TYPES if distinct.get(t, 0) > 1]
         present += sorted(t for t in distinct if t not in QUESTION_TYPES and distinct[t] > 1)
@@ -192,16 +192,6 @@ def worst_cases(predictions: pd.DataFrame, system: str, n: int = 6, seed: int = 
 # ---- case cards -----------------------------------------------------------------------------------
 
 
-def audio_html(audio: np.ndarray, rate: int = 16_000) -> str:
-    """An HTML5 audio player with the clip embedded as a base64 16-bit PCM WAV data URI."""
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0), rate, format="WAV", subtype="PCM_16")
-    b64 = base64.b64encode(buf.getvalue()).decode()
-    return f'<audio controls="controls" preload="none" style="width:100%"><source src="data:audio/wav;base64,{b64}" type="audio/wav"/></audio>'
-
-
 def _dataset_row(ds: Dataset, row: dict) -> dict:
     """The dataset row a prediction row refers to (by id and template; the row itself if it has frames)."""
     if row.get("frames") is not None and len(row.get("frames")) > 0:
@@ -235,7 +225,7 @@ def case_html(ds: Dataset, row: dict, prediction: str, extra: dict | None = None
     r = _dataset_row(ds, dict(row))
     qtype = r["question_type"]
     truth = r["short_answer"]
-    correct = M.exact_match(prediction, truth, qtype)
+    correct = exact_match(prediction, truth, qtype)
     frames = ds.load_frames(r)
     flip = flipbook_html(frames, caption=f"{r['video_id']} frames {r['frame_numbers'][0]}-{r['frame_numbers'][-1]}",
                          size=size)
@@ -286,25 +276,6 @@ def show_cases(ds: Dataset, cases: pd.DataFrame, extra_cols: Iterable[str] = ("t
     return HTML("<div>" + "".join(cards) + "</div>" if cards else "<p><i>no cases</i></p>")
 
 
-def flipbook_widget(frames: np.ndarray, ms_per_frame: int = 250, size: int = 224):
-    """Play button + slider + image stepping through the clip (interactive JupyterLab only:
-    widgets do not render in a static HTML export; use `case_html` there)."""
-    import ipywidgets as W
-    from PIL import Image
-
-    pngs = []
-    for f in frames:
-        buf = io.BytesIO()
-        Image.fromarray(np.asarray(f, dtype=np.uint8)).resize((size, size), Image.NEAREST).save(buf, format="PNG")
-        pngs.append(buf.getvalue())
-    image = W.Image(value=pngs[0], format="png", width=size, height=size)
-    play = W.Play(value=0, min=0, max=len(pngs) - 1, step=1, interval=ms_per_frame)
-    slider = W.IntSlider(value=0, min=0, max=len(pngs) - 1, description="frame")
-    W.jslink((play, "value"), (slider, "value"))
-    slider.observe(lambda change: setattr(image, "value", pngs[change["new"]]), names="value")
-    return W.VBox([W.HBox([play, slider]), image])
-
-
 # ---- where ASR misheard ---------------------------------------------------------------------------
 
 _MISHEARD_COLUMNS = ["id", "split", "question_type", "question", "transcript", "word_wer", "asr_answer", "asr_correct",
@@ -322,14 +293,14 @@ def misheard(predictions: pd.DataFrame, splits: Iterable[str] = TEST_SPLITS, gra
     if asr.empty or "transcript" not in asr:
         return pd.DataFrame(columns=_MISHEARD_COLUMNS)
     asr = asr.assign(transcript=asr["transcript"].fillna("").astype(str))
-    differs = [M.whisper_normalize(q) != M.whisper_normalize(t) for q, t in zip(asr["question"], asr["transcript"])]
+    differs = [metrics.whisper_normalize(q) != metrics.whisper_normalize(t) for q, t in zip(asr["question"], asr["transcript"])]
     asr = asr[differs]
     if asr.empty:
         return pd.DataFrame(columns=_MISHEARD_COLUMNS)
     g = _system(predictions, graft, splits)[["id", "split", "prediction", "correct"]]
     g = g.rename(columns={"prediction": "graft_answer", "correct": "graft_correct"})
     out = asr.rename(columns={"prediction": "asr_answer", "correct": "asr_correct"}).merge(g, on=["id", "split"], how="left")
-    out["word_wer"] = [M.wer_cer([t], [q])["wer"] for q, t in zip(out["question"], out["transcript"])]
+    out["word_wer"] = [metrics.wer_cer([t], [q])["wer"] for q, t in zip(out["question"], out["transcript"])]
     out["asr_correct"] = out["asr_correct"].astype(bool)
     out["graft_correct"] = out["graft_correct"].fillna(False).astype(bool)  # no graft answer counts as wrong
     out["graft_answer"] = out["graft_answer"].fillna("").astype(str)
@@ -366,7 +337,7 @@ def misheard_html(df: pd.DataFrame, n: int = 8) -> str:
             "<tr>"
             f"<td>{html.escape(str(rec['split']))}</td>"
             f"<td>{html.escape(str(rec.get('question_type', '')))}</td>"
-            f"<td style='text-align:left'>{M.word_diff_html(rec['question'], rec['transcript'])}</td>"
+            f"<td style='text-align:left'>{metrics.word_diff_html(rec['question'], rec['transcript'])}</td>"
             f"<td>{rec['word_wer']:.2f}</td>"
             f"<td>{_answer_span(rec['short_answer'], None)}</td>"
             f"<td>{_answer_span(rec['asr_answer'], bool(rec['asr_correct']))}</td>"
@@ -434,29 +405,28 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
     (fraction of rows whose answer changed to one in the donor question's vocabulary but not in the
     row's own: the model answered the question it heard) and `rows`.
     """
-    from . import evaluate as E
     from .collate import vqa_examples
 
     rows = ds.rows
     swap = swap_audio_map(rows, seed=seed, audio_root=ds.audio_root or ds.root)
     donor_type = {str(Path(ds.audio_path(r))): r["question_type"] for r in rows}
-    true_out = E.run_model(model, processor, vqa_examples(ds, "audio"), options, f"{progress_desc}: true audio")
-    swap_out = E.run_model(model, processor, vqa_examples(ds, "audio", audio_override=swap), options,
+    true_out = evaluate.run_model(model, processor, vqa_examples(ds, "audio"), options, f"{progress_desc}: true audio")
+    swap_out = evaluate.run_model(model, processor, vqa_examples(ds, "audio", audio_override=swap), options,
                            f"{progress_desc}: swapped audio")
-    true_ok = E.score(rows, true_out["predictions"])
-    swap_ok = E.score(rows, swap_out["predictions"])
-    maj_ok = E.score(rows, M.majority_predictions(pd.DataFrame(rows), majority))
+    true_ok = evaluate.score(rows, true_out["predictions"])
+    swap_ok = evaluate.score(rows, swap_out["predictions"])
+    maj_ok = evaluate.score(rows, metrics.majority_predictions(pd.DataFrame(rows), majority))
     kw = dict(n_boot=options.bootstrap, seed=seed)
-    changed = [M.canonical_answer(a, r["question_type"]) != M.canonical_answer(b, r["question_type"])
+    changed = [canonical_answer(a, r["question_type"]) != canonical_answer(b, r["question_type"])
                for a, b, r in zip(true_out["predictions"], swap_out["predictions"], rows)]
-    donor_vocab = [c and M.in_vocabulary(p, donor_type[str(Path(swap[r["id"]]))])
-                   and not M.in_vocabulary(p, r["question_type"])
+    donor_vocab = [c and in_vocabulary(p, donor_type[str(Path(swap[r["id"]]))])
+                   and not in_vocabulary(p, r["question_type"])
                    for c, p, r in zip(changed, swap_out["predictions"], rows)]
     return {
         "rows": len(rows),
-        "true_audio": M.accuracy_with_ci(true_ok, **kw),
-        "swapped_audio": M.accuracy_with_ci(swap_ok, **kw),
-        "majority": M.accuracy_with_ci(maj_ok, **kw),
+        "true_audio": metrics.accuracy_with_ci(true_ok, **kw),
+        "swapped_audio": metrics.accuracy_with_ci(swap_ok, **kw),
+        "majority": metrics.accuracy_with_ci(maj_ok, **kw),
         "changed": float(np.mean(changed)) if rows else float("nan"),
         "swapped_in_donor_vocab": float(np.mean(donor_vocab)) if rows else float("nan"),
         "seed": seed,
@@ -497,10 +467,10 @@ def _json_float(x: Any) -> float | None:
 
 
 def error_metrics(predictions: pd.DataFrame, swap: dict[str, Any] | None = None,
-                  misheard_df: pd.DataFrame | None = None, graft: str = GRAFT, text: str = TEXT,
-                  splits: Iterable[str] = TEST_SPLITS) -> dict[str, Any]:
-    """JSON-ready numbers: per-type test accuracy of the graft vs the text model, the swap result,
-    and the misheard counts (computed from `predictions` when `misheard_df` is None)."""
+                  misheard_df: pd.DataFrame | None = None, misheard_noisy_df: pd.DataFrame | None = None,
+                  graft: str = GRAFT, text: str = TEXT, splits: Iterable[str] = TEST_SPLITS) -> dict[str, Any]:
+    """Notebook 05's metrics JSON: per-type test accuracy of the graft vs the text model, the swap result,
+    and the misheard counts, clean (computed from `predictions` when `misheard_df` is None) and noisy."""
     table = type_accuracy(predictions, (graft, text), splits)
     per_type = {t: {graft: _json_float(r[graft]), text: _json_float(r[text]), "n": int(r["n"])}
                 for t, r in table.iterrows()}
@@ -517,6 +487,8 @@ def error_metrics(predictions: pd.DataFrame, swap: dict[str, Any] | None = None,
                                     if r[graft] is not None and r[text] is not None and r[text] > r[graft]),
         "misheard": misheard_counts(mis),
     }
+    if misheard_noisy_df is not None:
+        out["misheard_noisy"] = misheard_counts(misheard_noisy_df)
     if swap is not None:
         out["audio_swap"] = {
             "rows": swap["rows"],

@@ -1,108 +1,18 @@
-"""Build, inspect and check the graft from a params config (notebook 00 and later stages)."""
+"""Checks and figures about a built graft (notebook 00, bench): parameters per component, audio
+sensitivity, parity with stock Qwen2-VL, audio tokens per second, forward latency."""
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from qwen2_vl_audio import (
-    Qwen2VLAudioForConditionalGeneration,
-    Qwen2VLAudioProcessor,
-    build_tiny_qwen2_vl,
-    graft,
-)
+from qwen2_vl_audio import Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor
 from qwen2_vl_audio.configuration_qwen2_vl_audio import WHISPER_SAMPLE_RATE
-from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from . import prompts
-from .config import Config
-
-EMBEDDED_VLM = "embedded:tiny-qwen2-vl"
-# Modules a 4-bit load must leave in full precision (full prefixes: short names are silently ignored).
-QUANTIZATION_SKIP = ["model.audio_tower", "model.visual", "model.audio_projector", "lm_head"]
-
-
-def graft_dir(cfg: Config) -> Path:
-    return cfg.checkpoints_dir / "graft"
-
-
-def tokenizer_corpus(seed: int = 0, narration: int = 400) -> list[str]:
-    """Every text the embedded default will read or write: questions, paraphrases, answers, narration, prompts."""
-    from . import data, synthetic
-
-    texts = list(synthetic.IN_TEMPLATES.values())
-    texts += [p for paraphrases in synthetic.OUT_TEMPLATES.values() for p in paraphrases]
-    texts += [a for per_type in synthetic.LONG_ANSWERS.values() for answers in per_type.values() for a in answers]
-    texts += [a for answers in data.ANSWER_VOCAB.values() for a in answers]
-    texts += synthetic.narration_sentences(seed, narration)
-    texts += [prompts.VQA_INSTRUCTION, prompts.TRANSCRIBE_INSTRUCTION, prompts.REPEAT_INSTRUCTION, "Question:", "You are a helpful assistant."]
-    return texts
-
-
-def sample_clip(cfg: Config, video_index: int = 0) -> list[np.ndarray]:
-    """The frames of one synthetic endoscopy clip at the profile's size (for checks and demos)."""
-    from . import synthetic
-
-    scene = synthetic.sample_video(cfg.seed, video_index, 1, cfg.data.num_frames)[0]
-    frames, _ = synthetic.render_clip(scene, cfg.data.frame_size)
-    return list(frames)
-
-
-def build_graft(cfg: Config, corpus: list[str] | None = None, base: str | None = None
-                ) -> tuple[Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor]:
-    """Graft per `cfg.model` onto `base` (a hub id or dir; default `cfg.model.base_vlm`).
-
-    The embedded default without a trained base builds an untrained tiny Qwen2-VL whose tokenizer
-    is trained on `corpus`.
-    """
-    m = cfg.model
-    options = dict(
-        projector_type=m.projector_type,
-        projector_stack_factor=m.projector_stack_factor,
-        audio_length_mode=m.audio_length_mode,
-        whisper_cache_dir=m.whisper_cache_dir,
-    )
-    base = base or m.base_vlm
-    if base == EMBEDDED_VLM:
-        tiny, tokenizer, image_processor = build_tiny_qwen2_vl(corpus or tokenizer_corpus(cfg.seed), seed=cfg.seed, **vars(m.tiny))
-        return graft(tiny, m.whisper, tokenizer=tokenizer, image_processor=image_processor, **options)
-    return graft(base, m.whisper, **options, **load_kwargs(cfg))
-
-
-def load_kwargs(cfg: Config) -> dict:
-    """from_pretrained kwargs of the base VLM: dtype, attention, and 4-bit NF4 when params say so."""
-    m = cfg.model
-    kwargs = dict(dtype=getattr(torch, m.dtype), attn_implementation=m.attn_implementation)
-    if m.load_in_4bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=getattr(torch, m.dtype),
-            bnb_4bit_use_double_quant=True,
-            llm_int8_skip_modules=QUANTIZATION_SKIP,
-        )
-        if torch.cuda.is_available():  # each DDP process holds its replica on its own GPU
-            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    return kwargs
-
-
-def save_graft(model, processor, path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
-
-
-def load_graft(path: Path, **kwargs) -> tuple[Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor]:
-    model = Qwen2VLAudioForConditionalGeneration.from_pretrained(path, **kwargs).eval()
-    return model, load_graft_processor(path)
-
-
-def load_graft_processor(path: Path) -> Qwen2VLAudioProcessor:
-    return AutoProcessor.from_pretrained(path)
+from .build import seed_faithful_processor
 
 
 def parameter_table(model) -> pd.DataFrame:
@@ -175,20 +85,6 @@ def vision_parity(model, processor, video_frames, question: str = "is a tool vis
     }
 
 
-SEED_FAITHFUL = dict(projector_type="linear", projector_stack_factor=1, audio_length_mode="padded")
-
-
-def seed_faithful_processor(processor: Qwen2VLAudioProcessor) -> Qwen2VLAudioProcessor:
-    """The same processor with the seeds' audio setting: every 30 s window padded, 1500 tokens each."""
-    return Qwen2VLAudioProcessor(
-        image_processor=processor.image_processor,
-        tokenizer=processor.tokenizer,
-        feature_extractor=processor.feature_extractor,
-        audio_stack_factor=SEED_FAITHFUL["projector_stack_factor"],
-        audio_length_mode=SEED_FAITHFUL["audio_length_mode"],
-    )
-
-
 def tokens_vs_seconds(processor: Qwen2VLAudioProcessor, seconds: np.ndarray) -> pd.DataFrame:
     """Audio tokens per clip length under this graft's setting and the seed-faithful one."""
     seeds = seed_faithful_processor(processor)
@@ -224,3 +120,27 @@ def forward_latency(model, batch, repeats: int = 5) -> float:
         model(**batch)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def graft_metrics(table: pd.DataFrame, sensitivity: dict, parity: dict, tokens: pd.DataFrame, round_trip: dict,
+                  build_seconds: float) -> dict:
+    """Notebook 00's metrics JSON: audio tokens of a 3 s question, parameters, the audio / vision / save checks."""
+    at_3s = tokens.loc[tokens.seconds == 3.0].iloc[0]
+    return {
+        "audio_tokens_3s": int(at_3s["ours"]),
+        "audio_tokens_3s_seed_faithful": int(at_3s["seed_faithful"]),
+        "trainable_params": int(table["trainable"].sum()),
+        "frozen_params": int(table["frozen"].sum()),
+        "parameters_by_component": table.to_dict(orient="records"),
+        **sensitivity,
+        **parity,
+        **round_trip,
+        "build_seconds": round(build_seconds, 2),
+    }
+
+
+@torch.no_grad()
+def save_round_trip(model, reloaded, batch) -> dict:
+    """A saved-and-reloaded graft must give the same logits and keep its audio tower frozen."""
+    return {"round_trip_max_logit_diff": float((reloaded(**batch).logits - model(**batch).logits).abs().max()),
+            "tower_frozen_after_load": not any(p.requires_grad for p in reloaded.model.audio_tower.parameters())}

@@ -1,0 +1,107 @@
+"""The project's build helpers: build, save and load the graft and its base VLM from a params config.
+
+The model itself (config, modeling, processing, `graft()`) is the overlay package `qwen2_vl_audio`;
+this module decides *which* model a profile builds (embedded tiny VLM or hub ids, 4-bit or not).
+Checks and figures about a built graft live in `model_checks`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from qwen2_vl_audio import (
+    Qwen2VLAudioForConditionalGeneration,
+    Qwen2VLAudioProcessor,
+    build_tiny_qwen2_vl,
+    graft,
+)
+from transformers import AutoProcessor, BitsAndBytesConfig
+
+from . import prompts, wording
+from .config import Config
+
+EMBEDDED_VLM = "embedded:tiny-qwen2-vl"
+# Modules a 4-bit load must leave in full precision (full prefixes: short names are silently ignored).
+QUANTIZATION_SKIP = ["model.audio_tower", "model.visual", "model.audio_projector", "lm_head"]
+
+
+def graft_dir(cfg: Config) -> Path:
+    """The untrained graft of notebook 00."""
+    return cfg.paths.stage("graft")
+
+
+def tokenizer_corpus(seed: int = 0) -> list[str]:
+    """Every text the embedded default will read or write: the domain's texts and the prompts' own words."""
+    return wording.domain_texts(seed) + [prompts.VQA_INSTRUCTION, prompts.TRANSCRIBE_INSTRUCTION,
+                                         prompts.REPEAT_INSTRUCTION, "Question:", "You are a helpful assistant."]
+
+
+def build_graft(cfg: Config, corpus: list[str] | None = None, base: str | None = None
+                ) -> tuple[Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor]:
+    """Graft per `cfg.model` onto `base` (a hub id or dir; default `cfg.model.base_vlm`).
+
+    The embedded default without a trained base builds an untrained tiny Qwen2-VL whose tokenizer
+    is trained on `corpus`.
+    """
+    m = cfg.model
+    options = dict(
+        projector_type=m.projector_type,
+        projector_stack_factor=m.projector_stack_factor,
+        audio_length_mode=m.audio_length_mode,
+        whisper_cache_dir=m.whisper_cache_dir,
+    )
+    base = base or m.base_vlm
+    if base == EMBEDDED_VLM:
+        tiny, tokenizer, image_processor = build_tiny_qwen2_vl(corpus or tokenizer_corpus(cfg.seed), seed=cfg.seed, **vars(m.tiny))
+        return graft(tiny, m.whisper, tokenizer=tokenizer, image_processor=image_processor, **options)
+    return graft(base, m.whisper, **options, **load_kwargs(cfg))
+
+
+def load_kwargs(cfg: Config) -> dict:
+    """from_pretrained kwargs of the base VLM: dtype, attention, and 4-bit NF4 when params say so."""
+    m = cfg.model
+    kwargs = dict(dtype=getattr(torch, m.dtype), attn_implementation=m.attn_implementation)
+    if m.load_in_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=getattr(torch, m.dtype),
+            bnb_4bit_use_double_quant=True,
+            llm_int8_skip_modules=QUANTIZATION_SKIP,
+        )
+        if torch.cuda.is_available():  # each DDP process holds its replica on its own GPU
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    return kwargs
+
+
+def save_graft(model, processor, path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def load_graft(path: Path, **kwargs) -> tuple[Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor]:
+    model = Qwen2VLAudioForConditionalGeneration.from_pretrained(path, **kwargs).eval()
+    return model, load_graft_processor(path)
+
+
+def load_graft_processor(path: Path) -> Qwen2VLAudioProcessor:
+    return AutoProcessor.from_pretrained(path)
+
+
+SEED_FAITHFUL = dict(projector_type="linear", projector_stack_factor=1, audio_length_mode="padded")
+
+
+def seed_faithful_processor(processor: Qwen2VLAudioProcessor) -> Qwen2VLAudioProcessor:
+    """The same processor with the seeds' audio setting: every 30 s window padded, 1500 tokens each."""
+    return Qwen2VLAudioProcessor(
+        image_processor=processor.image_processor,
+        tokenizer=processor.tokenizer,
+        feature_extractor=processor.feature_extractor,
+        audio_stack_factor=SEED_FAITHFUL["projector_stack_factor"],
+        audio_length_mode=SEED_FAITHFUL["audio_length_mode"],
+    )
+
+

@@ -1,0 +1,334 @@
+"""The data step: build (synthetic) or load (a REAL-Colon-VQA folder) the run's dataset, once, and
+read it back: `load_run_data(cfg)` returns the splits and the stage-1 speech corpus through one reader.
+
+    rows (synthetic.generate or data.load_dataset) -> splits (stratify) -> voices -> spoken
+    questions (speech) -> the stage-1 speech corpus -> validated files under runs/<profile>/data/:
+
+    dataset.json            roots, voices, held-out videos, summary (what was built)
+    in_template.jsonl       every QA row (template wording) with its voice and audio
+    out_template.jsonl      every QA row (natural paraphrase) with its voice and audio
+    frames/<video>/<video>_<frame:06d>.png                   (synthetic source only)
+    audio/<voice>-<hash>.wav  spoken questions and corpus sentences (cache by text + voice)
+    splits/train.jsonl, splits/val.jsonl, splits/test.jsonl  full rows + `split`, `group`
+    speech_corpus.jsonl     stage-1 speech -> transcript pairs (+ `split`)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .data import DataSummary, Dataset, load_dataset, load_jsonl, write_jsonl
+from . import speech, stratify, synthetic
+from .config import REPO_ROOT, Config
+from .wording import narration_sentences, speakable
+
+
+@dataclass
+class BuildResult:
+    """What `build_dataset` wrote and measured (paths are absolute)."""
+
+    data_dir: Path
+    frames_root: Path
+    audio_root: Path
+    files: dict[str, Path]
+    summary: DataSummary
+    split_sizes: dict[str, int]
+    group_sizes: dict[str, int]
+    corpus_sizes: dict[str, int]
+    audio_seconds: dict[str, float]
+    heldout_videos: list[str]
+    train_voices: list[str]
+    heldout_voices: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)
+    # base rows in no split: their clip's split does not use their template (e.g. `out` rows of
+    # training clips, `in` rows of held-out clips); counted so nothing disappears unnoticed
+    unused_rows: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["summary"] = self.summary.to_dict()
+        return json.loads(json.dumps(d, default=str))
+
+
+def data_stamp(cfg) -> str:
+
+    payload = {"data": asdict(cfg.data), "seed": cfg.seed, "version": synthetic.GENERATOR_VERSION,
+               "voices": [repr(v) for v in speech.voices(cfg.data.num_voices)]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _source_dir(source: str) -> Path:
+
+    p = Path(source).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def _audio_for(text: str, voice, audio_dir: Path, noise_snr_db: float | None, seed: int, cache: dict) -> tuple[str, float]:
+    """Spoken `text` (cached by text + voice, and by SNR when noisy): (path relative to the data dir, seconds)."""
+    import soundfile as sf
+
+
+    key = (text, voice.name, noise_snr_db)
+    if key in cache:
+        return cache[key]
+    path = speech.synthesize_to_file(text, voice, cache_dir=audio_dir)
+    if noise_snr_db is not None:
+        path = speech.noisy_copy(path, audio_dir, noise_snr_db, seed)
+    info = sf.info(str(path))
+    result = (path.relative_to(audio_dir.parent).as_posix(), round(info.frames / info.samplerate, 3))
+    cache[key] = result
+    return result
+
+
+def _link_source_audio(src: Path, rel: str, out: Path) -> tuple[str, float]:
+    """Make a real dataset's audio file reachable under the data dir (symlink, else copy)."""
+    import soundfile as sf
+
+    target = out / "source_audio" / rel
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.symlink_to((src / rel).resolve())
+        except OSError:
+            shutil.copyfile(src / rel, target)
+    info = sf.info(str(target))
+    return f"source_audio/{rel}", round(info.frames / info.samplerate, 3)
+
+
+def build_speech_corpus(question_texts: list[str], answers: list[str], narration: list[str], train_voices: list,
+                        heldout_voices: list, audio_dir: Path, seed: int, val_fraction: float,
+                        voices_per_text: int, noise_snr_db: float | None, cache: dict) -> list[dict]:
+    """Stage-1 speech -> transcript pairs.
+
+    Train/val texts are spoken by training voices only (val = unseen texts); test = the val texts
+    spoken by every held-out voice (unseen text and unseen voice), for the ASR evaluation.
+    """
+    rng = np.random.default_rng([seed, 0xC0DE])
+    entries: list[dict] = []
+    texts = [("question", t) for t in question_texts] + [("answer", t) for t in answers] + [("narration", t) for t in narration]
+    k = 0
+    for kind, text in texts:
+        spoken = speakable(text)
+        is_val = rng.random() < val_fraction
+        if is_val:
+            speakers = [("val", train_voices[int(rng.integers(len(train_voices)))])] + [("test", v) for v in heldout_voices]
+        else:
+            picks = rng.permutation(len(train_voices))[:max(1, min(voices_per_text, len(train_voices)))]
+            speakers = [("train", train_voices[int(i)]) for i in sorted(picks)]
+        for split, voice in speakers:
+            audio, secs = _audio_for(spoken, voice, audio_dir, noise_snr_db, seed, cache)
+            entries.append({"id": f"sc{k:05d}", "kind": kind, "text": spoken, "voice": voice.name,
+                            "audio": audio, "duration_s": secs, "split": split})
+            k += 1
+    return entries
+
+
+def _clean_outputs(out: Path) -> None:
+    for name in ("frames", "splits", "source_audio"):
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+    for name in ("in_template.jsonl", "out_template.jsonl", "speech_corpus.jsonl", "dataset.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False) -> BuildResult:
+    """The data step: rows (synthetic or a real folder) -> splits -> spoken questions -> files.
+
+    Always rebuilds (deterministically); the audio cache under `audio/` is reused.
+    Leakage checks run before anything is returned and raise `stratify.LeakageError`.
+    """
+
+    d = cfg.data
+    out = Path(out_dir) if out_dir is not None else cfg.paths.data
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_outputs(out)
+    audio_dir = out / "audio"
+    audio_dir.mkdir(exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    # 1. rows + frames
+    if d.source == "synthetic":
+        by_template, scenes = synthetic.generate(cfg.seed, d.num_videos, d.clips_per_video, d.num_frames, d.frame_size,
+                                       d.priors, out_dir=out)
+        frames_root = out
+        base_rows = by_template["in"] + by_template["out"]
+        timings["render_s"] = time.perf_counter() - t0
+        num_clips = len(scenes)
+    else:
+        src = _source_dir(d.source)
+        real = load_dataset(src, num_frames=d.num_frames)
+        frames_root = src
+        base_rows = real.rows
+        for r in base_rows:  # recorded questions that come with the data are kept (linked in)
+            if r.get("audio"):
+                r["audio"], r["audio_s"] = _link_source_audio(src, r["audio"], out)
+                r.setdefault("voice", "source")
+        timings["load_s"] = time.perf_counter() - t0
+        num_clips = real.summary.clips
+    # 2. splits and voices
+    t1 = time.perf_counter()
+    all_voices = list(speech.voices(d.num_voices))
+    if not 0 <= d.heldout_voices < len(all_voices):
+        raise stratify.LeakageError(f"data.heldout_voices={d.heldout_voices} must leave at least one training voice "
+                                    f"out of data.num_voices={d.num_voices}")
+    train_voices = all_voices[: len(all_voices) - d.heldout_voices]
+    heldout_voices = all_voices[len(all_voices) - d.heldout_voices:]
+    plan = stratify.plan_splits(base_rows, d, cfg.seed)
+    stratify.assign_voices(base_rows, [v.name for v in train_voices], cfg.seed)
+    # 3. spoken questions (base rows first; the held-out-voice copies reuse the text cache)
+    cache: dict = {}
+    by_name = {v.name: v for v in all_voices}
+    for r in base_rows:
+        if not r.get("audio"):
+            r["audio"], r["audio_s"] = _audio_for(r["question"], by_name[r["voice"]], audio_dir, d.noise_snr_db, cfg.seed, cache)
+    splits = stratify.materialize_splits(base_rows, plan, d, [v.name for v in heldout_voices], cfg.seed)
+    for rows in splits.values():
+        for r in rows:
+            if not r.get("audio"):
+                r["audio"], r["audio_s"] = _audio_for(r["question"], by_name[r["voice"]], audio_dir, d.noise_snr_db, cfg.seed, cache)
+    timings["splits_and_speech_s"] = time.perf_counter() - t1
+    # 4. stage-1 speech corpus (texts of the training templates only)
+    t2 = time.perf_counter()
+    q_texts = sorted({r["question"] for r in base_rows if r["template"] in d.train_templates})
+    answers = sorted({r["answer"] for r in base_rows})
+    corpus = build_speech_corpus(q_texts, answers, narration_sentences(cfg.seed, d.narration_sentences),
+                                 train_voices, heldout_voices, audio_dir, cfg.seed, d.val_fraction,
+                                 d.corpus_voices_per_text, d.noise_snr_db, cache)
+    timings["speech_corpus_s"] = time.perf_counter() - t2
+    # 5. leakage checks, then write
+    stratify.check_leakage(splits, heldout_voices=[v.name for v in heldout_voices], train_templates=d.train_templates,
+                           test_templates=d.test_templates, corpus=corpus)
+    t3 = time.perf_counter()
+    files: dict[str, Path] = {}
+    # every QA row with its voice and audio (for a real source: frame paths relative to that folder)
+    files["in_template"] = write_jsonl(out / "in_template.jsonl", [r for r in base_rows if r["template"] == "in"])
+    files["out_template"] = write_jsonl(out / "out_template.jsonl", [r for r in base_rows if r["template"] == "out"])
+    for name, rows in splits.items():
+        files[name] = write_jsonl(out / "splits" / f"{name}.jsonl", rows)
+    files["speech_corpus"] = write_jsonl(out / "speech_corpus.jsonl", corpus)
+    # 6. read everything back through the validating loader (what later notebooks will see)
+    rel_frames = "." if frames_root == out else str(frames_root)
+    caches: dict = {}
+    for name in splits:
+        load_jsonl(files[name], frames_root, num_frames=d.num_frames, audio_root=out, _caches=caches)
+    summary = load_dataset(out, num_frames=d.num_frames, audio_root=out, frames_root=frames_root,
+                             _caches=caches).summary
+    timings["write_and_validate_s"] = time.perf_counter() - t3
+    timings["total_s"] = time.perf_counter() - t0
+    audio_seconds = {name: round(sum(r["audio_s"] for r in rows), 2) for name, rows in splits.items()}
+    audio_seconds["speech_corpus"] = round(sum(e["duration_s"] for e in corpus), 2)
+    meta = {
+        "source": d.source,
+        "frames_root": rel_frames,
+        "audio_root": ".",
+        "stamp": data_stamp(cfg),
+        "generator_version": synthetic.GENERATOR_VERSION,
+        "heldout_videos": plan.heldout_videos,
+        "train_voices": [v.name for v in train_voices],
+        "heldout_voices": [v.name for v in heldout_voices],
+        "train_templates": list(d.train_templates),
+        "test_templates": list(d.test_templates),
+        "split_sizes": {k: len(v) for k, v in splits.items()},
+        "unused_rows": len(base_rows) - sum(1 for rows in splits.values() for r in rows if r["group"] != "heldout_voice"),
+        "summary": summary.to_dict(),
+    }
+    meta["summary"]["root"] = rel_frames
+    files["dataset"] = out / "dataset.json"
+    files["dataset"].write_text(json.dumps(meta, indent=2) + "\n")
+    groups: dict[str, int] = {}
+    for rows in splits.values():
+        for r in rows:
+            groups[r["group"]] = groups.get(r["group"], 0) + 1
+    corpus_sizes: dict[str, int] = {}
+    for e in corpus:
+        corpus_sizes[e["split"]] = corpus_sizes.get(e["split"], 0) + 1
+    rates = {"clips_per_s": num_clips / max(timings.get("render_s", timings.get("load_s", 0.0)), 1e-9),
+             "qa_rows_per_s": len(base_rows) / max(timings.get("render_s", timings.get("load_s", 0.0)), 1e-9)}
+    used = sum(1 for rows in splits.values() for r in rows if r["group"] != "heldout_voice")
+    result = BuildResult(out, frames_root, out, files, summary, {k: len(v) for k, v in splits.items()}, groups,
+                         corpus_sizes, audio_seconds, plan.heldout_videos, [v.name for v in train_voices],
+                         [v.name for v in heldout_voices], {k: round(v, 3) for k, v in timings.items()}, rates,
+                         unused_rows=len(base_rows) - used)
+    if verbose:
+        print(summary)
+        print(f"splits {result.split_sizes}  groups {groups}  corpus {corpus_sizes}  in {timings['total_s']:.1f}s")
+    return result
+
+
+def ensure_dataset(cfg, data_dir: str | Path | None = None) -> BuildResult | None:
+    """Build the data step unless `dataset.json` already matches these params; None if reused."""
+    out = Path(data_dir) if data_dir is not None else cfg.paths.data
+    meta = out / "dataset.json"
+    if meta.is_file():
+        try:
+            if json.loads(meta.read_text()).get("stamp") == data_stamp(cfg):
+                return None
+        except json.JSONDecodeError:
+            pass
+    return build_dataset(cfg, out_dir=out)
+
+
+class RunData(NamedTuple):
+    """What the data step gives every later notebook: validated splits and the stage-1 speech corpus."""
+
+    splits: dict[str, Dataset]  # train / val / test (test rows: group heldout_video | heldout_voice)
+    corpus: list[dict]  # speech -> transcript entries (audio relative to the data dir), each with `split`
+
+
+def load_run_data(cfg: Config, data_dir: str | Path | None = None, build: bool = True) -> RunData:
+    """The run's splits and speech corpus, validated and leakage-checked.
+
+    Builds the data step first if its files are missing or were made with other params; `build=False`
+    (multi-process runs) requires them on disk, so that processes never race to write them.
+    """
+    data_dir = Path(data_dir) if data_dir is not None else cfg.paths.data
+    if build:
+        ensure_dataset(cfg, data_dir)
+    meta = _read_meta(data_dir)
+    frames_root, audio_root = _frames_root(data_dir, meta), data_dir / meta["audio_root"]
+    caches: dict = {}
+    splits: dict[str, Dataset] = {}
+    for s in stratify.SPLIT_NAMES:
+        path = data_dir / "splits" / f"{s}.jsonl"
+        rows, counts = load_jsonl(path, frames_root, num_frames=cfg.data.num_frames, audio_root=audio_root,
+                                    _caches=caches)
+        splits[s] = Dataset(rows, frames_root.resolve(), audio_root.resolve(),
+                              DataSummary.of(rows, frames_root, {path.name: len(rows)}, counts["blank_lines"]))
+    corpus = _read_corpus(data_dir)
+    stratify.check_leakage({s: d.rows for s, d in splits.items()}, meta["heldout_voices"], meta["train_templates"],
+                           meta["test_templates"], corpus)
+    return RunData(splits, corpus)
+
+
+def load_base(cfg: Config, data_dir: str | Path | None = None) -> Dataset:
+    """Every QA row of the run (both templates, before splitting) as a validated `Dataset`."""
+    out = Path(data_dir) if data_dir is not None else cfg.paths.data
+    ensure_dataset(cfg, out)
+    return load_dataset(out, num_frames=cfg.data.num_frames, audio_root=out, frames_root=_frames_root(out, _read_meta(out)))
+
+
+def _read_meta(data_dir: Path) -> dict:
+    path = data_dir / "dataset.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the data step (notebook 01) first")
+    return json.loads(path.read_text())
+
+
+def _frames_root(data_dir: Path, meta: dict) -> Path:
+    root = Path(meta["frames_root"])
+    return root if root.is_absolute() else data_dir / root
+
+
+def _read_corpus(data_dir: Path) -> list[dict]:
+    """The one reader of `speech_corpus.jsonl`."""
+    path = data_dir / "speech_corpus.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,180 @@
+"""The evaluation as a reader sees it: tables, figures, speed ratios, targets and notebook 04's metrics.
+
+Diagnostics beside `evaluate` (which runs the systems); nothing here runs a model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import Config
+from .data import Dataset
+from .evaluate import EvaluationResult
+from .systems import EVAL_SPLITS, NOISY, SYSTEMS, TEST_SPLITS
+
+
+def systems_table(systems: dict[str, dict]) -> pd.DataFrame:
+    rows = []
+    for system, e in systems.items():
+        row = {"system": system, "label": e["label"]}
+        for split in ("overall", *EVAL_SPLITS, NOISY):
+            a = (e.get("accuracy") or {}).get(split)
+            row[split] = None if a is None else round(100 * a, 1)
+        row.update({k: e.get(k) for k in ("samples_per_s", "latency_ms_p50", "latency_ms_p95", "batch_size")})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("system")
+
+
+def per_type_accuracy(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy (%) per question type x system on val + test (noisy copies excluded)."""
+    sel = predictions[predictions["split"] != NOISY]
+    table = sel.pivot_table(index="question_type", columns="system", values="correct", aggfunc="mean") * 100
+    return table[[s for s in SYSTEMS if s in table.columns]].round(1)
+
+
+def plot_systems(systems: dict[str, dict]):
+    import matplotlib.pyplot as plt
+
+    scored = [s for s in SYSTEMS if s in systems and (systems[s].get("accuracy") or {}).get("overall") is not None]
+    splits = [*EVAL_SPLITS, NOISY]
+    fig, ax = plt.subplots(figsize=(11, 4))
+    width = 0.8 / len(splits)
+    for j, split in enumerate(splits):
+        vals = [100 * (systems[s]["accuracy"].get(split) or np.nan) for s in scored]
+        cis = [systems[s]["ci95"].get(split) for s in scored]
+        err = np.array([[v - 100 * c[0], 100 * c[1] - v] if c else [0, 0] for v, c in zip(vals, cis)]).T
+        ax.bar(np.arange(len(scored)) + (j - (len(splits) - 1) / 2) * width, vals, width, yerr=err, capsize=2, label=split)
+    ax.set_xticks(np.arange(len(scored)), [s.replace("_", "\n") for s in scored])
+    ax.set(ylabel="exact accuracy (%)", ylim=(0, 100), title="Accuracy per system and split (95% bootstrap CI)")
+    ax.legend(ncol=4, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_type(table: pd.DataFrame):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(table) + 1.5))
+    im = ax.imshow(table.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(table.shape[1]), [c.replace("_", "\n") for c in table.columns], fontsize=8)
+    ax.set_yticks(range(table.shape[0]), table.index, fontsize=8)
+    for (i, j), v in np.ndenumerate(table.to_numpy(dtype=float)):
+        if not np.isnan(v):
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
+    fig.colorbar(im, ax=ax, label="accuracy (%)")
+    ax.set_title("Accuracy per question type (val + test)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_speed(systems: dict[str, dict]):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for system, e in systems.items():
+        acc = (e.get("accuracy") or {}).get("overall")
+        if system == "majority" or not e.get("samples_per_s"):
+            continue
+        y = 100 * acc if acc is not None else 0.0
+        ax.scatter(e["samples_per_s"], y, s=60, marker="o" if acc is not None else "x")
+        ax.annotate(system + ("" if acc is not None else " (speed only)"), (e["samples_per_s"], y), xytext=(5, 4),
+                    textcoords="offset points", fontsize=8)
+    if "majority" in systems and systems["majority"]["accuracy"].get("overall") is not None:
+        ax.axhline(100 * systems["majority"]["accuracy"]["overall"], color="grey", ls=":", label="majority answer")
+        ax.legend(loc="lower right")
+    ax.set(xscale="log", xlabel="samples / s (log)", ylabel="overall accuracy (%)", title="Accuracy vs throughput")
+    fig.tight_layout()
+    return fig
+
+
+def plot_wer(asr: dict[str, dict]):
+    """WER and CER (%) per transcriber, clean vs noisy."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    systems = list(asr)
+    for ax, metric in zip(axes, ("wer", "cer")):
+        x = np.arange(len(systems))
+        for j, (suffix, label) in enumerate((("", "clean"), ("_noisy", "noisy"))):
+            vals = [100 * asr[s].get(metric + suffix, np.nan) for s in systems]
+            ax.bar(x + (j - 0.5) * 0.38, vals, 0.38, label=label)
+            for xi, v in zip(x, vals):
+                ax.text(xi + (j - 0.5) * 0.38, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(x, systems)
+        ax.set(ylabel=f"{metric.upper()} (%)", title=f"{metric.upper()} on held-out voices")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def speed_ratios(systems: dict[str, dict]) -> dict[str, float]:
+    """Throughput of the fine-tuned graft relative to the other ways of answering a spoken question."""
+    graft = systems.get("audio_finetuned", {}).get("samples_per_s")
+    out = {}
+    for other in ("asr_pipeline", "audio_seed_faithful", "text_finetuned"):
+        speed = systems.get(other, {}).get("samples_per_s")
+        if graft and speed:
+            out[f"graft_vs_{other}"] = round(graft / speed, 2)
+    return out
+
+
+def heldout_accuracy(predictions: pd.DataFrame, system: str) -> float:
+    """Accuracy on the held-out test rows (held-out video + held-out voice, `out` wording)."""
+    sel = predictions[(predictions.system == system) & predictions.split.isin(TEST_SPLITS)]
+    return float(sel["correct"].mean()) if len(sel) else float("nan")
+
+
+def targets(predictions: pd.DataFrame, systems: dict[str, dict], speed: dict[str, float]) -> dict[str, Any]:
+    """The project's targets, each with its measured value and whether it is met."""
+    acc = {s: heldout_accuracy(predictions, s) for s in ("audio_finetuned", "text_finetuned", "majority", "asr_pipeline")}
+    noisy = {s: (systems.get(s, {}).get("accuracy") or {}).get(NOISY) for s in ("audio_finetuned", "asr_pipeline")}
+    test = predictions[predictions.split.isin(TEST_SPLITS)]
+    per_type = test.pivot_table(index="question_type", columns="system", values="correct", aggfunc="mean")
+    varying = per_type.index[per_type.get("majority", pd.Series(dtype=float)) < 1.0] if "majority" in per_type else []
+    above = int((per_type.loc[varying, "audio_finetuned"] > per_type.loc[varying, "majority"]).sum()) if len(varying) else 0
+    gap = 100 * (acc["text_finetuned"] - acc["audio_finetuned"])
+    out = {
+        "test_accuracy_audio_finetuned": round(acc["audio_finetuned"], 4),
+        "test_accuracy_text_finetuned": round(acc["text_finetuned"], 4),
+        "test_accuracy_majority": round(acc["majority"], 4),
+        "audio_vs_text_gap_points": round(gap, 2),
+        "audio_within_5_points_of_text": bool(gap <= 5.0),
+        "audio_above_majority_points": round(100 * (acc["audio_finetuned"] - acc["majority"]), 2),
+        "types_where_audio_beats_majority": f"{above}/{len(varying)}",
+        "noisy_heldout_voice_audio_vs_asr": [noisy["audio_finetuned"], noisy["asr_pipeline"]],
+        "audio_beats_asr_with_noise": bool(noisy["audio_finetuned"] is not None and noisy["asr_pipeline"] is not None
+                                           and noisy["audio_finetuned"] > noisy["asr_pipeline"]),
+    }
+    for key, goal in (("graft_vs_asr_pipeline", 3.0), ("graft_vs_audio_seed_faithful", 3.0)):
+        if key in speed:
+            out[f"{key}_speed"] = speed[key]
+            out[f"{key}_at_least_{goal:g}x"] = bool(speed[key] >= goal)
+    return out
+
+
+def accuracy_by_template(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy (%) per system x question wording (`in` template vs `out` paraphrase); noisy copies excluded."""
+    return predictions[predictions.split != NOISY].pivot_table(
+        index="system", columns="template", values="correct", aggfunc="mean").mul(100).round(1)
+
+
+def rows_per_split(rows: Dataset) -> dict[str, int]:
+    return {s: int(n) for s, n in pd.DataFrame(rows.rows)["split"].value_counts().items()}
+
+
+def evaluation_metrics(cfg: Config, result: EvaluationResult, rows: Dataset) -> dict[str, Any]:
+    """Notebook 04's metrics JSON: every system, transcription, per-type and per-wording accuracy, speed, targets."""
+    speed = speed_ratios(result.systems)
+    return {
+        "systems": result.systems,
+        "asr": result.asr,
+        "per_type_accuracy": per_type_accuracy(result.predictions).to_dict(),
+        "accuracy_by_template": accuracy_by_template(result.predictions).to_dict(),
+        "speed_ratios": speed,
+        "targets": targets(result.predictions, result.systems, speed),
+        "options": dataclasses.asdict(cfg.eval),
+        "rows": rows_per_split(rows),
+    }
