@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: venv report test bench clean-runs
+.PHONY: venv report test test-fast bench clean-runs
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The fast subset (no pipeline, training or multi-process runs).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 bench: $(STAMP)
 	$(PY) -m surgvqa.bench --params $(PARAMS)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import nbformat
 import papermill
+from papermill.iorw import load_notebook_node
+from papermill.parameterize import parameterize_notebook
 from nbconvert import HTMLExporter
 
 from . import report
@@ -31,14 +35,26 @@ def numbered_notebooks(only: list[str] | None = None) -> list[Path]:
     return notebooks
 
 
-def run_notebook(notebook: Path, params: dict, reports_dir: Path) -> dict:
-    """Execute one notebook with papermill (params injected) and render it; returns its timing record."""
+def run_notebook(notebook: Path, params: dict, reports_dir: Path, executor: str = "papermill") -> dict:
+    """Execute one notebook with `params` injected and render it; returns its timing record.
+
+    executor "papermill" (make report) executes it in notebooks/; "nbmake" (the tests) writes the
+    parameterised copy and executes it as a pytest item, so a failing cell fails like a test."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     executed = reports_dir / notebook.name
     start = time.perf_counter()
-    papermill.execute_notebook(
-        str(notebook), str(executed), parameters=params, cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False,
-    )
+    if executor == "papermill":
+        papermill.execute_notebook(
+            str(notebook), str(executed), parameters=params, cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False,
+        )
+    elif executor == "nbmake":
+        nbformat.write(parameterize_notebook(load_notebook_node(str(notebook)), params), executed)
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake", "--overwrite",
+                               "--nbmake-timeout=1800", str(executed)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{notebook.name} failed under nbmake:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+    else:
+        raise ValueError(f"unknown executor {executor!r} (papermill | nbmake)")
     seconds = time.perf_counter() - start
     html, _ = HTMLExporter().from_filename(str(executed))
     (reports_dir / notebook.with_suffix(".html").name).write_text(html)
@@ -50,7 +66,8 @@ def notebook_parameters(params_path: str | Path, overrides: dict | None = None) 
     return {"params_file": shown_path(params_path), "overrides": overrides or {}}
 
 
-def run_pipeline(params_path: str | Path, only: list[str] | None = None, overrides: dict | None = None) -> list[dict]:
+def run_pipeline(params_path: str | Path, only: list[str] | None = None, overrides: dict | None = None,
+                 executor: str = "papermill") -> list[dict]:
     cfg = Config.from_yaml(params_path, overrides)  # validate before spending minutes on kernels
     params_path = cfg.params_source
     params = notebook_parameters(params_path, overrides)
@@ -60,7 +77,7 @@ def run_pipeline(params_path: str | Path, only: list[str] | None = None, overrid
     timings = []
     for notebook in notebooks:
         print(f"[pipeline] {notebook.name} with {params_path} ...", flush=True)
-        record = run_notebook(notebook, params, cfg.paths.reports)
+        record = run_notebook(notebook, params, cfg.paths.reports, executor)
         print(f"[pipeline] {notebook.name} done in {record['seconds']:.1f} s -> {cfg.paths.reports}", flush=True)
         timings.append(record)
     # Merge by notebook so a partial run (--only) keeps the other stages' last timings.
