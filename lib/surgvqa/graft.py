@@ -19,6 +19,7 @@ from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2VLConfig, Qwen2
 
 from . import prompts
 from .config import Config
+from .whisper_conversion import resolve_whisper
 
 EMBEDDED_VLM = "embedded:tiny-qwen2-vl"
 # Modules a 4-bit load must leave in full precision (full prefixes: short names are silently ignored).
@@ -63,13 +64,13 @@ def build_graft(cfg: Config, corpus: list[str] | None = None, base: str | None =
         projector_type=m.projector_type,
         projector_stack_factor=m.projector_stack_factor,
         audio_length_mode=m.audio_length_mode,
-        whisper_cache_dir=m.whisper_cache_dir,
     )
+    whisper = resolve_whisper(m.whisper, m.whisper_cache_dir)  # the overlay loads HF checkpoints only
     base = base or m.base_vlm
     if base == EMBEDDED_VLM:
         tiny, tokenizer, image_processor = build_tiny_qwen2_vl(corpus or tokenizer_corpus(cfg.seed), seed=cfg.seed, **vars(m.tiny))
-        return graft(tiny, m.whisper, tokenizer=tokenizer, image_processor=image_processor, **options)
-    return graft(base, m.whisper, **options, **load_kwargs(cfg))
+        return graft(tiny, whisper, tokenizer=tokenizer, image_processor=image_processor, **options)
+    return graft(base, whisper, **options, **load_kwargs(cfg))
 
 
 def load_kwargs(cfg: Config) -> dict:

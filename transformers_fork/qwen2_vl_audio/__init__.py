@@ -7,7 +7,6 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Aut
 from transformers.conversion_mapping import WeightRenaming, register_checkpoint_conversion_mapping
 
 from .configuration_qwen2_vl_audio import Qwen2VLAudioConfig, audio_token_count, encoder_frames
-from .convert_ctranslate2_whisper import load_whisper, load_whisper_feature_extractor, resolve_whisper
 from .grafting import build_tiny_qwen2_vl, graft, tiny_qwen2_vl_config, train_tokenizer
 from .modeling_qwen2_vl_audio import (
     Qwen2VLAudioEncoder,
@@ -51,9 +50,6 @@ __all__ = [
     "build_tiny_qwen2_vl",
     "encoder_frames",
     "graft",
-    "load_whisper",
-    "load_whisper_feature_extractor",
-    "resolve_whisper",
     "tiny_qwen2_vl_config",
     "train_tokenizer",
 ]

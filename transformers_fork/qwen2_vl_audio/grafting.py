@@ -1,6 +1,7 @@
 """Builders: graft Whisper onto a Qwen2-VL, and the tiny Qwen2-VL of the embedded default."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,7 +18,6 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, WhisperForConditionalGeneration, WhisperModel
 
 from .configuration_qwen2_vl_audio import Qwen2VLAudioConfig
-from .convert_ctranslate2_whisper import load_whisper, load_whisper_feature_extractor
 from .modeling_qwen2_vl_audio import Qwen2VLAudioForConditionalGeneration
 from .processing_qwen2_vl_audio import (
     AUDIO_END,
@@ -108,10 +108,10 @@ def build_tiny_qwen2_vl(corpus: Iterable[str], seed: int = 0, **sizes) -> tuple[
     return model.eval(), tokenizer, image_processor
 
 
-def _whisper_encoder_and_features(whisper, feature_extractor, cache_dir):
-    if isinstance(whisper, str):
-        model = load_whisper(whisper, cache_dir=cache_dir)
-        return model.get_encoder(), feature_extractor or load_whisper_feature_extractor(whisper, cache_dir=cache_dir)
+def _whisper_encoder_and_features(whisper, feature_extractor):
+    if isinstance(whisper, (str, os.PathLike)):
+        encoder = WhisperModel.from_pretrained(whisper).get_encoder()
+        return encoder, feature_extractor or WhisperFeatureExtractor.from_pretrained(whisper)
     if isinstance(whisper, (WhisperModel, WhisperForConditionalGeneration)):
         encoder = whisper.get_encoder()
     elif isinstance(whisper, WhisperEncoder):
@@ -123,7 +123,7 @@ def _whisper_encoder_and_features(whisper, feature_extractor, cache_dir):
 
 def graft(
     base_vlm: str | Qwen2VLForConditionalGeneration,
-    whisper: str | WhisperModel | WhisperForConditionalGeneration | WhisperEncoder,
+    whisper: str | os.PathLike | WhisperModel | WhisperForConditionalGeneration | WhisperEncoder,
     *,
     tokenizer=None,
     image_processor=None,
@@ -132,7 +132,6 @@ def graft(
     projector_stack_factor: int = 4,
     projector_hidden_size: int | None = None,
     audio_length_mode: str = "trimmed",
-    whisper_cache_dir: str | None = None,
     **from_pretrained_kwargs: Any,
 ) -> tuple[Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor]:
     """Graft a frozen Whisper encoder + a new projector onto a Qwen2-VL.
@@ -140,10 +139,10 @@ def graft(
     `base_vlm`: a hub id / local dir of a Qwen2-VL checkpoint (loaded with `from_pretrained_kwargs`,
     e.g. `quantization_config`, `dtype`), or an in-memory `Qwen2VLForConditionalGeneration`
     (then pass its `tokenizer` and `image_processor`).
-    `whisper`: a hub id, HF dir, CTranslate2 dir, "embedded:whisper-base", or an in-memory model.
+    `whisper`: a hub id or local dir of a HF Whisper checkpoint, or an in-memory model.
     Returns the grafted model (tower frozen) and its processor.
     """
-    encoder, feature_extractor = _whisper_encoder_and_features(whisper, feature_extractor, whisper_cache_dir)
+    encoder, feature_extractor = _whisper_encoder_and_features(whisper, feature_extractor)
     if isinstance(base_vlm, str):
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(base_vlm)
         image_processor = image_processor or Qwen2VLImageProcessorPil.from_pretrained(base_vlm)
