@@ -11,8 +11,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2VLForC
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 import qwen2_vl_audio
-from qwen2_vl_audio import Qwen2VLAudioForConditionalGeneration, build_tiny_qwen2_vl, graft
+from qwen2_vl_audio import Qwen2VLAudioForConditionalGeneration, graft
 from surgvqa import prompts
+from surgvqa.tiny_vlm import build_tiny_qwen2_vl
 
 CORPUS = [
     "is there blue dye visible in the clip",

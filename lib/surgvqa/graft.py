@@ -8,17 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from qwen2_vl_audio import (
-    Qwen2VLAudioForConditionalGeneration,
-    Qwen2VLAudioProcessor,
-    build_tiny_qwen2_vl,
-    graft,
-)
+from qwen2_vl_audio import Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor, graft
 from qwen2_vl_audio.configuration_qwen2_vl_audio import WHISPER_SAMPLE_RATE
 from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from . import prompts
 from .config import Config
+from .tiny_vlm import build_tiny_qwen2_vl
 from .whisper_conversion import resolve_whisper
 
 EMBEDDED_VLM = "embedded:tiny-qwen2-vl"

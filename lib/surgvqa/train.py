@@ -315,7 +315,7 @@ def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool =
 
     Reused when `final/` exists with the same stamp (reruns do not retrain it); `resume=False` retrains.
     """
-    from qwen2_vl_audio import build_tiny_qwen2_vl
+    from .tiny_vlm import build_tiny_qwen2_vl
 
     if cfg.model.base_vlm != G.EMBEDDED_VLM:
         return None

@@ -7,7 +7,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Aut
 from transformers.conversion_mapping import WeightRenaming, register_checkpoint_conversion_mapping
 
 from .configuration_qwen2_vl_audio import Qwen2VLAudioConfig, audio_token_count, encoder_frames
-from .grafting import build_tiny_qwen2_vl, graft, tiny_qwen2_vl_config, train_tokenizer
+from .grafting import graft
 from .modeling_qwen2_vl_audio import (
     Qwen2VLAudioEncoder,
     Qwen2VLAudioForConditionalGeneration,
@@ -47,9 +47,6 @@ __all__ = [
     "Qwen2VLAudioProcessor",
     "Qwen2VLAudioProjector",
     "audio_token_count",
-    "build_tiny_qwen2_vl",
     "encoder_frames",
     "graft",
-    "tiny_qwen2_vl_config",
-    "train_tokenizer",
 ]
