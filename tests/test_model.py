@@ -282,3 +282,33 @@ def test_processor_rejects_multichannel_and_empty_arrays(grafted):
         processor(text=text, audio=[np.zeros(0, np.float32)])
     with pytest.raises(ValueError, match="placeholders"):
         processor(text=text, audio=[speech_like(1.0, 0), speech_like(1.0, 1)])
+
+
+# ---- registration -----------------------------------------------------------------------------
+def test_import_never_takes_a_registration_another_package_holds(monkeypatch):
+    import importlib
+    import warnings
+
+    from transformers import conversion_mapping
+    from transformers.conversion_mapping import WeightRenaming
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    config = qwen2_vl_audio.Qwen2VLAudioConfig
+    with warnings.catch_warnings():  # free keys and our own are (re)claimed silently
+        warnings.simplefilter("error")
+        importlib.reload(qwen2_vl_audio)
+    assert CONFIG_MAPPING["qwen2_vl_audio"] is config and MODEL_MAPPING[config] is qwen2_vl_audio.Qwen2VLAudioModel
+
+    class Foreign:  # another package's classes and renaming under our keys
+        pass
+
+    renaming = [WeightRenaming(source_patterns=r"^x", target_patterns="y")]
+    monkeypatch.setitem(CONFIG_MAPPING._extra_content, "qwen2_vl_audio", Foreign)
+    monkeypatch.setitem(MODEL_MAPPING._extra_content, config, Foreign)
+    monkeypatch.setitem(conversion_mapping._checkpoint_conversion_mapping_cache, "Qwen2VLAudioForConditionalGeneration", renaming)
+    with pytest.warns(UserWarning, match="already belongs to") as record:
+        importlib.reload(qwen2_vl_audio)
+    assert len(record) == 3
+    assert CONFIG_MAPPING["qwen2_vl_audio"] is Foreign and MODEL_MAPPING[config] is Foreign
+    assert conversion_mapping.get_checkpoint_conversion_mapping("Qwen2VLAudioForConditionalGeneration")[0].source_patterns == ["^x"]
