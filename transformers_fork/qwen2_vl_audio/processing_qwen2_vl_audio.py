@@ -96,7 +96,9 @@ class Qwen2VLAudioProcessor(ProcessorMixin):
         # WhisperFeatureExtractor drops the last STFT frame: n // hop frames.
         return max(num_samples, MIN_CHUNK_SAMPLES) // WHISPER_HOP_LENGTH
 
-    def _process_audio_clips(self, audio) -> tuple[dict, list[int]]:
+    def audio_features(self, audio) -> tuple[dict, list[int]]:
+        """16 kHz mono clips -> the model's audio inputs (`input_features`, `feature_attention_mask`,
+        one row per ≤ 30 s chunk) and each clip's `<|audio_pad|>` count."""
         clips = [np.asarray(a, dtype=np.float32) for a in audio]
         for i, clip in enumerate(clips):
             if clip.ndim != 1:
@@ -173,7 +175,7 @@ class Qwen2VLAudioProcessor(ProcessorMixin):
         replacements = {}
         if audio is not None:
             audio = [audio] if isinstance(audio, np.ndarray) and audio.ndim == 1 else audio
-            audio_inputs, counts = self._process_audio_clips(audio)
+            audio_inputs, counts = self.audio_features(audio)
             data.update(audio_inputs)
             replacements[AUDIO_PAD] = counts
         elif audio_lengths is not None:
