@@ -166,6 +166,43 @@ def test_vision_path_matches_stock_qwen2_vl(base, grafted):
     assert torch.equal(ours, theirs)
 
 
+def pillow_clip_patches(image_processor, frames) -> tuple[np.ndarray, list[int]]:
+    """The processor's video path before it reused Qwen2-VL's image processor (the reference, verbatim)."""
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    ip = image_processor
+    ps, tps, merge = ip.patch_size, ip.temporal_patch_size, ip.merge_size
+    images = [f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f)) for f in frames]
+    width, height = images[0].size
+    h, w = smart_resize(height, width, factor=ps * merge, min_pixels=ip.size["shortest_edge"], max_pixels=ip.size["longest_edge"])
+    mean, std = np.asarray(ip.image_mean, np.float32)[:, None, None], np.asarray(ip.image_std, np.float32)[:, None, None]
+    video = np.stack(
+        [(np.asarray(im.convert("RGB").resize((w, h), Image.BICUBIC), np.float32).transpose(2, 0, 1) / 255.0 - mean) / std for im in images]
+    )
+    if pad := -len(video) % tps:
+        video = np.concatenate([video, np.repeat(video[-1:], pad, axis=0)])
+    grid_t, grid_h, grid_w = len(video) // tps, h // ps, w // ps
+    channels = video.shape[1]
+    patches = video.reshape(grid_t, tps, channels, grid_h // merge, merge, ps, grid_w // merge, merge, ps)
+    patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return patches.reshape(grid_t * grid_h * grid_w, channels * tps * ps * ps), [grid_t, grid_h, grid_w]
+
+
+def test_video_clips_are_patched_exactly_as_before(grafted):
+    from PIL import Image
+
+    _, processor = grafted
+    clips = [frames(1), frames(3, size=112), frames(4, n=7, size=112),
+             [Image.fromarray(f).resize((160, 120)) for f in frames(5, size=160)]]
+    text = prompts.render(processor, prompts.vqa_messages("text", question="is a tool visible"))
+    batch = processor(text=[text] * len(clips), videos=clips)
+    expected = [pillow_clip_patches(processor.image_processor, clip) for clip in clips]
+    assert batch["video_grid_thw"].tolist() == [grid for _, grid in expected]
+    assert batch["pixel_values_videos"].dtype == torch.float32
+    np.testing.assert_array_equal(batch["pixel_values_videos"].numpy(), np.concatenate([p for p, _ in expected]))
+
+
 # ---- save / load ----------------------------------------------------------------------------
 def test_save_pretrained_round_trip(grafted, tmp_path):
     model, processor = grafted
