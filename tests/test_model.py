@@ -301,13 +301,21 @@ def test_45_second_clip_is_chunked_not_truncated(grafted):
 
 def test_seed_faithful_setting_gives_1500_tokens_per_30_s_window(grafted):
     _, processor = grafted
-    seeds = qwen2_vl_audio.Qwen2VLAudioProcessor(
-        image_processor=processor.image_processor, tokenizer=processor.tokenizer,
-        feature_extractor=processor.feature_extractor, audio_stack_factor=1, audio_length_mode="padded")
+    seed_config = qwen2_vl_audio.Qwen2VLAudioConfig(projector_type="linear", projector_stack_factor=1, audio_length_mode="padded")
+    seeds = qwen2_vl_audio.Qwen2VLAudioProcessor.from_config(
+        seed_config, processor.image_processor, processor.tokenizer, processor.feature_extractor)
     assert seeds.audio_token_count(3 * 16000) == 1500
     assert seeds.audio_token_count(45 * 16000) == 3000
     batch = seeds(text=[prompts.render(seeds, prompts.vqa_messages("audio", video=False))], audio=[speech_like(3.0, 12)])
     assert batch["input_features"].shape[-1] == 3000
+
+
+def test_processor_takes_its_audio_settings_from_the_model_config(base):
+    model, tokenizer, image_processor = base
+    grafted, processor = graft(model, tiny_whisper(), tokenizer=tokenizer, image_processor=image_processor,
+                               projector_stack_factor=2, audio_length_mode="padded")
+    assert (processor.audio_stack_factor, processor.audio_length_mode) == (2, "padded")
+    assert (grafted.config.projector_stack_factor, grafted.config.audio_length_mode) == (2, "padded")
 
 
 def test_processor_rejects_multichannel_and_empty_arrays(grafted):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from qwen2_vl_audio import Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor, graft
+from qwen2_vl_audio import Qwen2VLAudioConfig, Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor, graft
 from qwen2_vl_audio.configuration_qwen2_vl_audio import WHISPER_SAMPLE_RATE
 from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -177,13 +177,8 @@ SEED_FAITHFUL = dict(projector_type="linear", projector_stack_factor=1, audio_le
 
 def seed_faithful_processor(processor: Qwen2VLAudioProcessor) -> Qwen2VLAudioProcessor:
     """The same processor with the seeds' audio setting: every 30 s window padded, 1500 tokens each."""
-    return Qwen2VLAudioProcessor(
-        image_processor=processor.image_processor,
-        tokenizer=processor.tokenizer,
-        feature_extractor=processor.feature_extractor,
-        audio_stack_factor=SEED_FAITHFUL["projector_stack_factor"],
-        audio_length_mode=SEED_FAITHFUL["audio_length_mode"],
-    )
+    return Qwen2VLAudioProcessor.from_config(Qwen2VLAudioConfig(**SEED_FAITHFUL), processor.image_processor,
+                                             processor.tokenizer, processor.feature_extractor)
 
 
 def tokens_vs_seconds(processor: Qwen2VLAudioProcessor, seconds: np.ndarray) -> pd.DataFrame:

@@ -97,13 +97,7 @@ def graft(
     model.model.audio_tower.to(model.get_input_embeddings().weight.dtype)
     model.freeze_audio_tower()
 
-    processor = Qwen2VLAudioProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        feature_extractor=feature_extractor,
-        audio_stack_factor=projector_stack_factor,
-        audio_length_mode=audio_length_mode,
-    )
+    processor = Qwen2VLAudioProcessor.from_config(model.config, image_processor, tokenizer, feature_extractor)
     return model.eval(), processor
 
 

@@ -66,11 +66,18 @@ class Qwen2VLAudioProcessor(Qwen2VLProcessor):
         audio_length_mode: str = "trimmed",
         **kwargs,
     ):
+        # Saved with the processor so it loads alone; `from_config` takes both from the model's config.
         self.audio_stack_factor = audio_stack_factor
         self.audio_length_mode = audio_length_mode
         # Qwen2VLProcessor hands its sub-processors on by position and the mixin names them after
         # this signature, so the third slot holds the feature extractor (no video processor).
         super().__init__(image_processor, tokenizer, feature_extractor, chat_template=chat_template or CHAT_TEMPLATE, **kwargs)
+
+    @classmethod
+    def from_config(cls, config, image_processor, tokenizer, feature_extractor, **kwargs) -> "Qwen2VLAudioProcessor":
+        """The processor of a graft with this `Qwen2VLAudioConfig`: its audio settings are the model's."""
+        return cls(image_processor, tokenizer, feature_extractor, audio_stack_factor=config.projector_stack_factor,
+                   audio_length_mode=config.audio_length_mode, **kwargs)
 
     @property
     def video_processor(self):
