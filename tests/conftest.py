@@ -13,7 +13,7 @@ def whisper_cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ct2_whisper_dir(whisper_cache_dir) -> Path:
     """The embedded whisper-base as a CTranslate2 folder (faster-whisper / ctranslate2 load it)."""
-    from qwen2_vl_audio.convert_ctranslate2_whisper import embedded_ct2_dir
+    from surgvqa.whisper_conversion import embedded_ct2_dir
 
     return embedded_ct2_dir(whisper_cache_dir)
 
@@ -21,6 +21,6 @@ def ct2_whisper_dir(whisper_cache_dir) -> Path:
 @pytest.fixture(scope="session")
 def embedded_whisper_dir(whisper_cache_dir, ct2_whisper_dir) -> Path:
     """The embedded whisper-base converted once per session to a HF folder (from_pretrained loads it)."""
-    from qwen2_vl_audio.convert_ctranslate2_whisper import EMBEDDED_WHISPER, resolve_whisper
+    from surgvqa.whisper_conversion import EMBEDDED_WHISPER, resolve_whisper
 
     return Path(resolve_whisper(EMBEDDED_WHISPER, whisper_cache_dir))

@@ -11,8 +11,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2VLForC
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 import qwen2_vl_audio
-from qwen2_vl_audio import Qwen2VLAudioForConditionalGeneration, build_tiny_qwen2_vl, graft
+from qwen2_vl_audio import Qwen2VLAudioForConditionalGeneration, graft
 from surgvqa import prompts
+from surgvqa.tiny_vlm import build_tiny_qwen2_vl
 
 CORPUS = [
     "is there blue dye visible in the clip",
@@ -165,6 +166,43 @@ def test_vision_path_matches_stock_qwen2_vl(base, grafted):
     assert torch.equal(ours, theirs)
 
 
+def pillow_clip_patches(image_processor, frames) -> tuple[np.ndarray, list[int]]:
+    """The processor's video path before it reused Qwen2-VL's image processor (the reference, verbatim)."""
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    ip = image_processor
+    ps, tps, merge = ip.patch_size, ip.temporal_patch_size, ip.merge_size
+    images = [f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f)) for f in frames]
+    width, height = images[0].size
+    h, w = smart_resize(height, width, factor=ps * merge, min_pixels=ip.size["shortest_edge"], max_pixels=ip.size["longest_edge"])
+    mean, std = np.asarray(ip.image_mean, np.float32)[:, None, None], np.asarray(ip.image_std, np.float32)[:, None, None]
+    video = np.stack(
+        [(np.asarray(im.convert("RGB").resize((w, h), Image.BICUBIC), np.float32).transpose(2, 0, 1) / 255.0 - mean) / std for im in images]
+    )
+    if pad := -len(video) % tps:
+        video = np.concatenate([video, np.repeat(video[-1:], pad, axis=0)])
+    grid_t, grid_h, grid_w = len(video) // tps, h // ps, w // ps
+    channels = video.shape[1]
+    patches = video.reshape(grid_t, tps, channels, grid_h // merge, merge, ps, grid_w // merge, merge, ps)
+    patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return patches.reshape(grid_t * grid_h * grid_w, channels * tps * ps * ps), [grid_t, grid_h, grid_w]
+
+
+def test_video_clips_are_patched_exactly_as_before(grafted):
+    from PIL import Image
+
+    _, processor = grafted
+    clips = [frames(1), frames(3, size=112), frames(4, n=7, size=112),
+             [Image.fromarray(f).resize((160, 120)) for f in frames(5, size=160)]]
+    text = prompts.render(processor, prompts.vqa_messages("text", question="is a tool visible"))
+    batch = processor(text=[text] * len(clips), videos=clips)
+    expected = [pillow_clip_patches(processor.image_processor, clip) for clip in clips]
+    assert batch["video_grid_thw"].tolist() == [grid for _, grid in expected]
+    assert batch["pixel_values_videos"].dtype == torch.float32
+    np.testing.assert_array_equal(batch["pixel_values_videos"].numpy(), np.concatenate([p for p, _ in expected]))
+
+
 # ---- save / load ----------------------------------------------------------------------------
 def test_save_pretrained_round_trip(grafted, tmp_path):
     model, processor = grafted
@@ -263,13 +301,21 @@ def test_45_second_clip_is_chunked_not_truncated(grafted):
 
 def test_seed_faithful_setting_gives_1500_tokens_per_30_s_window(grafted):
     _, processor = grafted
-    seeds = qwen2_vl_audio.Qwen2VLAudioProcessor(
-        image_processor=processor.image_processor, tokenizer=processor.tokenizer,
-        feature_extractor=processor.feature_extractor, audio_stack_factor=1, audio_length_mode="padded")
+    seed_config = qwen2_vl_audio.Qwen2VLAudioConfig(projector_type="linear", projector_stack_factor=1, audio_length_mode="padded")
+    seeds = qwen2_vl_audio.Qwen2VLAudioProcessor.from_config(
+        seed_config, processor.image_processor, processor.tokenizer, processor.feature_extractor)
     assert seeds.audio_token_count(3 * 16000) == 1500
     assert seeds.audio_token_count(45 * 16000) == 3000
     batch = seeds(text=[prompts.render(seeds, prompts.vqa_messages("audio", video=False))], audio=[speech_like(3.0, 12)])
     assert batch["input_features"].shape[-1] == 3000
+
+
+def test_processor_takes_its_audio_settings_from_the_model_config(base):
+    model, tokenizer, image_processor = base
+    grafted, processor = graft(model, tiny_whisper(), tokenizer=tokenizer, image_processor=image_processor,
+                               projector_stack_factor=2, audio_length_mode="padded")
+    assert (processor.audio_stack_factor, processor.audio_length_mode) == (2, "padded")
+    assert (grafted.config.projector_stack_factor, grafted.config.audio_length_mode) == (2, "padded")
 
 
 def test_processor_rejects_multichannel_and_empty_arrays(grafted):
@@ -281,3 +327,33 @@ def test_processor_rejects_multichannel_and_empty_arrays(grafted):
         processor(text=text, audio=[np.zeros(0, np.float32)])
     with pytest.raises(ValueError, match="placeholders"):
         processor(text=text, audio=[speech_like(1.0, 0), speech_like(1.0, 1)])
+
+
+# ---- registration -----------------------------------------------------------------------------
+def test_import_never_takes_a_registration_another_package_holds(monkeypatch):
+    import importlib
+    import warnings
+
+    from transformers import conversion_mapping
+    from transformers.conversion_mapping import WeightRenaming
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    config = qwen2_vl_audio.Qwen2VLAudioConfig
+    with warnings.catch_warnings():  # free keys and our own are (re)claimed silently
+        warnings.simplefilter("error")
+        importlib.reload(qwen2_vl_audio)
+    assert CONFIG_MAPPING["qwen2_vl_audio"] is config and MODEL_MAPPING[config] is qwen2_vl_audio.Qwen2VLAudioModel
+
+    class Foreign:  # another package's classes and renaming under our keys
+        pass
+
+    renaming = [WeightRenaming(source_patterns=r"^x", target_patterns="y")]
+    monkeypatch.setitem(CONFIG_MAPPING._extra_content, "qwen2_vl_audio", Foreign)
+    monkeypatch.setitem(MODEL_MAPPING._extra_content, config, Foreign)
+    monkeypatch.setitem(conversion_mapping._checkpoint_conversion_mapping_cache, "Qwen2VLAudioForConditionalGeneration", renaming)
+    with pytest.warns(UserWarning, match="already belongs to") as record:
+        importlib.reload(qwen2_vl_audio)
+    assert len(record) == 3
+    assert CONFIG_MAPPING["qwen2_vl_audio"] is Foreign and MODEL_MAPPING[config] is Foreign
+    assert conversion_mapping.get_checkpoint_conversion_mapping("Qwen2VLAudioForConditionalGeneration")[0].source_patterns == ["^x"]

@@ -11,8 +11,10 @@ import pytest
 import torch
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperModel, WhisperTokenizer
 
-from qwen2_vl_audio import convert_ctranslate2_whisper as conv
-from qwen2_vl_audio.convert_ctranslate2_whisper import (
+from surgvqa.audio import SAMPLE_RATE
+from surgvqa.speech import VOICES, synthesize
+from surgvqa import whisper_conversion as conv
+from surgvqa.whisper_conversion import (
     EMBEDDED_WHISPER,
     CT2FormatError,
     embedded_ct2_dir,
@@ -21,8 +23,6 @@ from qwen2_vl_audio.convert_ctranslate2_whisper import (
     read_ct2_model,
     resolve_whisper,
 )
-from surgvqa.audio import SAMPLE_RATE
-from surgvqa.speech import VOICES, synthesize
 
 CLIPS = [  # (question, voice): ~2.3-2.6 s of speech each
     ("is there blue dye visible in the clip", VOICES[0]),

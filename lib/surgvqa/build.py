@@ -10,16 +10,13 @@ import os
 from pathlib import Path
 
 import torch
-from qwen2_vl_audio import (
-    Qwen2VLAudioForConditionalGeneration,
-    Qwen2VLAudioProcessor,
-    build_tiny_qwen2_vl,
-    graft,
-)
+from qwen2_vl_audio import Qwen2VLAudioConfig, Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor, graft
 from transformers import AutoProcessor, BitsAndBytesConfig
 
 from . import prompts, wording
 from .config import Config
+from .tiny_vlm import build_tiny_qwen2_vl
+from .whisper_conversion import resolve_whisper
 
 EMBEDDED_VLM = "embedded:tiny-qwen2-vl"
 # Modules a 4-bit load must leave in full precision (full prefixes: short names are silently ignored).
@@ -49,13 +46,13 @@ def build_graft(cfg: Config, corpus: list[str] | None = None, base: str | None =
         projector_type=m.projector_type,
         projector_stack_factor=m.projector_stack_factor,
         audio_length_mode=m.audio_length_mode,
-        whisper_cache_dir=m.whisper_cache_dir,
     )
+    whisper = resolve_whisper(m.whisper, m.whisper_cache_dir)  # the overlay loads HF checkpoints only
     base = base or m.base_vlm
     if base == EMBEDDED_VLM:
         tiny, tokenizer, image_processor = build_tiny_qwen2_vl(corpus or tokenizer_corpus(cfg.seed), seed=cfg.seed, **vars(m.tiny))
-        return graft(tiny, m.whisper, tokenizer=tokenizer, image_processor=image_processor, **options)
-    return graft(base, m.whisper, **options, **load_kwargs(cfg))
+        return graft(tiny, whisper, tokenizer=tokenizer, image_processor=image_processor, **options)
+    return graft(base, whisper, **options, **load_kwargs(cfg))
 
 
 def load_kwargs(cfg: Config) -> dict:
@@ -96,12 +93,7 @@ SEED_FAITHFUL = dict(projector_type="linear", projector_stack_factor=1, audio_le
 
 def seed_faithful_processor(processor: Qwen2VLAudioProcessor) -> Qwen2VLAudioProcessor:
     """The same processor with the seeds' audio setting: every 30 s window padded, 1500 tokens each."""
-    return Qwen2VLAudioProcessor(
-        image_processor=processor.image_processor,
-        tokenizer=processor.tokenizer,
-        feature_extractor=processor.feature_extractor,
-        audio_stack_factor=SEED_FAITHFUL["projector_stack_factor"],
-        audio_length_mode=SEED_FAITHFUL["audio_length_mode"],
-    )
+    return Qwen2VLAudioProcessor.from_config(Qwen2VLAudioConfig(**SEED_FAITHFUL), processor.image_processor,
+                                             processor.tokenizer, processor.feature_extractor)
 
 

@@ -74,7 +74,7 @@ def corpus_noisy_audio(cfg: Config, corpus: list[dict], snr_db: float) -> list[d
 def asr_model(cfg: Config, options: EvalConfig):
     """faster-whisper on the CTranslate2 form of the graft's Whisper."""
     from faster_whisper import WhisperModel
-    from qwen2_vl_audio.convert_ctranslate2_whisper import EMBEDDED_WHISPER, embedded_ct2_dir
+    from .whisper_conversion import EMBEDDED_WHISPER, embedded_ct2_dir
 
     source = str(embedded_ct2_dir(cfg.model.whisper_cache_dir)) if cfg.model.whisper == EMBEDDED_WHISPER else cfg.model.whisper
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -77,7 +77,7 @@ class FeatureCache:
     @torch.no_grad()
     def encode(self, clip: np.ndarray) -> list[torch.Tensor]:
         """The tower's real (unpadded) frames for each ≤ 30 s chunk of one clip."""
-        inputs, _ = self.processor._process_audio_clips([clip])
+        inputs, _ = self.processor.audio_features([clip])
         device = self.model.audio_tower.device
         out = self.model.encode_audio(inputs["input_features"].to(device), inputs["feature_attention_mask"].to(device))
         return [frames[mask].float().cpu() for frames, mask in zip(out.last_hidden_state, out.frame_mask)]

@@ -272,13 +272,13 @@ def repeat_sentences(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[lis
     return train[:limit], val
 
 
-def new_tiny_processor(cfg: Config, tokenizer, image_processor):
+def new_tiny_processor(tokenizer, image_processor):
+    """Stage 0's processor. The base VLM hears nothing, so its audio settings stay at their defaults;
+    the graft's processor takes its own from the graft's config."""
     from qwen2_vl_audio import Qwen2VLAudioProcessor
 
     return Qwen2VLAudioProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                 feature_extractor=WhisperFeatureExtractor(),
-                                 audio_stack_factor=cfg.model.projector_stack_factor,
-                                 audio_length_mode=cfg.model.audio_length_mode)
+                                 feature_extractor=WhisperFeatureExtractor())
 
 
 def stage0_examples(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[list[Example], list[Example]]:
@@ -294,7 +294,7 @@ def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool =
 
     Reused when `final/` exists with the same stamp (reruns do not retrain it); `resume=False` retrains.
     """
-    from qwen2_vl_audio import build_tiny_qwen2_vl
+    from .tiny_vlm import build_tiny_qwen2_vl
 
     if cfg.model.base_vlm != build.EMBEDDED_VLM:
         return None
@@ -305,7 +305,7 @@ def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool =
         result.reused = True
         return result
     model, tokenizer, image_processor = build_tiny_qwen2_vl(build.tokenizer_corpus(cfg.seed), seed=cfg.seed, **vars(cfg.model.tiny))
-    processor = new_tiny_processor(cfg, tokenizer, image_processor)
+    processor = new_tiny_processor(tokenizer, image_processor)
     train, evaluate = stage0_examples(cfg, splits, corpus)
     trainer, result = run_stage(cfg, "stage0", model.train(), Collator(processor), train, evaluate, out, stamp,
                                 resume=resume, stop_after_steps=stop_after_steps)

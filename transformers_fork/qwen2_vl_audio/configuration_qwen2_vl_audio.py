@@ -1,8 +1,6 @@
 """Configuration of the Whisper-grafted Qwen2-VL: a Qwen2-VL config plus audio settings."""
 from __future__ import annotations
 
-import math
-
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig, WhisperConfig
 from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLConfig
@@ -20,13 +18,18 @@ def encoder_frames(num_mel_frames: int) -> int:
     return (num_mel_frames - 1) // 2 + 1
 
 
+def stacked_token_count(num_encoder_frames, stack_factor: int):
+    """Tokens `num_encoder_frames` encoder frames become, `stack_factor` frames per token (ints or tensors)."""
+    return (num_encoder_frames + stack_factor - 1) // stack_factor
+
+
 def audio_token_count(num_mel_frames: int, stack_factor: int) -> int:
     """Number of `<|audio_pad|>` tokens one (≤ 30 s) chunk of `num_mel_frames` frames becomes.
 
     The single source of this formula: the processor expands placeholders with it and the
-    model checks its audio embeddings against it.
+    model keeps that many projected tokens per chunk (`stacked_token_count` of its frames).
     """
-    return math.ceil(encoder_frames(num_mel_frames) / stack_factor)
+    return stacked_token_count(encoder_frames(num_mel_frames), stack_factor)
 
 
 @strict
@@ -67,4 +70,4 @@ class Qwen2VLAudioConfig(Qwen2VLConfig):
             self.projector_hidden_size = self.text_config.hidden_size
 
 
-__all__ = ["Qwen2VLAudioConfig", "audio_token_count", "encoder_frames"]
+__all__ = ["Qwen2VLAudioConfig", "audio_token_count", "encoder_frames", "stacked_token_count"]

@@ -1,117 +1,23 @@
-"""Builders: graft Whisper onto a Qwen2-VL, and the tiny Qwen2-VL of the embedded default."""
+"""Builder: graft a frozen Whisper encoder onto a Qwen2-VL."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    AutoTokenizer,
-    PreTrainedTokenizerFast,
-    Qwen2VLConfig,
-    Qwen2VLForConditionalGeneration,
-    WhisperFeatureExtractor,
-)
+from transformers import AutoTokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration, WhisperFeatureExtractor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, WhisperForConditionalGeneration, WhisperModel
 
 from .configuration_qwen2_vl_audio import Qwen2VLAudioConfig
-from .convert_ctranslate2_whisper import load_whisper, load_whisper_feature_extractor
 from .modeling_qwen2_vl_audio import Qwen2VLAudioForConditionalGeneration
-from .processing_qwen2_vl_audio import (
-    AUDIO_END,
-    AUDIO_PAD,
-    AUDIO_START,
-    AUDIO_TOKENS,
-    END_OF_TEXT,
-    IM_END,
-    IMAGE_PAD,
-    QWEN2_VL_SPECIAL_TOKENS,
-    VIDEO_PAD,
-    VISION_END,
-    VISION_START,
-    Qwen2VLAudioProcessor,
-)
-
-# Frames of the embedded default are small: let the image processor keep them at their size.
-TINY_MIN_PIXELS = 28 * 28
-TINY_MAX_PIXELS = 384 * 384
+from .processing_qwen2_vl_audio import AUDIO_END, AUDIO_PAD, AUDIO_START, AUDIO_TOKENS, Qwen2VLAudioProcessor
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on `corpus`, with Qwen2-VL's special tokens and the audio tokens."""
-    special = [*QWEN2_VL_SPECIAL_TOKENS, *AUDIO_TOKENS]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=special,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(corpus, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token=IM_END, pad_token=END_OF_TEXT, additional_special_tokens=special[1:]
-    )
-    if len(tokenizer) > vocab_size:
-        raise ValueError(f"tokenizer has {len(tokenizer)} tokens, more than vocab_size={vocab_size}")
-    return tokenizer
-
-
-def _mrope_section(head_dim: int) -> list[int]:
-    """Split head_dim/2 rotary frequencies over (t, h, w) in Qwen2-VL's 16:24:24 proportion."""
-    half = head_dim // 2
-    t = half // 4
-    h = (half - t) // 2
-    return [t, h, half - t - h]
-
-
-def tiny_qwen2_vl_config(tokenizer, *, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=768, vision_depth=2, vision_embed_dim=96,
-                         vision_num_heads=4, vocab_size=2048) -> Qwen2VLConfig:
-    """Config of a small Qwen2-VL (same architecture, toy sizes) for the offline default."""
-    head_dim = hidden_size // num_attention_heads
-    ids = tokenizer.convert_tokens_to_ids
-    return Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=vocab_size,
-            hidden_size=hidden_size,
-            intermediate_size=intermediate_size,
-            num_hidden_layers=num_hidden_layers,
-            num_attention_heads=num_attention_heads,
-            num_key_value_heads=num_key_value_heads,
-            max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(head_dim)},
-            bos_token_id=ids(END_OF_TEXT),
-            eos_token_id=ids(IM_END),
-            pad_token_id=ids(END_OF_TEXT),
-        ),
-        vision_config=dict(
-            depth=vision_depth, embed_dim=vision_embed_dim, num_heads=vision_num_heads, hidden_size=hidden_size
-        ),
-        image_token_id=ids(IMAGE_PAD),
-        video_token_id=ids(VIDEO_PAD),
-        vision_start_token_id=ids(VISION_START),
-        vision_end_token_id=ids(VISION_END),
-        tie_word_embeddings=True,
-    )
-
-
-def build_tiny_qwen2_vl(corpus: Iterable[str], seed: int = 0, **sizes) -> tuple[Qwen2VLForConditionalGeneration, PreTrainedTokenizerFast, Qwen2VLImageProcessorPil]:
-    """A randomly initialised tiny stock Qwen2-VL, its tokenizer (trained on `corpus`) and image processor."""
-    tokenizer = train_tokenizer(corpus, sizes.get("vocab_size", 2048))
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(tiny_qwen2_vl_config(tokenizer, **sizes))
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
-    return model.eval(), tokenizer, image_processor
-
-
-def _whisper_encoder_and_features(whisper, feature_extractor, cache_dir):
-    if isinstance(whisper, str):
-        model = load_whisper(whisper, cache_dir=cache_dir)
-        return model.get_encoder(), feature_extractor or load_whisper_feature_extractor(whisper, cache_dir=cache_dir)
+def _whisper_encoder_and_features(whisper, feature_extractor):
+    if isinstance(whisper, (str, os.PathLike)):
+        encoder = WhisperModel.from_pretrained(whisper).get_encoder()
+        return encoder, feature_extractor or WhisperFeatureExtractor.from_pretrained(whisper)
     if isinstance(whisper, (WhisperModel, WhisperForConditionalGeneration)):
         encoder = whisper.get_encoder()
     elif isinstance(whisper, WhisperEncoder):
@@ -123,7 +29,7 @@ def _whisper_encoder_and_features(whisper, feature_extractor, cache_dir):
 
 def graft(
     base_vlm: str | Qwen2VLForConditionalGeneration,
-    whisper: str | WhisperModel | WhisperForConditionalGeneration | WhisperEncoder,
+    whisper: str | os.PathLike | WhisperModel | WhisperForConditionalGeneration | WhisperEncoder,
     *,
     tokenizer=None,
     image_processor=None,
@@ -132,7 +38,6 @@ def graft(
     projector_stack_factor: int = 4,
     projector_hidden_size: int | None = None,
     audio_length_mode: str = "trimmed",
-    whisper_cache_dir: str | None = None,
     **from_pretrained_kwargs: Any,
 ) -> tuple[Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor]:
     """Graft a frozen Whisper encoder + a new projector onto a Qwen2-VL.
@@ -140,10 +45,10 @@ def graft(
     `base_vlm`: a hub id / local dir of a Qwen2-VL checkpoint (loaded with `from_pretrained_kwargs`,
     e.g. `quantization_config`, `dtype`), or an in-memory `Qwen2VLForConditionalGeneration`
     (then pass its `tokenizer` and `image_processor`).
-    `whisper`: a hub id, HF dir, CTranslate2 dir, "embedded:whisper-base", or an in-memory model.
+    `whisper`: a hub id or local dir of a HF Whisper checkpoint, or an in-memory model.
     Returns the grafted model (tower frozen) and its processor.
     """
-    encoder, feature_extractor = _whisper_encoder_and_features(whisper, feature_extractor, whisper_cache_dir)
+    encoder, feature_extractor = _whisper_encoder_and_features(whisper, feature_extractor)
     if isinstance(base_vlm, str):
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(base_vlm)
         image_processor = image_processor or Qwen2VLImageProcessorPil.from_pretrained(base_vlm)
@@ -192,14 +97,8 @@ def graft(
     model.model.audio_tower.to(model.get_input_embeddings().weight.dtype)
     model.freeze_audio_tower()
 
-    processor = Qwen2VLAudioProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        feature_extractor=feature_extractor,
-        audio_stack_factor=projector_stack_factor,
-        audio_length_mode=audio_length_mode,
-    )
+    processor = Qwen2VLAudioProcessor.from_config(model.config, image_processor, tokenizer, feature_extractor)
     return model.eval(), processor
 
 
-__all__ = ["graft", "build_tiny_qwen2_vl", "tiny_qwen2_vl_config", "train_tokenizer"]
+__all__ = ["graft"]

@@ -26,7 +26,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 )
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from .configuration_qwen2_vl_audio import Qwen2VLAudioConfig
+from .configuration_qwen2_vl_audio import Qwen2VLAudioConfig, stacked_token_count
 
 
 @dataclass
@@ -139,8 +139,7 @@ class Qwen2VLAudioModel(Qwen2VLModel):
         # Zero the padded frames: a chunk's last stacked group then sees the same zeros as it would alone.
         frames = frames * frame_mask[..., None].to(frames.dtype)
         tokens = self.audio_projector(frames)
-        k = self.config.projector_stack_factor
-        token_counts = (frame_mask.sum(-1) + k - 1) // k
+        token_counts = stacked_token_count(frame_mask.sum(-1), self.config.projector_stack_factor)
         keep = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < token_counts[:, None]
         return tokens[keep]
 

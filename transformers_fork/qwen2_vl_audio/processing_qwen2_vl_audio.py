@@ -5,19 +5,17 @@ Call convention as Qwen2-Audio's::
     processor(text=prompts, audio=[16 kHz arrays], videos=[[8 frames]], images=[...],
               return_tensors="pt", padding=True)
 
-Each single `<|audio_pad|>` in a prompt is expanded to its clip's token count, which follows
-the clip's real length (`audio_token_count`); clips longer than 30 s are split into 30 s
-chunks whose tokens follow each other. Videos go through a pillow-only path (no
-torchvision) and enter as ONE clip: 8 frames with temporal patch 2 give grid t = 4.
+A `Qwen2VLProcessor` with audio added: each single `<|audio_pad|>` in a prompt is expanded to
+its clip's token count, which follows the clip's real length (`audio_token_count`); clips
+longer than 30 s are split into 30 s chunks whose tokens follow each other. Text, images and
+token types are Qwen2-VL's own; videos use the pillow image processor (no torchvision) and
+enter as ONE clip: 8 frames with temporal patch 2 give grid t = 4.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
-from transformers import BatchFeature
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-from transformers.processing_utils import ProcessorMixin
+from transformers import BatchFeature, Qwen2VLProcessor
 
 from .configuration_qwen2_vl_audio import (
     WHISPER_CHUNK_SECONDS,
@@ -36,7 +34,8 @@ VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 IM_START, IM_END, END_OF_TEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 QWEN2_VL_SPECIAL_TOKENS = (END_OF_TEXT, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
 
-# ChatML as Qwen2-VL uses it, with an `audio` content part added.
+# ChatML as Qwen2-VL uses it, with an `audio` content part added. Transformers ships no Qwen2-VL
+# template (it lives in the hub checkpoint, which has no audio part), so the graft brings its own.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
@@ -52,14 +51,10 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-# mm_token_type_ids: M-RoPE gives 3-D positions to image (1) and video (2) tokens; audio stays text (0).
-_TOKEN_TYPE_IMAGE, _TOKEN_TYPE_VIDEO = 1, 2
+class Qwen2VLAudioProcessor(Qwen2VLProcessor):
+    """Qwen2-VL's processor (tokenizer + pillow image processor) plus a Whisper feature extractor."""
 
-
-class Qwen2VLAudioProcessor(ProcessorMixin):
-    """Tokenizer + pillow Qwen2-VL image processor + Whisper feature extractor."""
-
-    valid_processor_kwargs = ()
+    text_kwargs = {"padding": True, "return_tensors": "pt"}  # call defaults: padded PyTorch batches
 
     def __init__(
         self,
@@ -69,10 +64,26 @@ class Qwen2VLAudioProcessor(ProcessorMixin):
         chat_template: str | None = None,
         audio_stack_factor: int = 4,
         audio_length_mode: str = "trimmed",
+        **kwargs,
     ):
+        # Saved with the processor so it loads alone; `from_config` takes both from the model's config.
         self.audio_stack_factor = audio_stack_factor
         self.audio_length_mode = audio_length_mode
-        super().__init__(image_processor, tokenizer, feature_extractor, chat_template=chat_template or CHAT_TEMPLATE)
+        # Qwen2VLProcessor hands its sub-processors on by position and the mixin names them after
+        # this signature, so the third slot holds the feature extractor (no video processor).
+        super().__init__(image_processor, tokenizer, feature_extractor, chat_template=chat_template or CHAT_TEMPLATE, **kwargs)
+
+    @classmethod
+    def from_config(cls, config, image_processor, tokenizer, feature_extractor, **kwargs) -> "Qwen2VLAudioProcessor":
+        """The processor of a graft with this `Qwen2VLAudioConfig`: its audio settings are the model's."""
+        return cls(image_processor, tokenizer, feature_extractor, audio_stack_factor=config.projector_stack_factor,
+                   audio_length_mode=config.audio_length_mode, **kwargs)
+
+    @property
+    def video_processor(self):
+        # Qwen2-VL's video processor needs torchvision: the pillow image processor patchifies the
+        # frames and `_process_videos` lays them along the temporal axis.
+        return self.image_processor
 
     # ---- audio ------------------------------------------------------------------------
     @staticmethod
@@ -96,7 +107,9 @@ class Qwen2VLAudioProcessor(ProcessorMixin):
         # WhisperFeatureExtractor drops the last STFT frame: n // hop frames.
         return max(num_samples, MIN_CHUNK_SAMPLES) // WHISPER_HOP_LENGTH
 
-    def _process_audio_clips(self, audio) -> tuple[dict, list[int]]:
+    def audio_features(self, audio) -> tuple[dict, list[int]]:
+        """16 kHz mono clips -> the model's audio inputs (`input_features`, `feature_attention_mask`,
+        one row per ≤ 30 s chunk) and each clip's `<|audio_pad|>` count."""
         clips = [np.asarray(a, dtype=np.float32) for a in audio]
         for i, clip in enumerate(clips):
             if clip.ndim != 1:
@@ -128,99 +141,69 @@ class Qwen2VLAudioProcessor(ProcessorMixin):
         return {"input_features": input_features, "feature_attention_mask": mask}, counts
 
     # ---- vision -----------------------------------------------------------------------
-    def _process_video(self, frames) -> tuple[np.ndarray, list[int]]:
-        """One clip of frames -> flat patches (grid_t*grid_h*grid_w, C*tps*ps*ps), pillow only."""
+    def _process_videos(self, videos, **kwargs) -> tuple[dict, list[str]]:
+        """Each video (a list of frames) enters as ONE clip: `temporal_patch_size` consecutive frames per patch."""
         ip = self.image_processor
-        ps, tps, merge = ip.patch_size, ip.temporal_patch_size, ip.merge_size
-        images = [f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f)) for f in frames]
-        if not images:
-            raise ValueError("a video needs at least one frame")
-        width, height = images[0].size
-        h, w = smart_resize(height, width, factor=ps * merge, min_pixels=ip.size["shortest_edge"], max_pixels=ip.size["longest_edge"])
-        mean, std = np.asarray(ip.image_mean, np.float32)[:, None, None], np.asarray(ip.image_std, np.float32)[:, None, None]
-        video = np.stack(
-            [(np.asarray(im.convert("RGB").resize((w, h), Image.BICUBIC), np.float32).transpose(2, 0, 1) / 255.0 - mean) / std for im in images]
-        )
-        if pad := -len(video) % tps:  # repeat the last frame to fill the temporal patch
-            video = np.concatenate([video, np.repeat(video[-1:], pad, axis=0)])
-        grid_t, grid_h, grid_w = len(video) // tps, h // ps, w // ps
-        channels = video.shape[1]
-        patches = video.reshape(grid_t, tps, channels, grid_h // merge, merge, ps, grid_w // merge, merge, ps)
-        patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
-        return patches.reshape(grid_t * grid_h * grid_w, channels * tps * ps * ps), [grid_t, grid_h, grid_w]
+        tps, ps = ip.temporal_patch_size, ip.patch_size
+        patches, grids = [], []
+        for frames in videos:
+            frames = list(frames)
+            if not frames:
+                raise ValueError("a video needs at least one frame")
+            frames += frames[-1:] * (-len(frames) % tps)  # repeat the last frame to fill the temporal patch
+            # The image processor patchifies each frame alone, the frame repeated along the temporal axis.
+            per_frame = ip(frames, **kwargs)
+            frame_grids = np.asarray(per_frame["image_grid_thw"])
+            if (frame_grids != frame_grids[0]).any():
+                raise ValueError("the frames of a video must share one size")
+            _, grid_h, grid_w = frame_grids[0].tolist()
+            grid_t = len(frames) // tps
+            # (t, frame in patch, position, channel, repeat, pixel): keep one repeat, move the frames into its place.
+            pixels = np.asarray(per_frame["pixel_values"]).reshape(grid_t, tps, grid_h * grid_w, -1, tps, ps * ps)[:, :, :, :, 0]
+            patches.append(pixels.transpose(0, 2, 3, 1, 4).reshape(grid_t * grid_h * grid_w, -1))
+            grids.append([grid_t, grid_h, grid_w])
+        video_inputs = {"pixel_values_videos": np.concatenate(patches), "video_grid_thw": np.array(grids, dtype=np.int64)}
+        return video_inputs, [self.replace_video_token(video_inputs, i) for i in range(len(videos))]
 
     # ---- main entry -------------------------------------------------------------------
-    def __call__(
-        self,
-        text: str | list[str] | None = None,
-        audio=None,
-        images=None,
-        videos=None,
-        return_tensors: str | None = "pt",
-        padding: bool | str = True,
-        padding_side: str | None = None,
-        audio_lengths: list[int] | None = None,
-        **tokenizer_kwargs,
-    ) -> BatchFeature:
-        """`audio_lengths` (16 kHz samples per clip) instead of `audio`: audio already encoded
-        elsewhere (a feature cache); only its placeholders are expanded, no features computed."""
+    def __call__(self, images=None, text=None, videos=None, audio=None, audio_lengths: list[int] | None = None,
+                 **kwargs) -> BatchFeature:
+        """Qwen2-VL's processing of text, images and videos, with the audio placeholders expanded first.
+
+        Audio is handled here rather than through the mixin's audio hooks: those would tag audio
+        tokens as a modality of their own (M-RoPE must see them as text) and refuse placeholders
+        without waveforms, which `audio_lengths` needs: 16 kHz samples per clip instead of `audio`,
+        for audio already encoded elsewhere (a feature cache); only its placeholders are expanded.
+        """
         if text is None:
             raise ValueError("text prompts are required (build them with apply_chat_template)")
         texts = [text] if isinstance(text, str) else list(text)
-        data: dict = {}
-        merge_area = self.image_processor.merge_size**2
-
-        replacements = {}
+        audio_inputs, counts = {}, None
         if audio is not None:
             audio = [audio] if isinstance(audio, np.ndarray) and audio.ndim == 1 else audio
-            audio_inputs, counts = self._process_audio_clips(audio)
-            data.update(audio_inputs)
-            replacements[AUDIO_PAD] = counts
+            audio_inputs, counts = self.audio_features(audio)
         elif audio_lengths is not None:
-            replacements[AUDIO_PAD] = [self.audio_token_count(int(n)) for n in audio_lengths]
-        if images is not None:
-            image_inputs = self.image_processor(images=images, return_tensors="pt")
-            data.update(image_inputs)
-            replacements[IMAGE_PAD] = (image_inputs["image_grid_thw"].prod(-1) // merge_area).tolist()
-        if videos is not None:
-            patches, grids = zip(*(self._process_video(v) for v in videos))
-            data["pixel_values_videos"] = torch.from_numpy(np.concatenate(patches))
-            data["video_grid_thw"] = torch.tensor(grids, dtype=torch.long)
-            replacements[VIDEO_PAD] = (data["video_grid_thw"].prod(-1) // merge_area).tolist()
-
-        texts = self._expand_placeholders(texts, replacements)
-        encoded = self.tokenizer(texts, padding=padding, padding_side=padding_side, return_tensors=return_tensors, **tokenizer_kwargs)
-        data.update(encoded)
-        if return_tensors == "pt":
-            ids = encoded["input_ids"]
-            token_types = torch.zeros_like(ids)
-            token_types[ids == self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)] = _TOKEN_TYPE_IMAGE
-            token_types[ids == self.tokenizer.convert_tokens_to_ids(VIDEO_PAD)] = _TOKEN_TYPE_VIDEO
-            data["mm_token_type_ids"] = token_types
-        return BatchFeature(data=data, tensor_type=return_tensors if return_tensors != "pt" else None)
+            counts = [self.audio_token_count(int(n)) for n in audio_lengths]
+        if counts is not None:
+            texts = self._expand_audio_placeholders(texts, counts)
+        inputs = super().__call__(images=images, text=texts, videos=videos, **kwargs)
+        inputs.update(audio_inputs)
+        return inputs
 
     @staticmethod
-    def _expand_placeholders(texts: list[str], replacements: dict[str, list[int]]) -> list[str]:
-        """Repeat each placeholder by its input's token count, inputs taken in prompt order."""
-        for token, counts in replacements.items():
-            found = sum(t.count(token) for t in texts)
-            if found != len(counts):
-                raise ValueError(f"{found} {token} placeholders in the prompts but {len(counts)} inputs given")
-            remaining = iter(counts)
-            pieces_per_text = [t.split(token) for t in texts]
-            texts = [first + "".join(token * next(remaining) + piece for piece in rest) for first, *rest in pieces_per_text]
-        return texts
-
-    def batch_decode(self, *args, **kwargs):
-        return self.tokenizer.batch_decode(*args, **kwargs)
-
-    def decode(self, *args, **kwargs):
-        return self.tokenizer.decode(*args, **kwargs)
+    def _expand_audio_placeholders(texts: list[str], counts: list[int]) -> list[str]:
+        """Repeat each `<|audio_pad|>` by its clip's token count, clips taken in prompt order."""
+        found = sum(t.count(AUDIO_PAD) for t in texts)
+        if found != len(counts):
+            raise ValueError(f"{found} {AUDIO_PAD} placeholders in the prompts but {len(counts)} inputs given")
+        remaining = iter(counts)
+        pieces_per_text = [t.split(AUDIO_PAD) for t in texts]
+        return [first + "".join(AUDIO_PAD * next(remaining) + piece for piece in rest) for first, *rest in pieces_per_text]
 
     @property
     def model_input_names(self):
-        return ["input_ids", "attention_mask", "mm_token_type_ids", "input_features", "feature_attention_mask",
-                "pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw"]
+        # Qwen2-VL's, plus the inputs added here: the audio mask and the video clips.
+        return super().model_input_names + ["feature_attention_mask", "pixel_values_videos", "video_grid_thw"]
 
 
 __all__ = ["Qwen2VLAudioProcessor", "CHAT_TEMPLATE", "AUDIO_TOKENS", "AUDIO_PAD", "AUDIO_START", "AUDIO_END"]

