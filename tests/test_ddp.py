@@ -25,6 +25,8 @@ import yaml
 from surgvqa.datastep import load_run_data
 from surgvqa.config import REPO_ROOT, Config
 
+pytestmark = pytest.mark.slow  # builds grafts and trains (minutes)
+
 PROFILE = "smoke_ddp"
 WORLD = 2
 BATCH = 16

@@ -13,6 +13,8 @@ from surgvqa.config import REPO_ROOT, Config, ConfigError, TrainConfig
 from surgvqa.features import FeatureCache, encoder_fingerprint
 from surgvqa.speech import voices, synthesize
 
+pytestmark = pytest.mark.slow  # builds grafts and trains (minutes)
+
 SMOKE = REPO_ROOT / "params" / "smoke.yaml"
 
 

@@ -1,16 +1,16 @@
 """Audio I/O: every clip enters the project through `load_audio` as 16 kHz mono float32.
 
-wav/flac at any sample rate and channel count are accepted (resampled, downmixed);
-empty, unreadable or non-finite audio raises `AudioError` naming the file.
+wav/flac at any sample rate and channel count are accepted: soundfile (librosa's own backend)
+reads them, librosa downmixes and resamples (its soxr path, `soxr_hq`). Empty, unreadable or
+non-finite audio raises `AudioError` naming the file.
 """
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
+import librosa
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 SAMPLE_RATE = 16_000
 
@@ -34,7 +34,7 @@ def to_mono_16k(data: np.ndarray, rate: int, name: str = "<array>", sample_rate:
     """Downmix (frames, channels) or (frames,) audio and resample it to `sample_rate`."""
     data = np.asarray(data, dtype=np.float32)
     if data.ndim == 2:
-        data = data.mean(axis=1)
+        data = librosa.to_mono(data.T)  # librosa wants (channels, frames)
     elif data.ndim != 1:
         raise AudioError(f"{name}: expected 1-D or (frames, channels) audio, got shape {data.shape}")
     if data.size == 0:
@@ -42,8 +42,7 @@ def to_mono_16k(data: np.ndarray, rate: int, name: str = "<array>", sample_rate:
     if not np.isfinite(data).all():
         raise AudioError(f"{name}: audio contains NaN or infinite samples")
     if rate != sample_rate:
-        ratio = Fraction(sample_rate, int(rate)).limit_denominator(1000)
-        data = resample_poly(data, ratio.numerator, ratio.denominator).astype(np.float32)
+        data = librosa.resample(data, orig_sr=int(rate), target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
     return data
 
 

@@ -239,6 +239,10 @@ class RunPaths:
         """Checkpoints of one training stage (stage0, stage1, stage2, stage2_text) or the untrained graft."""
         return self.checkpoints / name
 
+    def noisy(self, snr_db: float) -> Path:
+        """Audio mixed with operating-room noise at `snr_db` (`speech.noisy_copy`), shared by every notebook."""
+        return self.eval / f"noisy_snr{snr_db:g}"
+
     def cache(self, name: str) -> Path:
         return self.run / "cache" / name
 

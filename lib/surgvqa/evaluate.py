@@ -57,14 +57,14 @@ def evaluation_rows(splits: dict[str, Dataset], max_rows: int | None = None) -> 
 
 def noisy_audio(cfg: Config, ds: Dataset, snr_db: float) -> dict[str, str]:
     """Held-out-voice rows' audio mixed with operating-room noise (`speech.noisy_copy`): row id -> path."""
-    out_dir = cfg.paths.eval / f"noisy_snr{snr_db:g}"
+    out_dir = cfg.paths.noisy(snr_db)
     return {row["id"]: str(noisy_copy(ds.audio_path(row), out_dir, snr_db, cfg.seed))
             for row in ds.rows if row["split"] == "heldout_voice"}
 
 
 def corpus_noisy_audio(cfg: Config, corpus: list[dict], snr_db: float) -> list[dict]:
     """The same noise for the transcription test (corpus entries with their audio replaced)."""
-    out_dir = cfg.paths.eval / f"noisy_snr{snr_db:g}"
+    out_dir = cfg.paths.noisy(snr_db)
     return [{**e, "audio": str(noisy_copy(cfg.paths.data / e["audio"], out_dir, snr_db, cfg.seed))} for e in corpus]
 
 

@@ -74,3 +74,26 @@ def flipbook_widget(frames: np.ndarray, ms_per_frame: int = 250, size: int = 224
     W.jslink((play, "value"), (slider, "value"))
     slider.observe(lambda change: setattr(image, "value", pngs[change["new"]]), names="value")
     return W.VBox([W.HBox([play, slider]), image])
+
+
+def plot_log_mel(clips: dict[str, np.ndarray], rate: int = 16_000, n_mels: int = 80, title: str = ""):
+    """Log-mel spectrograms as the Whisper encoder sees its input (25 ms window, 10 ms hop, `n_mels` bands),
+    one panel per named clip (e.g. clean vs operating-room noise), on one colour scale."""
+    import librosa.display
+    import matplotlib.pyplot as plt
+
+    mels = {name: librosa.power_to_db(librosa.feature.melspectrogram(y=np.asarray(clip, np.float32), sr=rate, n_fft=400,
+                                                                      hop_length=160, n_mels=n_mels), ref=1.0, top_db=None)
+            for name, clip in clips.items()}
+    top = max(float(m.max()) for m in mels.values())
+    fig, axes = plt.subplots(len(mels), 1, figsize=(8, 2.2 * len(mels)), sharex=True, squeeze=False)
+    for ax, (name, mel) in zip(axes[:, 0], mels.items()):
+        image = librosa.display.specshow(mel, sr=rate, hop_length=160, x_axis="time", y_axis="mel", ax=ax,
+                                         vmin=top - 80, vmax=top, cmap="magma")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.colorbar(image, ax=axes[:, 0].tolist(), format="%+.0f dB", pad=0.01)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -148,7 +148,7 @@ def synthesize(text: str, voice: Voice) -> np.ndarray:
     return (audio * (0.9 / max(float(np.abs(audio).max()), 1e-9))).astype(np.float32)
 
 
-_CACHE_VERSION = 1  # bump when synthesis changes, so cached wavs are not reused
+_CACHE_VERSION = 2  # bump when synthesis changes, so cached wavs are not reused
 
 
 def synthesize_to_file(text: str, voice: Voice, cache_dir: str | Path) -> Path:
