@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from surgvqa import answers, metrics, schema, wording
+from surgvqa import answers, metrics, schema
 
 
 # ---- normalisation / synonyms ---------------------------------------------------------------

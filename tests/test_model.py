@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2VLForConditionalGeneration, WhisperConfig
+from transformers import AutoModelForImageTextToText, AutoProcessor, WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 import qwen2_vl_audio

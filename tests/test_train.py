@@ -1,7 +1,6 @@
 """Collator, feature cache, stage freezing, LoRA placement and resume-after-interrupt (smoke sizes)."""
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 

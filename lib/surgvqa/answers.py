@@ -14,19 +14,14 @@ from .schema import ANSWER_VOCAB
 
 _ARTICLES = frozenset({"a", "an", "the"})
 
-
 _APOSTROPHES = re.compile(r"['\u2019`]")
-
 
 # Anything that is not a word char, whitespace or one of the meaningful symbols.
 _PUNCT = re.compile(r"[^\w\s<>.\-]|_")
 
-
 _LONE_HYPHEN = re.compile(r"(?<!\w)-|-(?!\w)")  # keep "5-10", "lower-left"
 
-
 _LONE_DOT = re.compile(r"(?<!\d)\.|\.(?!\d)")  # keep "2.5"
-
 
 _CMP_SPACE = re.compile(r"([<>])\s+(?=\d)")  # "< 5" -> "<5"
 

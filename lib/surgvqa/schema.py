@@ -28,9 +28,7 @@ QUESTION_TYPES: tuple[str, ...] = (
     "lesion_motion_direction",
 )
 
-
 _YES_NO = ["yes", "no"]
-
 
 # The closed short-answer vocabulary of each question type, defined once here; evaluation
 # normalises predictions against it. Real REAL-Colon-VQA answers outside it are counted in
@@ -58,7 +56,6 @@ ANSWER_VOCAB: dict[str, list[str]] = {
     "lesion_motion_direction": ["up", "down", "left", "right", "stable"],
 }
 
-
 # Types whose answer says whether something is there; their "absent" answer is the negative class.
 PRESENCE_TYPES: dict[str, str] = {
     "tool_catheter_check": "no",
@@ -71,20 +68,15 @@ PRESENCE_TYPES: dict[str, str] = {
     "flush_action": "no",
 }
 
-
 TEMPLATES = ("in", "out")
 
-
 TEMPLATE_FILES = {"in": "in_template.jsonl", "out": "out_template.jsonl"}
-
 
 REQUIRED_FIELDS = (
     "id", "video_id", "frames", "frame_numbers", "question", "question_type",
     "support_frames", "support_ratio", "answer", "short_answer",
 )
 
-
 OPTIONAL_FIELDS = ("template", "audio", "voice", "total_frames", "support_percentage", "split", "group")
-
 
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

@@ -31,7 +31,6 @@ IN_TEMPLATES: dict[str, str] = {
     "lesion_motion_direction": "In which direction does the lesion move on the screen in this sequence?",
 }
 
-
 OUT_TEMPLATES: dict[str, list[str]] = {
     "mucosa_visibility": [
         "Can you clearly see clean mucosa in these frames?",
@@ -135,7 +134,6 @@ OUT_TEMPLATES: dict[str, list[str]] = {
     ],
 }
 
-
 # Long answers per type and short answer (two wordings each; the short answer appears in each).
 LONG_ANSWERS: dict[str, dict[str, list[str]]] = {
     "mucosa_visibility": {
@@ -225,7 +223,6 @@ LONG_ANSWERS: dict[str, dict[str, list[str]]] = {
     },
 }
 
-
 _NARRATION = [
     "{verb} the scope through the {site}.",
     "Switching to {light} to inspect the {site}.",
@@ -241,7 +238,6 @@ _NARRATION = [
     "The bowel preparation in the {site} is {prep}.",
 ]
 
-
 _FILL = {
     "verb": ["Advancing", "Withdrawing", "Slowly advancing", "Carefully withdrawing"],
     "site": ["cecum", "ascending colon", "transverse colon", "descending colon", "sigmoid colon", "rectum"],
@@ -254,7 +250,6 @@ _FILL = {
     "minutes": [str(m) for m in range(2, 13)],
     "prep": ["excellent", "adequate", "poor"],
 }
-
 
 _SPEAK = {"<5 mm": "under 5 millimetres", "5-10 mm": "5 to 10 millimetres", ">10 mm": "over 10 millimetres",
           "<5": "under 5", "5-10": "5 to 10", ">10": "over 10", "upper-left": "upper left",
