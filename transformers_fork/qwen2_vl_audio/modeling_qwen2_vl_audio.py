@@ -143,12 +143,6 @@ class Qwen2VLAudioModel(Qwen2VLModel):
         keep = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < token_counts[:, None]
         return tokens[keep]
 
-    def get_audio_features(
-        self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Encode audio chunks (C, n_mels, T) and return their tokens, chunk after chunk: (N, hidden)."""
-        return self.project_audio(self.encode_audio(input_features, feature_attention_mask))
-
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
