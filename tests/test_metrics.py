@@ -283,3 +283,42 @@ def test_majority_answers_and_predictions():
     assert metrics.majority_predictions(test, maj) == ["no", "nbi"]
     with pytest.raises(KeyError, match="lesion_site"):
         metrics.majority_predictions(pd.DataFrame({"question_type": ["lesion_site"]}), maj)
+
+
+# ---- balanced metrics -----------------------------------------------------------------------
+
+
+def _balance_frame():
+    truth = ["yes", "no", "no", "no"] + ["forceps", "snare", "catheter"] + ["white light", "white light"]
+    types = ["flush_action"] * 4 + ["tool_identification"] * 3 + ["lighting_mode"] * 2
+    return pd.DataFrame({"question_type": types, "short_answer": truth})
+
+
+def test_balanced_accuracy_constant_is_one_over_k_and_perfect_is_one():
+    truth = ["forceps", "snare", "catheter", "forceps"]
+    assert metrics.balanced_accuracy(["forceps"] * 4, truth, "tool_identification") == pytest.approx(1 / 3)
+    assert metrics.balanced_accuracy(truth, truth, "tool_identification") == 1.0
+    assert metrics.balanced_accuracy(["No."] * 3, ["yes", "no", "no"], "flush_action") == pytest.approx(0.5)
+    assert math.isnan(metrics.balanced_accuracy([], [], "flush_action"))
+
+
+def test_per_type_balance_and_summary():
+    df = _balance_frame()
+    majority = {"flush_action": "no", "tool_identification": "forceps", "lighting_mode": "white light"}
+    df["prediction"] = metrics.majority_predictions(df, majority)
+    table = metrics.per_type_balance(df, majority)
+    assert table.loc["flush_action", "balanced_accuracy"] == pytest.approx(0.5)
+    assert table.loc["tool_identification", "balanced_accuracy"] == pytest.approx(1 / 3)
+    assert not table.loc["lighting_mode", "varying"]
+    assert table["distinct_predictions"].tolist() == [1, 1, 1]
+    assert not table["beats_majority"].any()
+    s = metrics.balanced_summary(df, majority)
+    assert s["macro_balanced_accuracy"] == pytest.approx((0.5 + 1 / 3) / 2)
+    assert s["varying_types"] == 2 and s["types_beating_majority"] == 0 and s["constant_types"] == 3
+    assert s["discriminative_prior_floor"] == pytest.approx((3 + 1) / 7)
+    df["prediction"] = df["short_answer"]
+    s = metrics.balanced_summary(df, majority)
+    assert s["macro_balanced_accuracy"] == 1.0 and s["accuracy"] == 1.0
+    assert s["types_beating_majority"] == 2  # lighting_mode: the majority is already perfect
+    lo, hi = metrics.macro_balanced_ci(df, n_boot=50)
+    assert lo == hi == 1.0

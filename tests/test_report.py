@@ -186,3 +186,16 @@ def test_formatting_helpers():
     assert report.fmt_acc_ci(None, [0.1, 0.2]) == "—"
     assert report.fmt_acc_ci(0.5, None) == "50.0"
     assert report.fmt_pct(float("nan")) == "—"
+
+
+def test_index_leads_with_the_balanced_headline(cfg):
+    systems = {k: dict(v) for k, v in FAKE_SYSTEMS.items()}
+    systems["text_finetuned"].update(balanced_accuracy={"heldout_video": 0.8123, "heldout_voice": 0.79},
+                                     balanced_ci95={"heldout_video": [0.75, 0.86], "heldout_voice": [0.72, 0.85]},
+                                     types_beating_majority=15)
+    cfg.write_metrics("04_evaluation", {"systems": systems, "asr": ASR})
+    page = report.finish_report(cfg)["index"].read_text()
+    headline = page[page.index("Headline: macro balanced accuracy"):page.index("<h2>Systems")]
+    assert "81.2 [75.0, 86.0]" in headline and "79.0 [72.0, 85.0]" in headline and ">15<" in headline
+    assert "Majority answer" not in headline  # only systems with balanced numbers are listed
+    assert "<h2>Balanced accuracy</h2>" in page

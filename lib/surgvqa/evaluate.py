@@ -174,16 +174,35 @@ def score(rows: list[dict], predictions: list[str]) -> list[bool]:
 def summarize(frame: pd.DataFrame, options: EvalConfig) -> tuple[dict, dict]:
     """Accuracy and bootstrap CI per split and overall (val + held-out video + held-out voice)."""
     acc, ci = {}, {}
-    for split in (*EVAL_SPLITS, NOISY):
-        sel = frame.loc[frame["split"] == split, "correct"]
-        if len(sel):
-            r = metrics.accuracy_with_ci(sel.to_numpy(), n_boot=options.bootstrap)
-            acc[split], ci[split] = r["accuracy"], r["ci95"]
-    overall = frame.loc[frame["split"].isin(EVAL_SPLITS), "correct"]
-    if len(overall):
-        r = metrics.accuracy_with_ci(overall.to_numpy(), n_boot=options.bootstrap)
-        acc["overall"], ci["overall"] = r["accuracy"], r["ci95"]
+    for split, sel in _split_rows(frame):
+        r = metrics.accuracy_with_ci(sel["correct"].to_numpy(), n_boot=options.bootstrap)
+        acc[split], ci[split] = r["accuracy"], r["ci95"]
     return acc, ci
+
+
+def summarize_balanced(frame: pd.DataFrame, majority: dict[str, str], options: EvalConfig) -> dict[str, Any]:
+    """Balanced accuracy per split and overall: the mean over the types whose answers vary in those rows of
+    the per-type mean class recall (a constant answer per type scores 1/K), with a bootstrap CI; and the
+    number of types where the system beats the training-majority answer on held-out video."""
+    bal, ci = {}, {}
+    for split, sel in _split_rows(frame):
+        value = metrics.balanced_summary(sel, majority)["macro_balanced_accuracy"]
+        bal[split] = None if np.isnan(value) else value  # None: no type's answers vary in these rows
+        ci[split] = None if np.isnan(value) else list(metrics.macro_balanced_ci(sel, n_boot=options.bootstrap))
+    video = frame[frame["split"] == "heldout_video"]
+    beating = int(metrics.per_type_balance(video, majority)["beats_majority"].sum()) if len(video) else None
+    return {"balanced_accuracy": bal, "balanced_ci95": ci, "types_beating_majority": beating}
+
+
+def _split_rows(frame: pd.DataFrame):
+    """(split, rows) for each evaluation split present, the noisy condition, and "overall" (val + test)."""
+    for split in (*EVAL_SPLITS, NOISY):
+        sel = frame[frame["split"] == split]
+        if len(sel):
+            yield split, sel
+    overall = frame[frame["split"].isin(EVAL_SPLITS)]
+    if len(overall):
+        yield "overall", overall
 
 
 @dataclass
@@ -259,9 +278,11 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
         sel = predictions[predictions["system"] == system]
         if len(sel):
             entry["accuracy"], entry["ci95"] = summarize(sel, options)
+            entry.update(summarize_balanced(sel, majority, options))
         else:
-            entry["accuracy"] = {k: None for k in (*EVAL_SPLITS, "overall")}
-            entry["ci95"] = {k: None for k in (*EVAL_SPLITS, "overall")}
+            for key in ("accuracy", "ci95", "balanced_accuracy", "balanced_ci95"):
+                entry[key] = {k: None for k in (*EVAL_SPLITS, "overall")}
+            entry["types_beating_majority"] = None
         entry.update(speed.get(system, {}))
         systems[system] = entry
     asr, transcripts = transcription_test(cfg, models.audio_zeroshot, models.processor, models.asr, corpus, options)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import metrics
 from .config import Config
 from .data import Dataset
 from .evaluate import EvaluationResult
@@ -36,20 +37,24 @@ def per_type_accuracy(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_systems(systems: dict[str, dict]):
+    """Exact accuracy (top) and macro balanced accuracy (bottom) per system and split, with 95% bootstrap CIs."""
     import matplotlib.pyplot as plt
 
     scored = [s for s in SYSTEMS if s in systems and (systems[s].get("accuracy") or {}).get("overall") is not None]
     splits = [*EVAL_SPLITS, NOISY]
-    fig, ax = plt.subplots(figsize=(11, 4))
+    fig, axes = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     width = 0.8 / len(splits)
-    for j, split in enumerate(splits):
-        vals = [100 * (systems[s]["accuracy"].get(split) or np.nan) for s in scored]
-        cis = [systems[s]["ci95"].get(split) for s in scored]
-        err = np.array([[v - 100 * c[0], 100 * c[1] - v] if c else [0, 0] for v, c in zip(vals, cis)]).T
-        ax.bar(np.arange(len(scored)) + (j - (len(splits) - 1) / 2) * width, vals, width, yerr=err, capsize=2, label=split)
-    ax.set_xticks(np.arange(len(scored)), [s.replace("_", "\n") for s in scored])
-    ax.set(ylabel="exact accuracy (%)", ylim=(0, 100), title="Accuracy per system and split (95% bootstrap CI)")
-    ax.legend(ncol=4, fontsize=8)
+    for ax, (key, ci_key, label) in zip(axes, (("accuracy", "ci95", "exact accuracy (%)"),
+                                               ("balanced_accuracy", "balanced_ci95", "macro balanced accuracy (%)"))):
+        for j, split in enumerate(splits):
+            vals = [100 * ((systems[s].get(key) or {}).get(split) or np.nan) for s in scored]
+            cis = [(systems[s].get(ci_key) or {}).get(split) for s in scored]
+            err = np.array([[v - 100 * c[0], 100 * c[1] - v] if c and c[0] is not None else [0, 0] for v, c in zip(vals, cis)]).T
+            ax.bar(np.arange(len(scored)) + (j - (len(splits) - 1) / 2) * width, vals, width, yerr=err, capsize=2, label=split)
+        ax.set(ylabel=label, ylim=(0, 100))
+    axes[0].set_title("Exact and balanced accuracy per system and split (95% bootstrap CI)")
+    axes[1].set_xticks(np.arange(len(scored)), [s.replace("_", "\n") for s in scored])
+    axes[0].legend(ncol=4, fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -148,11 +153,82 @@ def targets(predictions: pd.DataFrame, systems: dict[str, dict], speed: dict[str
         "audio_beats_asr_with_noise": bool(noisy["audio_finetuned"] is not None and noisy["asr_pipeline"] is not None
                                            and noisy["audio_finetuned"] > noisy["asr_pipeline"]),
     }
+    floors = floors_and_subsets(predictions)
+    bal = {s: systems.get(s, {}).get("balanced_accuracy") or {} for s in ("text_finetuned", "audio_finetuned")}
+    for split in TEST_SPLITS:
+        text, graft = bal["text_finetuned"].get(split), bal["audio_finetuned"].get(split)
+        sub = floors.get("text_finetuned", {}).get(split, {})
+        out[f"text_macro_balanced_{split}"] = text
+        out[f"text_macro_balanced_at_least_0.80_{split}"] = bool(text is not None and text >= 0.80)
+        out[f"text_exact_minus_majority_points_{split}"] = _points(sub.get("accuracy"), sub.get("majority_accuracy"))
+        out[f"text_discriminative_minus_floor_points_{split}"] = _points(sub.get("discriminative_accuracy"),
+                                                                        sub.get("discriminative_prior_floor"))
+        out[f"graft_minus_text_macro_balanced_points_{split}"] = _points(graft, text)
+        out[f"graft_within_3_points_of_text_balanced_{split}"] = bool(text is not None and graft is not None
+                                                                      and 100 * (text - graft) <= 3.0)
+    beating = systems.get("text_finetuned", {}).get("types_beating_majority")
+    out["text_types_beating_majority_heldout_video"] = beating
+    out["text_beats_majority_on_at_least_14_types"] = bool(beating is not None and beating >= 14)
     for key, goal in (("graft_vs_asr_pipeline", 3.0), ("graft_vs_audio_seed_faithful", 3.0)):
         if key in speed:
             out[f"{key}_speed"] = speed[key]
             out[f"{key}_at_least_{goal:g}x"] = bool(speed[key] >= goal)
     return out
+
+
+def training_majority(predictions: pd.DataFrame) -> dict[str, str]:
+    """The training-majority answer of each type, as the `majority` system answered it."""
+    return predictions[predictions.system == "majority"].groupby("question_type")["prediction"].first().to_dict()
+
+
+def balance_by_type(predictions: pd.DataFrame, split: str = "heldout_video") -> pd.DataFrame:
+    """Per system x question type on one split: exact and balanced accuracy, the training-majority answer's
+    accuracy, the test-prior floor, and how many distinct answers the system gave (1 = a lookup table)."""
+    majority = training_majority(predictions)
+    tables = [metrics.per_type_balance(g, majority).assign(system=system)
+              for system, g in predictions[predictions.split == split].groupby("system")]
+    return pd.concat(tables).reset_index().set_index(["system", "question_type"]) if tables else pd.DataFrame()
+
+
+def floors_and_subsets(predictions: pd.DataFrame) -> dict[str, dict]:
+    """Per system and split: exact accuracy on all rows next to the training-majority answer's, and on the
+    discriminative subset (types whose answers vary in those rows) next to the test-prior floor."""
+    majority = training_majority(predictions)
+    out: dict[str, dict] = {}
+    for (system, split), g in predictions[predictions.split.isin([*EVAL_SPLITS, NOISY])].groupby(["system", "split"]):
+        out.setdefault(system, {})[split] = {k: _round(v) for k, v in metrics.balanced_summary(g, majority).items()}
+    return out
+
+
+def diversity(predictions: pd.DataFrame, split: str = "heldout_video") -> pd.DataFrame:
+    """Distinct canonical answers each system gave per question type (one per type is a lookup table)."""
+    table = balance_by_type(predictions, split)
+    return table["distinct_predictions"].unstack("system") if len(table) else table
+
+
+def plot_balance(table: pd.DataFrame, systems: tuple[str, ...] = ("majority", "text_finetuned", "audio_finetuned", "asr_pipeline")):
+    """Balanced accuracy per question type (held-out video) of the main systems, against chance (1/K)."""
+    import matplotlib.pyplot as plt
+
+    systems = [s for s in systems if s in table.index.get_level_values("system")]
+    bal = table["balanced_accuracy"].unstack("system")[systems] * 100
+    chance = 100 / table["classes"].groupby("question_type").first()
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    bal.plot.bar(ax=ax, width=0.8)
+    ax.scatter(np.arange(len(bal)), chance.reindex(bal.index), marker="_", s=300, color="black", zorder=3, label="chance (1/K)")
+    ax.set(ylabel="balanced accuracy (%)", ylim=(0, 105), xlabel="", title="Balanced accuracy per type, held-out video")
+    ax.tick_params(axis="x", rotation=75, labelsize=8)
+    ax.legend(fontsize=8, ncol=5)
+    fig.tight_layout()
+    return fig
+
+
+def _round(value):
+    return round(float(value), 4) if isinstance(value, (float, np.floating)) else value
+
+
+def _points(a, b):
+    return None if a is None or b is None else round(100 * (float(a) - float(b)), 2)
 
 
 def accuracy_by_template(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -175,6 +251,10 @@ def evaluation_metrics(cfg: Config, result: EvaluationResult, rows: Dataset) -> 
         "accuracy_by_template": accuracy_by_template(result.predictions).to_dict(),
         "speed_ratios": speed,
         "targets": targets(result.predictions, result.systems, speed),
+        "floors": floors_and_subsets(result.predictions),
+        "per_type_balance_heldout_video": {f"{s}|{t}": {k: _round(v) for k, v in row.items()}
+                                           for (s, t), row in balance_by_type(result.predictions).iterrows()},
+        "diversity_heldout_video": diversity(result.predictions).to_dict(),
         "options": dataclasses.asdict(cfg.eval),
         "rows": rows_per_split(rows),
     }

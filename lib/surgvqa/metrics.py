@@ -18,7 +18,7 @@ import jiwer
 import numpy as np
 import pandas as pd
 
-from .answers import answer_phrases, canonical_answer, clean_text, normalize_short
+from .answers import answer_phrases, canonical_answer, clean_text, exact_match, normalize_short
 
 __all__ = [
     "keyword_hit",
@@ -33,6 +33,10 @@ __all__ = [
     "accuracy_breakdown",
     "majority_answers",
     "majority_predictions",
+    "balanced_accuracy",
+    "per_type_balance",
+    "balanced_summary",
+    "macro_balanced_ci",
 ]
 
 
@@ -277,3 +281,117 @@ def majority_predictions(test_df: pd.DataFrame, majority: dict[str, str]) -> lis
             raise KeyError(f"question type {qtype!r} has no majority answer (absent from training)")
         out.append(majority[qtype])
     return out
+
+
+# ---- balanced metrics (blindness shows as a constant answer per type) --------------------------
+
+
+def balanced_accuracy(predictions: Sequence[str], truths: Sequence[str], question_type: str) -> float:
+    """Mean per-class recall over the classes present in `truths` (canonical answers).
+
+    A constant predictor scores 1/K on a type with K classes in the truth; a perfect one 1.0.
+    NaN when there are no rows.
+    """
+    _check_lengths(predictions=predictions, truths=truths)
+    if not len(truths):
+        return float("nan")
+    pred = [canonical_answer(p, question_type) for p in predictions]
+    true = [canonical_answer(t, question_type) for t in truths]
+    recalls = []
+    for cls in sorted(set(true)):
+        idx = [i for i, t in enumerate(true) if t == cls]
+        recalls.append(sum(pred[i] == cls for i in idx) / len(idx))
+    return float(np.mean(recalls))
+
+
+def per_type_balance(df: pd.DataFrame, majority: dict[str, str], pred_col: str = "prediction",
+                     truth_col: str = "short_answer") -> pd.DataFrame:
+    """Per question type: n, classes in the truth, exact accuracy, balanced accuracy, the accuracy of
+    the training-majority answer, the test-prior floor (best constant answer on these rows), the
+    number of distinct canonical predictions and the most frequent prediction's share.
+
+    `varying` marks the types whose truth takes more than one value (the discriminative subset).
+    """
+    rows, index = [], []
+    for qtype, g in df.groupby("question_type", sort=True):
+        pred = [canonical_answer(p, qtype) for p in g[pred_col]]
+        true = [canonical_answer(t, qtype) for t in g[truth_col]]
+        counts = Counter(true)
+        maj = canonical_answer(majority.get(qtype, ""), qtype) if qtype in majority else None
+        pc = Counter(pred)
+        rows.append({
+            "n": len(true),
+            "classes": len(counts),
+            "varying": len(counts) > 1,
+            "accuracy": float(np.mean([p == t for p, t in zip(pred, true)])),
+            "balanced_accuracy": balanced_accuracy(pred, true, qtype),
+            "majority_accuracy": float(np.mean([maj == t for t in true])) if maj is not None else float("nan"),
+            "prior_floor": max(counts.values()) / len(true),
+            "distinct_predictions": len(pc),
+            "top_prediction": pc.most_common(1)[0][0],
+            "top_prediction_share": pc.most_common(1)[0][1] / len(pred),
+        })
+        index.append(qtype)
+    table = pd.DataFrame(rows, index=pd.Index(index, name="question_type"))
+    table["beats_majority"] = table["accuracy"] > table["majority_accuracy"] + 1e-12
+    return table
+
+
+def balanced_summary(df: pd.DataFrame, majority: dict[str, str], pred_col: str = "prediction",
+                     truth_col: str = "short_answer") -> dict[str, Any]:
+    """The issue-10 targets in one dict (see `per_type_balance`):
+
+    macro_balanced_accuracy (mean over varying types), accuracy vs majority_accuracy (all rows),
+    discriminative accuracy vs prior_floor (rows of varying types), types_beating_majority.
+    """
+    table = per_type_balance(df, majority, pred_col, truth_col)
+    vary = table[table["varying"]]
+    correct = [exact_match(p, t, q) for p, t, q in zip(df[pred_col], df[truth_col], df["question_type"])]
+    maj = [exact_match(majority.get(q, ""), t, q) for t, q in zip(df[truth_col], df["question_type"])]
+    in_vary = df["question_type"].isin(vary.index).to_numpy()
+    n_vary = int(vary["n"].sum())
+    return {
+        "rows": int(len(df)),
+        "macro_balanced_accuracy": float(vary["balanced_accuracy"].mean()) if len(vary) else float("nan"),
+        "varying_types": int(len(vary)),
+        "accuracy": float(np.mean(correct)) if correct else float("nan"),
+        "majority_accuracy": float(np.mean(maj)) if maj else float("nan"),
+        "discriminative_accuracy": float(np.asarray(correct)[in_vary].mean()) if n_vary else float("nan"),
+        "discriminative_prior_floor": float((vary["prior_floor"] * vary["n"]).sum() / n_vary) if n_vary else float("nan"),
+        "types_beating_majority": int(table["beats_majority"].sum()),
+        "types": int(len(table)),
+        "constant_types": int((table["distinct_predictions"] == 1).sum()),
+    }
+
+
+def macro_balanced_ci(df: pd.DataFrame, pred_col: str = "prediction", truth_col: str = "short_answer",
+                      n_boot: int = 500, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the macro balanced accuracy, resampling rows within each type
+    (types whose resample has one class are skipped in that replicate)."""
+    rng = np.random.default_rng(seed)
+    groups = []
+    for qtype, g in df.groupby("question_type", sort=True):
+        true = np.array([canonical_answer(t, qtype) for t in g[truth_col]])
+        if len(set(true)) < 2:
+            continue
+        hit = np.array([canonical_answer(p, qtype) for p in g[pred_col]]) == true
+        groups.append((true, hit))
+    if not groups:
+        return (float("nan"), float("nan"))
+    stats = []
+    for _ in range(n_boot):
+        per = []
+        for true, hit in groups:
+            idx = rng.integers(0, len(true), size=len(true))
+            t, h = true[idx], hit[idx]
+            classes = np.unique(t)
+            if len(classes) < 2:
+                continue
+            per.append(np.mean([h[t == c].mean() for c in classes]))
+        if per:
+            stats.append(np.mean(per))
+    if not stats:
+        return (float("nan"), float("nan"))
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return (float(lo), float(hi))

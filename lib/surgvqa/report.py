@@ -27,7 +27,7 @@ from urllib.parse import quote
 import yaml
 
 from .config import Config, json_default
-from .systems import SPLIT_TITLES, SYSTEMS
+from .systems import SPLIT_TITLES, SYSTEMS, TEST_SPLITS
 
 EVAL_STEM = "04_evaluation"
 ASR_ORDER = ("whisper_base", "graft")
@@ -196,21 +196,46 @@ def _notebook_links(cfg: Config, merged: dict) -> str:
     return "<h2>Notebooks</h2>\n<ul>" + "".join(items) + "</ul>\n"
 
 
-def _systems_table(merged: dict) -> str:
+def _headline(merged: dict) -> str:
+    """The numbers that say whether the models see: macro balanced accuracy on the held-out splits, and
+    on how many types each beats the training-majority answer."""
+    systems = merged.get("systems") or {}
+    rows = []
+    for sid in _ordered(systems, SYSTEMS):
+        s = systems[sid] if isinstance(systems[sid], dict) else {}
+        bal, ci = s.get("balanced_accuracy") or {}, s.get("balanced_ci95") or {}
+        if not any(bal.get(split) is not None for split in TEST_SPLITS):
+            continue
+        cells = "".join(f'<td class="num">{_e(fmt_acc_ci(bal.get(split), ci.get(split)))}</td>' for split in TEST_SPLITS)
+        rows.append(f'<tr><td title="{_e(sid)}">{_e(s.get("label") or sid)}</td>{cells}'
+                    f'<td class="num">{_e(_fmt_int(s.get("types_beating_majority")))}</td></tr>')
+    if not rows:
+        return ""
+    head = "".join(f"<th>{_e(SPLIT_TITLES[split])} %</th>" for split in TEST_SPLITS)
+    return (
+        "<h2>Headline: macro balanced accuracy</h2>\n<p class=\"meta\">Mean over the question types whose test "
+        "answers vary of the per-type mean class recall (a constant answer per type scores 1/K), with 95% bootstrap "
+        "CI; and the number of types on which the system beats the training-majority answer (held-out video).</p>\n"
+        f"<table><tr><th>System</th>{head}<th>Types beating majority</th></tr>\n" + "\n".join(rows) + "\n</table>\n"
+    )
+
+
+def _systems_table(merged: dict, key: str = "accuracy", ci_key: str = "ci95", title: str = "Systems",
+                   what: str = "Exact accuracy", speed: bool = True) -> str:
     systems = merged.get("systems") or {}
     if not systems:
-        return '<h2>Systems</h2>\n<p class="muted">No evaluation metrics (04_evaluation) yet.</p>\n'
+        return f'<h2>{_e(title)}</h2>\n<p class="muted">No evaluation metrics (04_evaluation) yet.</p>\n'
     ids = _ordered(systems, SYSTEMS)
     best = {}
     for split, _ in SPLIT_TITLES.items():
-        values = [_num((systems[i].get("accuracy") or {}).get(split)) for i in ids if isinstance(systems[i], dict)]
+        values = [_num((systems[i].get(key) or {}).get(split)) for i in ids if isinstance(systems[i], dict)]
         values = [v for v in values if v is not None]
         best[split] = max(values) if values else None
-    head = "".join(f"<th>{_e(title)} %</th>" for _, title in SPLIT_TITLES.items())
+    head = "".join(f"<th>{_e(t)} %</th>" for _, t in SPLIT_TITLES.items())
     rows = []
     for sid in ids:
         s = systems[sid] if isinstance(systems[sid], dict) else {}
-        acc, ci = s.get("accuracy") or {}, s.get("ci95") or {}
+        acc, ci = s.get(key) or {}, s.get(ci_key) or {}
         cells = [f'<td title="{_e(sid)}">{_e(s.get("label") or sid)}</td>']
         for split, _ in SPLIT_TITLES.items():
             text = _e(fmt_acc_ci(acc.get(split), ci.get(split)))
@@ -218,15 +243,17 @@ def _systems_table(merged: dict) -> str:
             if v is not None and best[split] is not None and v == best[split]:
                 text = f"<strong>{text}</strong>"
             cells.append(f'<td class="num">{text}</td>')
-        cells += [
-            f'<td class="num">{_e(_fmt_rate(s.get("samples_per_s")))}</td>',
-            f'<td class="num">{_e(_fmt_ms(s.get("latency_ms_p50")))} / {_e(_fmt_ms(s.get("latency_ms_p95")))}</td>',
-            f'<td class="num">{_e(_fmt_int(s.get("batch_size")))}</td>',
-        ]
+        if speed:
+            cells += [
+                f'<td class="num">{_e(_fmt_rate(s.get("samples_per_s")))}</td>',
+                f'<td class="num">{_e(_fmt_ms(s.get("latency_ms_p50")))} / {_e(_fmt_ms(s.get("latency_ms_p95")))}</td>',
+                f'<td class="num">{_e(_fmt_int(s.get("batch_size")))}</td>',
+            ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
+    speed_head = "<th>Samples/s</th><th>Latency p50 / p95 ms</th><th>Batch</th>" if speed else ""
     return (
-        "<h2>Systems</h2>\n<p class=\"meta\">Accuracy in percent with 95% CI; best per column in bold.</p>\n"
-        f"<table><tr><th>System</th>{head}<th>Samples/s</th><th>Latency p50 / p95 ms</th><th>Batch</th></tr>\n"
+        f"<h2>{_e(title)}</h2>\n<p class=\"meta\">{_e(what)} in percent with 95% CI; best per column in bold.</p>\n"
+        f"<table><tr><th>System</th>{head}{speed_head}</tr>\n"
         + "\n".join(rows) + "\n</table>\n"
     )
 
@@ -280,7 +307,8 @@ def _figures(cfg: Config, figures: list[str] | None) -> str:
 
 def render_index(cfg: Config, merged: dict, figures: list[str] | None = None) -> str:
     body = (
-        _header(cfg, merged) + _stale_box(merged) + _notebook_links(cfg, merged) + _systems_table(merged)
+        _header(cfg, merged) + _stale_box(merged) + _notebook_links(cfg, merged) + _headline(merged) + _systems_table(merged)
+        + _systems_table(merged, "balanced_accuracy", "balanced_ci95", "Balanced accuracy", "Macro balanced accuracy", speed=False)
         + _asr_table(merged) + _training(merged) + _figures(cfg, figures)
     )
     return (
