@@ -267,5 +267,6 @@ def test_audio_swap_check_wiring(tmp_path, monkeypatch):
     assert res["rows"] == 4 and res["true_audio"]["accuracy"] == 1.0
     assert res["swapped_audio"]["accuracy"] == 0.0 and res["changed"] == 1.0
     assert res["majority"]["accuracy"] == 0.5 and res["swapped_in_donor_vocab"] == 1.0
+    assert res["balanced"] == {"true_audio": 1.0, "swapped_audio": 0.0, "chance": 0.5}
     assert list(res["predictions"]["true_audio"]) == [truth[r["id"]] for r in rows]
     assert set(res["predictions"]["donor_type"]) == {"mucosa_visibility", "tool_identification"}

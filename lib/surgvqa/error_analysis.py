@@ -422,6 +422,9 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
     donor_vocab = [c and in_vocabulary(p, donor_type[str(Path(swap[r["id"]]))])
                    and not in_vocabulary(p, r["question_type"])
                    for c, p, r in zip(changed, swap_out["predictions"], rows)]
+    frame = pd.DataFrame({"question_type": [r["question_type"] for r in rows], "short_answer": [r["short_answer"] for r in rows]})
+    table = metrics.per_type_balance(frame.assign(prediction=true_out["predictions"]), majority)
+    varying = table[table["varying"]]
     return {
         "rows": len(rows),
         "true_audio": metrics.accuracy_with_ci(true_ok, **kw),
@@ -429,6 +432,11 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
         "majority": metrics.accuracy_with_ci(maj_ok, **kw),
         "changed": float(np.mean(changed)) if rows else float("nan"),
         "swapped_in_donor_vocab": float(np.mean(donor_vocab)) if rows else float("nan"),
+        # Macro balanced accuracy (types whose answers vary) with the row's own and with swapped audio, and
+        # chance (mean 1/K): a graft that answers the question it hears falls to chance with swapped audio.
+        "balanced": {name: metrics.balanced_summary(frame.assign(prediction=preds), majority)["macro_balanced_accuracy"]
+                     for name, preds in (("true_audio", true_out["predictions"]), ("swapped_audio", swap_out["predictions"]))}
+        | {"chance": float((1 / varying["classes"]).mean()) if len(varying) else float("nan")},
         "seed": seed,
         "predictions": pd.DataFrame({
             "id": [r["id"] for r in rows], "question_type": [r["question_type"] for r in rows],
@@ -498,4 +506,8 @@ def error_metrics(predictions: pd.DataFrame, swap: dict[str, Any] | None = None,
             "swapped_in_donor_vocab": _json_float(swap["swapped_in_donor_vocab"]),
             "drop": _json_float(swap["true_audio"]["accuracy"] - swap["swapped_audio"]["accuracy"]),
         }
+        if "balanced" in swap:
+            out["audio_swap"]["balanced"] = {k: _json_float(v) for k, v in swap["balanced"].items()}
+            out["audio_swap"]["swapped_balanced_within_0.10_of_chance"] = bool(
+                abs(swap["balanced"]["swapped_audio"] - swap["balanced"]["chance"]) <= 0.10)
     return out
