@@ -22,6 +22,8 @@ EXPECTED_METRICS = {
     "04_evaluation": {"systems", "asr", "targets", "per_type_accuracy", "speed_ratios"},
     "05_error_analysis": {"audio_swap", "misheard", "per_type_accuracy", "test_accuracy"},
 }
+# Notebooks that write a second metrics file, and what it must hold.
+EXTRA_METRICS = {"04_sight": {"per_type", "mean_probe", "constant_types"}}
 METRICS_FILE = {"00_graft": "00_graft", "01_data_eda_stratification": "01_data", "02_stage1_projector": "02_stage1",
                 "03_stage2_qlora": "03_stage2"}
 SYSTEMS = {"majority", "text_zeroshot", "text_finetuned", "audio_zeroshot", "audio_finetuned", "asr_pipeline",
@@ -80,12 +82,27 @@ def test_training_notebooks_numbers(smoke_run):
     assert (cfg.paths.figures / "02_stage1_loss.png").exists() and (cfg.paths.figures / "03_stage2_loss.png").exists()
 
 
+def test_sight_check_covers_every_question_type(smoke_run):
+    from surgvqa.schema import QUESTION_TYPES
+
+    cfg, _ = smoke_run
+    for name, keys in EXTRA_METRICS.items():
+        payload = json.loads((cfg.paths.metrics / f"{name}.json").read_text())
+        assert keys <= set(payload["metrics"]) and payload["params_hash"] == cfg.params_hash()
+    per_type = json.loads((cfg.paths.metrics / "04_sight.json").read_text())["metrics"]["per_type"]
+    assert set(per_type) == set(QUESTION_TYPES)
+    assert all({"pixels", "random_tower", "trained_tower", "constant"} <= set(v) for v in per_type.values())
+    assert (cfg.paths.figures / "04_sight_check.png").exists()
+
+
 def test_evaluation_has_every_system_and_split_and_the_index(smoke_run):
     cfg, _ = smoke_run
     evaluation = json.loads((cfg.paths.metrics / "04_evaluation.json").read_text())["metrics"]
     assert set(evaluation["systems"]) == SYSTEMS
     for system, entry in evaluation["systems"].items():
         assert {"val", "heldout_video", "heldout_voice", "overall"} <= set(entry["accuracy"]), system
+        assert set(entry["balanced_accuracy"]) == set(entry["accuracy"]) == set(entry["balanced_ci95"]), system
+        assert "types_beating_majority" in entry, system
         assert entry["samples_per_s"] > 0 and entry["batch_size"] > 0, system
         if system != "audio_seed_faithful":
             lo, hi = entry["ci95"]["overall"]

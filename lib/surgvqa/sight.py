@@ -1,0 +1,263 @@
+"""Sight check: does a model (or its vision tower) see what the questions ask about?
+
+Three diagnostics, each a pure function of data + model:
+
+* `prediction_distribution` - per question type, how a system's answers are spread; a type
+  answered with one constant string is a blind type (`metrics.per_type_balance` has the numbers).
+* `clip_labels` + `pixel_features` + `tower_features` + `probe_table` - linear probes per question
+  type: multinomial logistic regression (torch, L2) on features of each clip against the clip's
+  scene label, trained on training clips and scored by balanced accuracy on other clips. The same
+  probe on raw pixel statistics says whether the attribute is in the pixels at all; on a random-init
+  tower, whether the architecture keeps it; on a trained tower, whether training put it there.
+
+Features are per clip (8 frames): one row per clip, never per question.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .answers import canonical_answer
+from .data import clip_key
+from .metrics import balanced_accuracy
+from .schema import QUESTION_TYPES
+
+
+# ---- predictions ---------------------------------------------------------------------------------
+
+
+def prediction_distribution(df: pd.DataFrame, pred_col: str = "prediction", top: int = 4) -> pd.DataFrame:
+    """Per question type: distinct predictions, the most frequent ones with their share, and the truth's."""
+    rows = {}
+    for qtype, g in df.groupby("question_type", sort=True):
+        pred = Counter(canonical_answer(p, qtype) for p in g[pred_col])
+        true = Counter(canonical_answer(t, qtype) for t in g["short_answer"])
+        n = len(g)
+        rows[qtype] = {
+            "n": n,
+            "distinct_predictions": len(pred),
+            "constant": len(pred) == 1,
+            "predicted": ", ".join(f"{a} {c / n:.0%}" for a, c in pred.most_common(top)),
+            "truth": ", ".join(f"{a} {c / n:.0%}" for a, c in true.most_common(top)),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# ---- labels and features per clip ------------------------------------------------------------------
+
+
+def clip_labels(rows: Iterable[dict]) -> tuple[list[str], dict[str, tuple[str, ...]], dict[str, dict[str, str]]]:
+    """(clip keys in first-seen order, clip -> frame paths, clip -> {question_type: short answer})."""
+    order: list[str] = []
+    frames: dict[str, tuple[str, ...]] = {}
+    labels: dict[str, dict[str, str]] = defaultdict(dict)
+    for r in rows:
+        k = clip_key(r)
+        if k not in frames:
+            order.append(k)
+            frames[k] = tuple(r["frames"])
+        labels[k][r["question_type"]] = r["short_answer"]
+    return order, frames, dict(labels)
+
+
+def pixel_features(clip: np.ndarray, thumb: int = 8) -> np.ndarray:
+    """Raw pixel statistics of one clip (T, H, W, 3) uint8: per-frame RGB mean and std, per-frame
+    `thumb` x `thumb` RGB thumbnails (area means) and thumbnail differences between consecutive frames."""
+    x = clip.astype(np.float32) / 255.0
+    t, h, w, c = x.shape
+    stats = np.concatenate([x.mean(axis=(1, 2)), x.std(axis=(1, 2))], axis=1).ravel()
+    th = x[:, : h // thumb * thumb, : w // thumb * thumb].reshape(t, thumb, h // thumb, thumb, w // thumb, c).mean(axis=(2, 4))
+    diffs = np.diff(th, axis=0)
+    return np.concatenate([stats, th.ravel(), diffs.ravel()]).astype(np.float32)
+
+
+def colour_texture_features(clip: np.ndarray, bins: int = 6) -> np.ndarray:
+    """Richer pixel statistics of one clip: joint RGB histogram (`bins`^3, frames pooled) and
+    horizontal/vertical gradient-energy histograms (texture: folds, pit patterns, borders)."""
+    x = clip.astype(np.float32) / 255.0
+    q = np.minimum((x * bins).astype(np.int64), bins - 1)
+    idx = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+    lit = x.sum(-1) > 0.05  # inside the circular view
+    hist = np.bincount(idx[lit].ravel(), minlength=bins**3).astype(np.float32)
+    hist /= max(hist.sum(), 1.0)
+    g = x.mean(-1)
+    gx, gy = np.abs(np.diff(g, axis=2))[:, :-1, :], np.abs(np.diff(g, axis=1))[:, :, :-1]
+    edges = np.array([0, 0.01, 0.02, 0.04, 0.08, 0.16, 1.0])
+    tex = np.concatenate([np.histogram(gx, edges)[0], np.histogram(gy, edges)[0]]).astype(np.float32)
+    tex /= max(tex.sum(), 1.0)
+    return np.concatenate([np.sqrt(hist), tex])
+
+
+@torch.no_grad()
+def tower_features(model, processor, clips: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
+    """Pooled features of the vision tower (after the patch merger) per clip.
+
+    Merged tokens come in (t, h/2, w/2) order; the pooled vector is the mean over all tokens, the
+    mean per temporal step and the mean per screen quadrant (so motion and position can be probed).
+    """
+    inner = model.model if hasattr(model, "model") else model
+    visual = inner.visual
+    merge = visual.spatial_merge_size
+    out = []
+    for i in range(0, len(clips), batch_size):
+        batch = clips[i : i + batch_size]
+        video_inputs, _ = processor._process_videos([list(c) for c in batch])
+        pix, grid = torch.from_numpy(video_inputs["pixel_values_videos"]), torch.from_numpy(video_inputs["video_grid_thw"])
+        feats = visual(pix.to(visual.dtype), grid_thw=grid)
+        feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
+        sizes = (grid.prod(-1) // merge**2).tolist()
+        for f, g in zip(torch.split(feats, sizes), grid.tolist()):
+            t, h, w = g[0], g[1] // merge, g[2] // merge
+            f = f.float().reshape(t, h, w, -1)
+            quads = [f[:, : h // 2, : w // 2], f[:, : h // 2, w // 2 :], f[:, h // 2 :, : w // 2], f[:, h // 2 :, w // 2 :]]
+            parts = [f.mean(dim=(0, 1, 2))] + [f[k].mean(dim=(0, 1)) for k in range(t)] + [q.mean(dim=(0, 1, 2)) for q in quads]
+            out.append(torch.cat(parts).numpy())
+    return np.stack(out)
+
+
+# ---- linear probe ---------------------------------------------------------------------------------
+
+
+def fit_probe(x_train: np.ndarray, y_train: Sequence[str], weight_decay: float = 1e-3, steps: int = 300,
+              balanced: bool = True, seed: int = 0):
+    """Multinomial logistic regression (standardised inputs, L2, LBFGS); class-balanced loss weights
+    by default. Returns a predict(x) -> list[str] function."""
+    classes = sorted(set(y_train))
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+    x = torch.tensor((x_train - mu) / sd, dtype=torch.float32)
+    y = torch.tensor([classes.index(v) for v in y_train])
+    counts = torch.bincount(y, minlength=len(classes)).float()
+    weight = (counts.sum() / (len(classes) * counts.clamp(min=1))) if balanced else None
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(x.shape[1], len(classes))
+    opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(lin(x), y) + weight_decay * lin.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def predict(x_new: np.ndarray) -> list[str]:
+        with torch.no_grad():
+            logits = lin(torch.tensor((x_new - mu) / sd, dtype=torch.float32))
+        return [classes[i] for i in logits.argmax(-1).tolist()]
+
+    return predict
+
+
+def probe_table(features: dict[str, dict[str, np.ndarray]], labels: dict[str, dict[str, str]],
+                train_clips: Sequence[str], eval_clips: Sequence[str], weight_decay: float = 1e-3,
+                min_per_class: int = 2) -> pd.DataFrame:
+    """Balanced accuracy of a linear probe per (question type, feature set) on `eval_clips`.
+
+    `features`: name -> {clip: vector}. Types whose eval labels have one class, or whose training
+    labels have a class with fewer than `min_per_class` clips only, are skipped (NaN).
+    """
+    rows = {}
+    for qtype in QUESTION_TYPES:
+        tr = [c for c in train_clips if qtype in labels.get(c, {})]
+        ev = [c for c in eval_clips if qtype in labels.get(c, {})]
+        ytr = [labels[c][qtype] for c in tr]
+        yev = [labels[c][qtype] for c in ev]
+        row = {"train_clips": len(tr), "eval_clips": len(ev), "classes": len(set(yev)),
+               "chance": 1.0 / max(1, len(set(yev)))}
+        ok = len(set(yev)) > 1 and len(set(ytr)) > 1
+        for name, feats in features.items():
+            if not ok:
+                row[name] = float("nan")
+                continue
+            keep = [i for i, c in enumerate(tr) if Counter(ytr)[ytr[i]] >= min_per_class]
+            if len({ytr[i] for i in keep}) < 2:
+                row[name] = float("nan")
+                continue
+            predict = fit_probe(np.stack([feats[tr[i]] for i in keep]), [ytr[i] for i in keep], weight_decay)
+            row[name] = balanced_accuracy(predict(np.stack([feats[c] for c in ev])), yev, qtype)
+        rows[qtype] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# ---- the check, as notebook 04 runs it ---------------------------------------------------------------
+
+
+def random_tower_like(model):
+    """A vision tower of the same architecture with fresh (untrained) weights."""
+    inner = model.model if hasattr(model, "model") else model
+    torch.manual_seed(0)
+    tower = type(inner.visual)._from_config(inner.visual.config)
+    return type("Towered", (), {"visual": tower.to(inner.visual.dtype).eval()})()
+
+
+def probe_features(ds, model, processor, clips: Sequence[str], frames: dict[str, tuple[str, ...]],
+                   frame_size: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per clip: raw pixel statistics, colour/texture statistics, a random-init tower's and the trained
+    tower's pooled features (one vector per clip and feature set)."""
+    from .data import load_frames
+
+    videos = [load_frames([ds.root / f for f in frames[c]], size=frame_size) for c in clips]
+    return {
+        "pixels": {c: pixel_features(v) for c, v in zip(clips, videos)},
+        "colour_texture": {c: colour_texture_features(v) for c, v in zip(clips, videos)},
+        "random_tower": dict(zip(clips, tower_features(random_tower_like(model), processor, videos))),
+        "trained_tower": dict(zip(clips, tower_features(model, processor, videos))),
+    }
+
+
+def sight_check(splits: dict, model, processor, predictions: pd.DataFrame, system: str = "text_finetuned",
+                split: str = "heldout_video", frame_size: int | None = None) -> dict:
+    """Where sight is lost: per question type, the spread of `system`'s answers on `split`, and linear probes
+    (training clips -> held-out-video clips) on pixels, on a random-init tower and on the trained tower."""
+    train_rows = splits["train"].rows
+    test_rows = [r for r in splits["test"].rows if r.get("group") == split]
+    order_tr, frames_tr, labels_tr = clip_labels(train_rows)
+    order_te, frames_te, labels_te = clip_labels(test_rows)
+    features = {name: {**a, **b} for (name, a), b in zip(
+        probe_features(splits["train"], model, processor, order_tr, frames_tr, frame_size).items(),
+        probe_features(splits["test"], model, processor, order_te, frames_te, frame_size).values())}
+    probes = probe_table(features, {**labels_tr, **labels_te}, order_tr, order_te)
+    spread = prediction_distribution(predictions[(predictions.system == system) & (predictions.split == split)])
+    table = probes.join(spread[["distinct_predictions", "constant", "predicted", "truth"]], how="left")
+    table.index.name = "question_type"
+    return {"system": system, "split": split, "train_clips": len(order_tr), "eval_clips": len(order_te), "table": table}
+
+
+def sight_metrics(check: dict) -> dict:
+    """JSON-ready: one entry per question type (probe balanced accuracies, chance, the system's answer spread)."""
+    table = check["table"]
+    per_type = {t: {k: (None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v))
+                    for k, v in row.items()} for t, row in table.iterrows()}
+    probed = table[["pixels", "colour_texture", "random_tower", "trained_tower"]]
+    return {k: check[k] for k in ("system", "split", "train_clips", "eval_clips")} | {
+        "per_type": per_type,
+        "mean_probe": {c: (None if np.isnan(v) else float(v)) for c, v in probed.mean().items()},
+        "constant_types": int(table["constant"].fillna(False).astype(bool).sum()),
+    }
+
+
+def plot_sight(check: dict):
+    """Probe balanced accuracy per type (pixels, random tower, trained tower) against chance, with the
+    types the system answers with one constant string marked."""
+    import matplotlib.pyplot as plt
+
+    table = check["table"]
+    cols = [c for c in ("pixels", "colour_texture", "random_tower", "trained_tower") if c in table]
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    (table[cols] * 100).plot.bar(ax=ax, width=0.8)
+    ax.scatter(np.arange(len(table)), table["chance"] * 100, marker="_", s=300, color="black", zorder=3, label="chance")
+    constant = table["constant"].fillna(False).astype(bool).to_numpy()
+    for i in np.flatnonzero(constant):
+        ax.annotate("const", (i, 101), ha="center", fontsize=7, color="tab:red")
+    ax.set(ylim=(0, 110), ylabel="probe balanced accuracy (%)", xlabel="",
+           title=f"Sight check: linear probes, training clips -> {check['split']} clips "
+                 f"(red 'const': {check['system']} gives one answer)")
+    ax.tick_params(axis="x", rotation=75, labelsize=8)
+    ax.legend(fontsize=8, ncol=5)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,44 @@
+"""The sight check: answer spread per type, pixel features, and the linear probe (hand-made and synthetic clips)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from surgvqa import sight, synthetic
+from surgvqa.schema import QUESTION_TYPES
+
+PRIORS = {"lesion": 0.6, "tool": 0.5}
+
+
+@pytest.fixture(scope="module")
+def clips():
+    """20 synthetic clips of 2 videos: their rows (`in` wording) and rendered frames."""
+    by_template, scenes = synthetic.generate(0, 2, 10, 8, 56, PRIORS)
+    return by_template["in"], [synthetic.render_clip(sc, 56)[0] for sc in scenes]
+
+
+def test_prediction_distribution_flags_a_constant_type():
+    df = pd.DataFrame({"question_type": ["flush_action"] * 3 + ["lighting_mode"] * 2,
+                       "short_answer": ["yes", "no", "no", "NBI", "white light"],
+                       "prediction": ["no", "no", "No.", "NBI", "white light"]})
+    table = sight.prediction_distribution(df)
+    assert table.loc["flush_action", "constant"] and table.loc["flush_action", "predicted"] == "no 100%"
+    assert not table.loc["lighting_mode", "constant"] and table.loc["lighting_mode", "distinct_predictions"] == 2
+
+
+def test_clip_labels_are_one_per_clip(clips):
+    rows, frames = clips
+    order, paths, labels = sight.clip_labels(rows)
+    assert len(order) == len(frames) == 20 and all(len(paths[c]) == 8 for c in order)
+    assert all(set(a) <= set(QUESTION_TYPES) and "lighting_mode" in a for a in labels.values())
+
+
+def test_pixel_probe_reads_lighting_and_a_shuffled_label_does_not(clips):
+    rows, frames = clips
+    order, _, labels = sight.clip_labels(rows)
+    feats = {"pixels": {c: sight.pixel_features(f) for c, f in zip(order, frames)}}
+    table = sight.probe_table(feats, labels, order[:14], order[14:])
+    assert {"pixels", "chance", "train_clips", "eval_clips"} <= set(table.columns) and len(table) == len(QUESTION_TYPES)
+    lighting = table.loc["lighting_mode", "pixels"]
+    assert np.isnan(lighting) or lighting >= 0.75  # NaN only when the held-out clips show one lighting
+    noise = {"pixels": {c: np.random.default_rng(i).normal(size=16).astype(np.float32) for i, c in enumerate(order)}}
+    assert table["pixels"].mean() > sight.probe_table(noise, labels, order[:14], order[14:])["pixels"].mean()
