@@ -1,6 +1,6 @@
 """Run the numbered notebooks headless with a params file and render them to HTML.
 
-    python -m surgvqa.pipeline --params params/default.yaml [--only 00 01]
+    python -m surgvqa.pipeline --params params/default.yaml [--only 00 01] [--run-root /tmp/runs]
 
 Executed notebooks and their HTML go to the profile's reports directory (reports/ for the
 reference profile, runs/<profile>/reports/ otherwise), with each notebook's wall time.
@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params/default.yaml")
     parser.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. 00 01")
+    parser.add_argument("--run-root", help="write the run under this folder instead of the params' run_root")
     args = parser.parse_args(argv)
-    run_pipeline(args.params, args.only)
+    run_pipeline(args.params, args.only, overrides={"run_root": args.run_root} if args.run_root else None)
 
 
 if __name__ == "__main__":
