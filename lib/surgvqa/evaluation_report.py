@@ -132,7 +132,8 @@ def heldout_accuracy(predictions: pd.DataFrame, system: str) -> float:
     return float(sel["correct"].mean()) if len(sel) else float("nan")
 
 
-def targets(predictions: pd.DataFrame, systems: dict[str, dict], speed: dict[str, float]) -> dict[str, Any]:
+def targets(predictions: pd.DataFrame, systems: dict[str, dict], speed: dict[str, float],
+            floors: dict[str, dict] | None = None) -> dict[str, Any]:
     """The project's targets, each with its measured value and whether it is met."""
     acc = {s: heldout_accuracy(predictions, s) for s in ("audio_finetuned", "text_finetuned", "majority", "asr_pipeline")}
     noisy = {s: (systems.get(s, {}).get("accuracy") or {}).get(NOISY) for s in ("audio_finetuned", "asr_pipeline")}
@@ -153,7 +154,7 @@ def targets(predictions: pd.DataFrame, systems: dict[str, dict], speed: dict[str
         "audio_beats_asr_with_noise": bool(noisy["audio_finetuned"] is not None and noisy["asr_pipeline"] is not None
                                            and noisy["audio_finetuned"] > noisy["asr_pipeline"]),
     }
-    floors = floors_and_subsets(predictions)
+    floors = floors if floors is not None else floors_and_subsets(predictions)
     bal = {s: systems.get(s, {}).get("balanced_accuracy") or {} for s in ("text_finetuned", "audio_finetuned")}
     for split in TEST_SPLITS:
         text, graft = bal["text_finetuned"].get(split), bal["audio_finetuned"].get(split)
@@ -200,9 +201,9 @@ def floors_and_subsets(predictions: pd.DataFrame) -> dict[str, dict]:
     return out
 
 
-def diversity(predictions: pd.DataFrame, split: str = "heldout_video") -> pd.DataFrame:
-    """Distinct canonical answers each system gave per question type (one per type is a lookup table)."""
-    table = balance_by_type(predictions, split)
+def diversity(table: pd.DataFrame) -> pd.DataFrame:
+    """Distinct canonical answers each system gave per question type (one per type is a lookup table),
+    from a `balance_by_type` table."""
     return table["distinct_predictions"].unstack("system") if len(table) else table
 
 
@@ -244,17 +245,18 @@ def rows_per_split(rows: Dataset) -> dict[str, int]:
 def evaluation_metrics(cfg: Config, result: EvaluationResult, rows: Dataset) -> dict[str, Any]:
     """Notebook 04's metrics JSON: every system, transcription, per-type and per-wording accuracy, speed, targets."""
     speed = speed_ratios(result.systems)
+    floors, balance = floors_and_subsets(result.predictions), balance_by_type(result.predictions)
     return {
         "systems": result.systems,
         "asr": result.asr,
         "per_type_accuracy": per_type_accuracy(result.predictions).to_dict(),
         "accuracy_by_template": accuracy_by_template(result.predictions).to_dict(),
         "speed_ratios": speed,
-        "targets": targets(result.predictions, result.systems, speed),
-        "floors": floors_and_subsets(result.predictions),
+        "targets": targets(result.predictions, result.systems, speed, floors),
+        "floors": floors,
         "per_type_balance_heldout_video": {f"{s}|{t}": {k: _round(v) for k, v in row.items()}
-                                           for (s, t), row in balance_by_type(result.predictions).iterrows()},
-        "diversity_heldout_video": diversity(result.predictions).to_dict(),
+                                           for (s, t), row in balance.iterrows()},
+        "diversity_heldout_video": diversity(balance).to_dict(),
         "options": dataclasses.asdict(cfg.eval),
         "rows": rows_per_split(rows),
     }
