@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,24 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 LOCATION_KEYS = ("run_root", "reports_dir", "figures_dir")
+# transformers' attention back-ends (kept here: importing transformers to list them is slow).
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+# CTranslate2 compute types faster-whisper accepts.
+ASR_COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
+                     "float16", "bfloat16", "float32")
+# Ranges of TrainingArguments values (types are checked against transformers' own hints):
+# (low, high, low inclusive); these fail only minutes later inside torch when out of range.
+TRAINING_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "learning_rate": (0.0, None, False),
+    "num_train_epochs": (0.0, None, False),
+    "per_device_train_batch_size": (1, None, True),
+    "per_device_eval_batch_size": (1, None, True),
+    "gradient_accumulation_steps": (1, None, True),
+    "warmup_steps": (0.0, None, True),
+    "weight_decay": (0.0, None, True),
+    "max_grad_norm": (0.0, None, True),
+    "save_total_limit": (1, None, True),
+}
 
 
 class ConfigError(ValueError):
@@ -63,8 +82,8 @@ class ModelConfig:
         _choice("model.projector_type", self.projector_type, ("linear", "mlp"))
         _choice("model.audio_length_mode", self.audio_length_mode, ("trimmed", "padded"))
         _choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
-        if self.projector_stack_factor < 1:
-            raise ConfigError(f"model.projector_stack_factor must be >= 1, got {self.projector_stack_factor}")
+        _choice("model.attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
+        _at_least("model.projector_stack_factor", self.projector_stack_factor, 1)
 
 
 @dataclass
@@ -87,6 +106,15 @@ class DataConfig:
     corpus_voices_per_text: int = 2  # training voices speaking each stage-1 corpus text
 
     def __post_init__(self):
+        _at_least("data.num_videos", self.num_videos, 1)
+        _at_least("data.clips_per_video", self.clips_per_video, 1)
+        _at_least("data.num_frames", self.num_frames, 2)
+        _at_least("data.heldout_videos", self.heldout_videos, 0)
+        _at_least("data.narration_sentences", self.narration_sentences, 0)
+        _at_least("data.corpus_voices_per_text", self.corpus_voices_per_text, 1)
+        _at_least("data.num_voices", self.num_voices, 1)  # the upper bound (voices that exist): datastep.run_voices
+        if self.noise_snr_db is not None and not math.isfinite(self.noise_snr_db):
+            raise ConfigError(f"data.noise_snr_db must be a finite number or null, got {self.noise_snr_db}")
         if self.num_frames % 2:
             raise ConfigError(f"data.num_frames must be even (temporal patch 2), got {self.num_frames}")
         if not 16 <= self.frame_size <= 384:
@@ -112,6 +140,14 @@ class LoraConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
 
+    def __post_init__(self):
+        _at_least("lora.r", self.r, 1)
+        _at_least("lora.alpha", self.alpha, 1)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise ConfigError("lora.target_modules must name at least one module")
+
 
 # TrainingArguments of each stage; params `train.<stage>` overrides any field (merged, not replaced).
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -134,6 +170,8 @@ class TrainConfig:
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     def __post_init__(self):
+        _at_least("train.early_stopping_patience", self.early_stopping_patience, 0)
+        _at_least("train.repeat_sentences", self.repeat_sentences, 0)
         for stage, defaults in STAGE_DEFAULTS.items():
             given = getattr(self, stage)
             _check_training_arguments(stage, given)
@@ -149,6 +187,17 @@ class EvalConfig:
     bootstrap: int = 1000
     asr_compute_type: str = "int8"  # faster-whisper on the CPU: its usual (fastest) setting, so the speed ratio is conservative
     max_rows: int | None = None  # cap rows per split (quick looks); None = all
+
+    def __post_init__(self):
+        _at_least("eval.batch_size", self.batch_size, 1)
+        _at_least("eval.max_new_tokens", self.max_new_tokens, 1)
+        _at_least("eval.speed_rows", self.speed_rows, 1)
+        _at_least("eval.bootstrap", self.bootstrap, 0)
+        if self.max_rows is not None:
+            _at_least("eval.max_rows", self.max_rows, 1)
+        if not math.isfinite(self.noise_snr_db):
+            raise ConfigError(f"eval.noise_snr_db must be a finite number, got {self.noise_snr_db}")
+        _choice("eval.asr_compute_type", self.asr_compute_type, ASR_COMPUTE_TYPES)
 
 
 @dataclass
@@ -186,10 +235,16 @@ class Config:
         path = Path(path)
         if not path.is_absolute() and not path.exists():
             path = REPO_ROOT / path
+        if path.is_dir():
+            raise ConfigError(f"params path is a directory, not a YAML file: {path}")
         try:
-            params = yaml.safe_load(path.read_text())
+            params = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"params file not found: {path}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the params file ({e.strerror})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(params, dict):
@@ -284,6 +339,11 @@ def _check_training_arguments(stage: str, given: dict[str, Any]) -> None:
         simple = [t for t in (typing.get_args(hints[name]) or (hints[name],)) if t in (int, float, str, bool)]
         if simple and value is not None and not any(_is_instance(value, t) for t in simple):
             raise ConfigError(f"'{dotted}' must be {' or '.join(t.__name__ for t in simple)}, got {value!r}")
+        if name in TRAINING_RANGES and _is_instance(value, float):
+            low, high, inclusive = TRAINING_RANGES[name]
+            if not math.isfinite(value) or (value < low if inclusive else value <= low) or (high is not None and value > high):
+                bound = f">= {low}" if inclusive else f"> {low}"
+                raise ConfigError(f"'{dotted}' must be {bound}, got {value!r}")
 
 
 def _is_instance(value, tp) -> bool:
@@ -300,6 +360,11 @@ def json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{key} must be >= {low}, got {value}")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .data import DataSummary, Dataset, load_dataset, load_jsonl, write_jsonl
 from . import speech, stratify, synthetic
-from .config import REPO_ROOT, Config
+from .config import REPO_ROOT, Config, ConfigError
 from .wording import narration_sentences, speakable
 
 
@@ -58,10 +58,18 @@ class BuildResult:
         return json.loads(json.dumps(d, default=str))
 
 
+def run_voices(cfg) -> tuple:
+    """The run's voices; more than `speech.VOICES` holds is a params error (config cannot see speech)."""
+    if not 1 <= cfg.data.num_voices <= len(speech.VOICES):
+        raise ConfigError(f"{cfg.params_source}: data.num_voices must be in 1..{len(speech.VOICES)} "
+                          f"(the voices in speech.VOICES), got {cfg.data.num_voices}")
+    return speech.voices(cfg.data.num_voices)
+
+
 def data_stamp(cfg) -> str:
 
     payload = {"data": asdict(cfg.data), "seed": cfg.seed, "version": synthetic.GENERATOR_VERSION,
-               "voices": [repr(v) for v in speech.voices(cfg.data.num_voices)]}
+               "voices": [repr(v) for v in run_voices(cfg)]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -176,7 +184,7 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
         num_clips = real.summary.clips
     # 2. splits and voices
     t1 = time.perf_counter()
-    all_voices = list(speech.voices(d.num_voices))
+    all_voices = list(run_voices(cfg))
     if not 0 <= d.heldout_voices < len(all_voices):
         raise stratify.LeakageError(f"data.heldout_voices={d.heldout_voices} must leave at least one training voice "
                                     f"out of data.num_voices={d.num_voices}")
