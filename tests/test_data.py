@@ -185,7 +185,7 @@ def test_other_field_errors(tmp_path):
 
 def test_duplicate_ids_and_template_mismatch(tmp_path):
     _real_folder(tmp_path, [_row(1), _row(1, start=5000)])
-    _expect(tmp_path, 2, "id", "duplicate id 'qa_000001' (first on line 1)")
+    _expect(tmp_path, 2, "id", "duplicate id 'qa_000001' in video '002-003' (first on line 1)")
     _real_folder(tmp_path, [_row(1, template="out")])
     _expect(tmp_path, 1, "template", "file holds 'in' rows")
 

@@ -11,7 +11,10 @@ relative to the audio root; may be absent for real data) and `voice`. Real data 
 writes the same layout, so both go through `load_dataset`.
 
 Validation never drops a row silently: a bad row raises `DataError` naming the file, the line
-and the field; everything that was read is counted in `DataSummary`.
+and the field; everything that was read is counted in `DataSummary`. Rows are identified by
+(video_id, id): REAL-Colon-VQA ids are unique only within a video. Every frame and audio path
+goes through one resolver (`resolve_under`) that confines it to its root after resolving
+symlinks, and JSONL is read by one line reader (`read_jsonl`), the mirror of `write_jsonl`.
 """
 from __future__ import annotations
 
@@ -43,9 +46,14 @@ def clip_key(row: dict) -> str:
     return f"{row['video_id']}:{row['frame_numbers'][0]}"
 
 
+def qa_key(row: dict) -> tuple[str, str]:
+    """Identity of a QA row: (video_id, id). Real REAL-Colon-VQA ids repeat across videos."""
+    return row["video_id"], row["id"]
+
+
 def row_key(row: dict) -> str:
-    """Unique key of a QA row (real data reuses ids between its in/out files)."""
-    return f"{row['id']}|{row.get('template', '?')}"
+    """Unique key of a QA row across files (real data reuses ids between its in/out files)."""
+    return f"{row['video_id']}/{row['id']}|{row.get('template', '?')}"
 
 
 # ---- summary --------------------------------------------------------------------------------
@@ -131,10 +139,11 @@ class Dataset:
         return self.rows[i]
 
     def frame_paths(self, row: dict) -> list[Path]:
-        return [Path(self.root) / f for f in row["frames"]]
+        return [resolve_under(self.root, f, self.root, None, "frames") for f in row["frames"]]
 
     def audio_path(self, row: dict) -> Path | None:
-        return Path(self.audio_root or self.root) / row["audio"] if row.get("audio") else None
+        root = self.audio_root or self.root
+        return resolve_under(root, row["audio"], root, None, "audio") if row.get("audio") else None
 
     def load_frames(self, row: dict, size: int | None = None) -> np.ndarray:
         """The clip as (T, H, W, 3) uint8, optionally resized to size x size."""
@@ -145,7 +154,7 @@ class Dataset:
 
         path = self.audio_path(row)
         if path is None:
-            raise DataError(self.root, None, "audio", f"row {row['id']} has no audio")
+            raise DataError(self.root, None, "audio", f"row {row['id']!r} of video {row['video_id']!r} has no audio")
         return load_audio(path)
 
 
@@ -166,7 +175,7 @@ def load_frames(paths: Iterable[str | Path], size: int | None = None) -> np.ndar
 # ---- loading and validation -----------------------------------------------------------------
 
 
-def _safe_relpath(value: str, file: Path, line: int, field_name: str) -> str:
+def _safe_relpath(value: str, file: Path, line: int | None, field_name: str) -> str:
     """A POSIX path relative to its root; absolute paths and `..` escapes are errors."""
     if not isinstance(value, str) or not value.strip():
         raise DataError(file, line, field_name, f"expected a non-empty relative path string, got {value!r}")
@@ -177,6 +186,31 @@ def _safe_relpath(value: str, file: Path, line: int, field_name: str) -> str:
     if norm == ".." or norm.startswith("../"):
         raise DataError(file, line, field_name, f"path {value!r} escapes the dataset root")
     return norm
+
+
+def resolve_under(root: Path, rel: str, file: Path, line: int | None, field_name: str) -> Path:
+    """The one resolver of dataset paths: `root/rel`, symlinks resolved, which must stay inside `root`
+    (itself resolved, so a symlinked dataset folder is fine). Errors name the file, line and field."""
+    rel = _safe_relpath(rel, file, line, field_name)
+    real_root = Path(root).resolve()
+    target = (real_root / rel).resolve()
+    if not target.is_relative_to(real_root):
+        raise DataError(file, line, field_name, f"path {rel!r} resolves to {target}, outside the dataset root {real_root} "
+                        "(a symlink pointing out of the root?)")
+    return target
+
+
+def _check_image(path: Path, file: Path, line: int, field_name: str) -> None:
+    """Header check only (cheap): an empty or non-image frame fails here, with its row, not in training."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.stat().st_size == 0:
+        raise DataError(file, line, field_name, f"frame file {path} is empty")
+    try:
+        with Image.open(path) as im:
+            im.size  # noqa: B018 - reading the header is the check
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(file, line, field_name, f"frame file {path} is not a readable image ({e})") from None
 
 
 def resolve_frame(root: Path, name: str, video_id: str, file: Path, line: int, field_name: str,
@@ -200,10 +234,8 @@ def resolve_frame(root: Path, name: str, video_id: str, file: Path, line: int, f
         for base in (f"frames/{vid}/{rel}", f"{vid}/{rel}", f"frames/{rel}", rel):
             candidates += [base + ext for ext in FRAME_EXTENSIONS + tuple(e.upper() for e in FRAME_EXTENSIONS)]
     for cand in candidates:
-        path = root / cand
-        if path.is_file():
-            if path.stat().st_size == 0:
-                raise DataError(file, line, field_name, f"frame file {path} is empty")
+        if (root / cand).is_file():
+            _check_image(resolve_under(root, cand, file, line, field_name), file, line, field_name)
             cache[key] = cand
             return cand
     raise DataError(file, line, field_name, f"frame file not found: {name!r} (looked for {root / candidates[0]}"
@@ -250,8 +282,11 @@ def validate_row(row: Any, file: Path, line: int, num_frames: int | None = 8) ->
 
 def load_jsonl(path: str | Path, root: str | Path | None = None, template: str | None = None,
                num_frames: int | None = 8, check_files: bool = True, audio_root: str | Path | None = None,
-               check_audio: bool = True, _caches: dict | None = None) -> tuple[list[dict], dict[str, int]]:
+               check_audio: bool = True, allow_empty: bool = False,
+               _caches: dict | None = None) -> tuple[list[dict], dict[str, int]]:
     """Read and validate one JSONL file. Returns (rows, counts) with counts rows/blank_lines/...
+
+    A file without rows is an error unless `allow_empty` (a split that params may leave empty).
 
     `root` (default: the file's folder) is where frame paths resolve; audio paths resolve against
     `audio_root` (default `root`). `template` is the file's template ("in"/"out"): rows without a
@@ -264,30 +299,22 @@ def load_jsonl(path: str | Path, root: str | Path | None = None, template: str |
     caches = _caches if _caches is not None else {}
     frame_cache = caches.setdefault("frames", {})
     audio_ok: set = caches.setdefault("audio", set())
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(path, None, None, "file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataError(path, None, None, f"not UTF-8 text ({e})") from None
     rows: list[dict] = []
-    seen_ids: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}
     counts = {"rows": 0, "blank_lines": 0}
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
+    for lineno, obj in read_jsonl(path):
+        if obj is None:
             counts["blank_lines"] += 1
             continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise DataError(path, lineno, None, f"malformed JSON ({e.msg} at column {e.colno})") from None
         row = validate_row(obj, path, lineno, num_frames=num_frames)
         if template is not None:
             if row.setdefault("template", template) != template:
                 raise DataError(path, lineno, "template", f"row says {row['template']!r} but the file holds {template!r} rows")
-        if row["id"] in seen_ids:
-            raise DataError(path, lineno, "id", f"duplicate id {row['id']!r} (first on line {seen_ids[row['id']]})")
-        seen_ids[row["id"]] = lineno
+        key = qa_key(row)  # ids repeat across videos in real data; the same (video, id) twice is an error
+        if key in seen:
+            raise DataError(path, lineno, "id", f"duplicate id {row['id']!r} in video {row['video_id']!r} "
+                            f"(first on line {seen[key]})")
+        seen[key] = lineno
         row["frames"] = [resolve_frame(root, f, row["video_id"], path, lineno, "frames", check_files, frame_cache)
                          for f in row["frames"]]
         if row.get("audio"):
@@ -296,11 +323,13 @@ def load_jsonl(path: str | Path, root: str | Path | None = None, template: str |
                 from .audio import AudioError, load_audio
 
                 try:
-                    load_audio(audio_root / row["audio"])
+                    load_audio(resolve_under(audio_root, row["audio"], path, lineno, "audio"))
                 except AudioError as e:
                     raise DataError(path, lineno, "audio", f"unreadable audio: {e}") from None
                 audio_ok.add(row["audio"])
         rows.append(row)
+    if not rows and not allow_empty:
+        raise DataError(path, None, None, "holds no QA rows" + (f" ({counts['blank_lines']} blank lines)" if counts["blank_lines"] else " (empty file)"))
     counts["rows"] = len(rows)
     counts["frames_checked"] = len(frame_cache) if check_files else 0
     counts["audio_checked"] = len(audio_ok)
@@ -345,13 +374,48 @@ def load_dataset(root: str | Path, files: Iterable[str] | None = None, num_frame
     return Dataset(rows, frames_root, Path(audio_root) if audio_root is not None else None, summary)
 
 
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """The one JSONL line reader, the mirror of `write_jsonl`: (line number, value) per line, value None
+    for a blank line. Lines end at "\\n" only (a trailing "\\r" is dropped): `str.splitlines` would also
+    split at U+2028, U+0085 and the like, which JSON strings may hold verbatim."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(path, None, None, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, None, None, "is a directory, not a JSONL file") from None
+    except UnicodeDecodeError as e:
+        raise DataError(path, None, None, f"not UTF-8 text ({e})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    for lineno, raw in enumerate(lines, start=1):
+        raw = raw.removesuffix("\r")
+        if not raw.strip():
+            yield lineno, None
+            continue
+        try:
+            yield lineno, json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DataError(path, lineno, None, f"malformed JSON ({e.msg} at column {e.colno})") from None
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
-    """Deterministic JSONL: one compact object per line in the rows' own key order."""
+    """Deterministic JSONL: one compact object per line in the rows' own key order.
+
+    Written to a temporary file and renamed, so a killed writer never leaves half a file behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .data import DataSummary, Dataset, load_dataset, load_jsonl, write_jsonl
+from .data import DataError, DataSummary, Dataset, load_dataset, load_jsonl, read_jsonl, resolve_under, write_jsonl
 from . import speech, stratify, synthetic
 from .config import REPO_ROOT, Config, ConfigError
 from .wording import narration_sentences, speakable
@@ -97,16 +98,22 @@ def _audio_for(text: str, voice, audio_dir: Path, noise_snr_db: float | None, se
 
 
 def _link_source_audio(src: Path, rel: str, out: Path) -> tuple[str, float]:
-    """Make a real dataset's audio file reachable under the data dir (symlink, else copy)."""
+    """Make a real dataset's audio file reachable under the data dir (hard link, else copy).
+
+    Never a symlink: the loader refuses paths that resolve outside their root.
+    """
     import soundfile as sf
 
     target = out / "source_audio" / rel
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
+        source = resolve_under(src, rel, src, None, "audio")
+        tmp = target.with_name(f".tmp{os.getpid()}-{target.name}")
         try:
-            target.symlink_to((src / rel).resolve())
-        except OSError:
-            shutil.copyfile(src / rel, target)
+            os.link(source, tmp)
+        except OSError:  # another file system, or links not allowed
+            shutil.copyfile(source, tmp)
+        tmp.replace(target)
     info = sf.info(str(target))
     return f"source_audio/{rel}", round(info.frames / info.samplerate, 3)
 
@@ -140,11 +147,16 @@ def build_speech_corpus(question_texts: list[str], answers: list[str], narration
 
 
 def _clean_outputs(out: Path) -> None:
+    """Remove what a build writes. `dataset.json` goes first and is written last, so a build killed
+    half-way leaves no stamp, and the next `ensure_dataset` rebuilds instead of trusting its files."""
+    (out / "dataset.json").unlink(missing_ok=True)
     for name in ("frames", "splits", "source_audio"):
         if (out / name).exists():
             shutil.rmtree(out / name)
-    for name in ("in_template.jsonl", "out_template.jsonl", "speech_corpus.jsonl", "dataset.json"):
+    for name in ("in_template.jsonl", "out_template.jsonl", "speech_corpus.jsonl"):
         (out / name).unlink(missing_ok=True)
+    for tmp in (out / "audio").glob(".tmp*"):  # wavs of a killed writer (the cache renames finished ones)
+        tmp.unlink()
 
 
 def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False) -> BuildResult:
@@ -227,7 +239,8 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
     rel_frames = "." if frames_root == out else str(frames_root)
     caches: dict = {}
     for name in splits:
-        load_jsonl(files[name], frames_root, num_frames=d.num_frames, audio_root=out, _caches=caches)
+        load_jsonl(files[name], frames_root, num_frames=d.num_frames, audio_root=out, allow_empty=name != "train",
+                   _caches=caches)
     summary = load_dataset(out, num_frames=d.num_frames, audio_root=out, frames_root=frames_root,
                              _caches=caches).summary
     timings["write_and_validate_s"] = time.perf_counter() - t3
@@ -251,7 +264,9 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
     }
     meta["summary"]["root"] = rel_frames
     files["dataset"] = out / "dataset.json"
-    files["dataset"].write_text(json.dumps(meta, indent=2) + "\n")
+    tmp = out / f".dataset.json.{os.getpid()}.tmp"  # the stamp a rerun trusts: whole or absent
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.replace(files["dataset"])
     groups: dict[str, int] = {}
     for rows in splits.values():
         for r in rows:
@@ -285,6 +300,9 @@ def ensure_dataset(cfg, data_dir: str | Path | None = None) -> BuildResult | Non
     return build_dataset(cfg, out_dir=out)
 
 
+CORPUS_FIELDS = ("id", "kind", "text", "voice", "audio", "duration_s", "split")  # what build_speech_corpus writes
+
+
 class RunData(NamedTuple):
     """What the data step gives every later notebook: validated splits and the stage-1 speech corpus."""
 
@@ -308,7 +326,7 @@ def load_run_data(cfg: Config, data_dir: str | Path | None = None, build: bool =
     for s in stratify.SPLIT_NAMES:
         path = data_dir / "splits" / f"{s}.jsonl"
         rows, counts = load_jsonl(path, frames_root, num_frames=cfg.data.num_frames, audio_root=audio_root,
-                                    _caches=caches)
+                                  allow_empty=s != "train", _caches=caches)  # params may leave val/test empty
         splits[s] = Dataset(rows, frames_root.resolve(), audio_root.resolve(),
                               DataSummary.of(rows, frames_root, {path.name: len(rows)}, counts["blank_lines"]))
     corpus = _read_corpus(data_dir)
@@ -328,7 +346,10 @@ def _read_meta(data_dir: Path) -> dict:
     path = data_dir / "dataset.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the data step (notebook 01) first")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(path, None, None, f"not valid JSON ({e}): rebuild the data step") from None
 
 
 def _frames_root(data_dir: Path, meta: dict) -> Path:
@@ -337,6 +358,19 @@ def _frames_root(data_dir: Path, meta: dict) -> Path:
 
 
 def _read_corpus(data_dir: Path) -> list[dict]:
-    """The one reader of `speech_corpus.jsonl`."""
+    """The one reader of `speech_corpus.jsonl` (entries must name their audio, which must stay in the data dir)."""
     path = data_dir / "speech_corpus.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    corpus = []
+    for lineno, entry in read_jsonl(path):
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            raise DataError(path, lineno, None, f"expected a JSON object, got {type(entry).__name__}")
+        for name in CORPUS_FIELDS:
+            if name not in entry:
+                raise DataError(path, lineno, name, "missing required field")
+        resolve_under(data_dir, entry["audio"], path, lineno, "audio")
+        corpus.append(entry)
+    if not corpus:
+        raise DataError(path, None, None, "holds no speech corpus entries")
+    return corpus
