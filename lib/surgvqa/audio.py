@@ -76,14 +76,14 @@ def to_mono_16k(data: np.ndarray, rate: int, name: str = "<array>", sample_rate:
         data = data.astype(np.float32)
     else:
         raise AudioError(f"{name}: expected float or integer PCM samples, got dtype {data.dtype}")
-    if data.ndim == 2:
-        data = librosa.to_mono(data.T)  # librosa wants (channels, frames)
-    elif data.ndim != 1:
+    if data.ndim not in (1, 2):
         raise AudioError(f"{name}: expected 1-D or (frames, channels) audio, got shape {data.shape}")
     if data.size == 0:
         raise AudioError(f"{name}: audio is empty (0 samples)")
-    if not np.isfinite(data).all():
-        raise AudioError(f"{name}: audio contains NaN or infinite samples")
+    if not np.isfinite(data).all():  # before librosa, which would raise its own error without the name
+        raise AudioError(f"{name}: audio contains {int((~np.isfinite(data)).sum())} NaN or infinite samples")
+    if data.ndim == 2:
+        data = librosa.to_mono(data.T)  # librosa wants (channels, frames)
     if rate != sample_rate:
         data = librosa.resample(data, orig_sr=int(rate), target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
     return data

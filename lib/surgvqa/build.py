@@ -79,9 +79,36 @@ def save_graft(model, processor, path: Path) -> Path:
     return path
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that would load wrong (pickled, or with weights missing / left over); names the folder."""
+
+
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
+
+
+def _listed(keys, limit: int = 8) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:limit]) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
 def load_graft(path: Path, **kwargs) -> tuple[Qwen2VLAudioForConditionalGeneration, Qwen2VLAudioProcessor]:
-    model = Qwen2VLAudioForConditionalGeneration.from_pretrained(path, **kwargs).eval()
-    return model, load_graft_processor(path)
+    """A saved graft, strictly: safetensors only (never pickle), and every weight present and used.
+
+    transformers would otherwise initialise a missing module (the projector, say) at random with
+    only a log line, and unpickle a `pytorch_model.bin`.
+    """
+    path = Path(path)
+    if not any((path / name).is_file() for name in SAFE_WEIGHTS):
+        pickled = [name for name in PICKLED_WEIGHTS if (path / name).is_file()]
+        raise CheckpointError(f"{path}: no {SAFE_WEIGHTS[0]}" + (f"; {', '.join(pickled)} is a pickle, which this project never loads "
+                              "(re-save it with save_pretrained(safe_serialization=True))" if pickled else ""))
+    model, info = Qwen2VLAudioForConditionalGeneration.from_pretrained(path, use_safetensors=True, output_loading_info=True, **kwargs)
+    problems = [f"{len(info[k])} {k.replace('_', ' ')}: {_listed(map(str, info[k]))}"
+                for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)]
+    if problems:
+        raise CheckpointError(f"{path}: checkpoint does not match the model ({'; '.join(problems)})")
+    return model.eval(), load_graft_processor(path)
 
 
 def load_graft_processor(path: Path) -> Qwen2VLAudioProcessor:

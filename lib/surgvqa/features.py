@@ -4,17 +4,23 @@ The tower never trains, so its output for a clip is a pure function of (audio co
 encoder weights, audio-length mode). Caching it means every epoch and every stage runs the
 encoder once per file instead of once per step. The key covers all three: a changed file,
 a different encoder or the other length mode is a miss, never a stale hit.
+
+An entry carries its key and a checksum of its tensors (safetensors metadata) and is verified on
+every read: a truncated, altered or misplaced entry is recomputed (with a warning naming the
+file), never served. Temp files of killed writers are removed when a cache opens.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from .audio import load_audio
 
@@ -37,11 +43,36 @@ def content_key(audio: str | Path | np.ndarray) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """Hash of names, dtypes, shapes and bytes of every tensor (what an entry's metadata records)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+class DamagedEntry(Exception):
+    """A cache file that must not be served (the reason is the message)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 class FeatureCache:
     """Encoder frames per audio clip: `get(audio)` -> (frames per chunk [(T'_i, d)], num_samples).
 
     Files live in `root/<encoder fingerprint>-<length mode>/<content hash>.safetensors`.
-    `hits` / `misses` count lookups since construction.
+    `hits` / `misses` count lookups since construction; `recomputed` counts damaged entries
+    that were rebuilt (each also a miss).
     """
 
     def __init__(self, root: str | Path, model, processor):
@@ -51,7 +82,15 @@ class FeatureCache:
         self.encoder_id = encoder_fingerprint(self.model.audio_tower)
         self.dir = Path(root) / f"{self.encoder_id}-{self.mode}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.recomputed = 0
+        self._remove_stale_temp_files()
+
+    def _remove_stale_temp_files(self) -> None:
+        # `<key>.<pid>.tmp`: a writer that died before its rename; live writers (DDP) keep theirs
+        for tmp in self.dir.glob("*.tmp"):
+            pid = tmp.suffixes[-2][1:] if len(tmp.suffixes) >= 2 else ""
+            if not (pid.isdigit() and _pid_alive(int(pid))):
+                tmp.unlink(missing_ok=True)
 
     def path(self, key: str) -> Path:
         return self.dir / f"{key}.safetensors"
@@ -60,19 +99,42 @@ class FeatureCache:
         key = content_key(audio)
         path = self.path(key)
         if path.is_file():
-            self.hits += 1
-            stored = load_file(path)
-            chunks = [stored[f"chunk_{i}"] for i in range(len(stored) - 1)]
-            return chunks, int(stored["num_samples"])
+            try:
+                chunks, num_samples = self._read(path, key)
+                self.hits += 1
+                return chunks, num_samples
+            except DamagedEntry as e:
+                warnings.warn(f"{path}: damaged feature cache entry ({e}); recomputing it", stacklevel=2)
+                self.recomputed += 1
         self.misses += 1
         clip = load_audio(audio) if not isinstance(audio, np.ndarray) else audio
         chunks = self.encode(clip)
         tensors = {f"chunk_{i}": c.contiguous() for i, c in enumerate(chunks)}
         tensors["num_samples"] = torch.tensor(len(clip))
+        metadata = {"key": key, "encoder": self.encoder_id, "mode": self.mode, "sha256": tensors_checksum(tensors)}
         tmp = path.with_suffix(f".{os.getpid()}.tmp")  # processes of a DDP run may write the same key
-        save_file(tensors, tmp)
+        save_file(tensors, tmp, metadata=metadata)
         tmp.replace(path)  # atomic: a killed run never leaves half a file behind
         return chunks, len(clip)
+
+    def _read(self, path: Path, key: str) -> tuple[list[torch.Tensor], int]:
+        """An entry's tensors, after checking that it is whole, is this key's and matches its checksum."""
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
+        except Exception as e:  # SafetensorError, OSError, ...: a truncated or overwritten file
+            raise DamagedEntry(f"unreadable: {e}") from None
+        expected = {"key": key, "encoder": self.encoder_id, "mode": self.mode}
+        for name, value in expected.items():
+            if meta.get(name) != value:
+                raise DamagedEntry(f"metadata {name}={meta.get(name)!r}, expected {value!r}")
+        if meta.get("sha256") != tensors_checksum(tensors):
+            raise DamagedEntry("checksum mismatch: the stored tensors changed")
+        n = len(tensors) - 1
+        if "num_samples" not in tensors or sorted(tensors) != sorted([f"chunk_{i}" for i in range(n)] + ["num_samples"]):
+            raise DamagedEntry(f"unexpected tensors {sorted(tensors)}")
+        return [tensors[f"chunk_{i}"] for i in range(n)], int(tensors["num_samples"])
 
     @torch.no_grad()
     def encode(self, clip: np.ndarray) -> list[torch.Tensor]:
@@ -83,7 +145,8 @@ class FeatureCache:
         return [frames[mask].float().cpu() for frames, mask in zip(out.last_hidden_state, out.frame_mask)]
 
     def stats(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses, "files": sum(1 for _ in self.dir.glob("*.safetensors"))}
+        return {"hits": self.hits, "misses": self.misses, "recomputed": self.recomputed,
+                "files": sum(1 for _ in self.dir.glob("*.safetensors"))}
 
 
 def pad_chunks(chunks: list[torch.Tensor]):

@@ -107,15 +107,35 @@ class Qwen2VLAudioProcessor(Qwen2VLProcessor):
         # WhisperFeatureExtractor drops the last STFT frame: n // hop frames.
         return max(num_samples, MIN_CHUNK_SAMPLES) // WHISPER_HOP_LENGTH
 
-    def audio_features(self, audio) -> tuple[dict, list[int]]:
+    @staticmethod
+    def validate_clip(clip, name: str = "audio") -> np.ndarray:
+        """One clip as float32, checked as the project's `load_audio` checks files: 1-D, not empty,
+        finite; integer PCM is rescaled to [-1, 1) (int16 by 32768), other dtypes are refused."""
+        clip = np.asarray(clip)
+        if clip.dtype.kind in "iu":
+            bits = np.iinfo(clip.dtype).bits
+            offset = 2.0 ** (bits - 1) if clip.dtype.kind == "u" else 0.0  # unsigned PCM is centred on its midpoint
+            clip = ((clip.astype(np.float64) - offset) / 2.0 ** (bits - 1)).astype(np.float32)
+        elif clip.dtype.kind == "f":
+            clip = clip.astype(np.float32)
+        else:
+            raise ValueError(f"{name} must hold float or integer PCM samples, got dtype {clip.dtype}")
+        if clip.ndim != 1:
+            raise ValueError(f"{name} must be 1-D mono at 16 kHz, got shape {clip.shape} (downmix first)")
+        if clip.size == 0:
+            raise ValueError(f"{name} is empty (0 samples)")
+        if not np.isfinite(clip).all():
+            bad = int((~np.isfinite(clip)).sum())
+            raise ValueError(f"{name} contains {bad} NaN or infinite samples")
+        return clip
+
+    def audio_features(self, audio, sampling_rate: int | None = None) -> tuple[dict, list[int]]:
         """16 kHz mono clips -> the model's audio inputs (`input_features`, `feature_attention_mask`,
-        one row per ≤ 30 s chunk) and each clip's `<|audio_pad|>` count."""
-        clips = [np.asarray(a, dtype=np.float32) for a in audio]
-        for i, clip in enumerate(clips):
-            if clip.ndim != 1:
-                raise ValueError(f"audio[{i}] must be 1-D mono at 16 kHz, got shape {clip.shape} (downmix first)")
-            if clip.size == 0:
-                raise ValueError(f"audio[{i}] is empty")
+        one row per ≤ 30 s chunk) and each clip's `<|audio_pad|>` count. Another `sampling_rate` is
+        an error (resample first): token counts and features assume 16 kHz."""
+        if sampling_rate is not None and sampling_rate != WHISPER_SAMPLE_RATE:
+            raise ValueError(f"sampling_rate={sampling_rate}: audio must be {WHISPER_SAMPLE_RATE} Hz (resample it first)")
+        clips = [self.validate_clip(a, f"audio[{i}]") for i, a in enumerate(audio)]
         chunks = [chunk for clip in clips for chunk in self.split_chunks(clip)]
         if self.audio_length_mode == "padded":
             features = self.feature_extractor(
@@ -167,18 +187,21 @@ class Qwen2VLAudioProcessor(Qwen2VLProcessor):
 
     # ---- main entry -------------------------------------------------------------------
     def __call__(self, images=None, text=None, videos=None, audio=None, audio_lengths: list[int] | None = None,
-                 **kwargs) -> BatchFeature:
+                 sampling_rate: int | None = None, **kwargs) -> BatchFeature:
         """Qwen2-VL's processing of text, images and videos, with the audio placeholders expanded first.
 
         Audio is handled here rather than through the mixin's audio hooks: those would tag audio
         tokens as a modality of their own (M-RoPE must see them as text) and refuse placeholders
         without waveforms, which `audio_lengths` needs: 16 kHz samples per clip instead of `audio`,
         for audio already encoded elsewhere (a feature cache); only its placeholders are expanded.
+        `sampling_rate`, when given, must be 16000: it is checked, never silently ignored.
         """
         if text is None:
             raise ValueError("text prompts are required (build them with apply_chat_template)")
         texts = [text] if isinstance(text, str) else list(text)
         audio_inputs, counts = {}, None
+        if sampling_rate is not None and sampling_rate != WHISPER_SAMPLE_RATE:
+            raise ValueError(f"sampling_rate={sampling_rate}: audio must be {WHISPER_SAMPLE_RATE} Hz (resample it first)")
         if audio is not None:
             audio = [audio] if isinstance(audio, np.ndarray) and audio.ndim == 1 else audio
             audio_inputs, counts = self.audio_features(audio)
