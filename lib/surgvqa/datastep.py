@@ -155,7 +155,8 @@ def _clean_outputs(out: Path) -> None:
             shutil.rmtree(out / name)
     for name in ("in_template.jsonl", "out_template.jsonl", "speech_corpus.jsonl"):
         (out / name).unlink(missing_ok=True)
-    for tmp in (out / "audio").glob(".tmp*"):  # wavs of a killed writer (the cache renames finished ones)
+    # temp files of a killed writer (finished ones are renamed): JSONL and stamp here, wavs in the audio cache
+    for tmp in [*out.glob(".*.tmp"), *(out / "audio").glob(".tmp*")]:
         tmp.unlink()
 
 

@@ -215,12 +215,21 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
     return (mixed / peak if peak > 1.0 else mixed).astype(np.float32)
 
 
+NOISE_VERSION = 1  # bump when or_noise / mix_at_snr change: derived files are keyed by it
+
+
 def noisy_copy(clean: str | Path, out_dir: str | Path, snr_db: float, seed: int) -> Path:
     """The one noise routine: `clean` mixed with operating-room noise at `snr_db`, written once to
-    `out_dir/<stem>-snr<snr>.wav` (atomically). The noise is drawn from (seed, file name), so a file
-    gets the same noise wherever it is used (a test question, the transcription test, a noisy dataset)."""
+    `out_dir/<stem>-<key>-snr<snr>.wav` (atomically). The noise is drawn from (seed, file name), so a file
+    gets the same noise wherever it is used (a test question, the transcription test, a noisy dataset).
+
+    `key` hashes what made the file (the source's bytes, its name, the SNR, the seed and NOISE_VERSION),
+    so a file left by other code, another seed or another source is never reused.
+    """
     clean, out_dir = Path(clean), Path(out_dir)
-    out = out_dir / f"{clean.stem}-snr{snr_db:g}.wav"
+    made_by = repr((NOISE_VERSION, hashlib.sha256(clean.read_bytes()).hexdigest(), clean.name, float(snr_db), int(seed)))
+    key = hashlib.sha256(made_by.encode()).hexdigest()[:12]
+    out = out_dir / f"{clean.stem}-{key}-snr{snr_db:g}.wav"
     if not out.is_file():
         audio = load_audio(clean)
         rng = np.random.default_rng([seed, int(hashlib.sha256(clean.name.encode()).hexdigest()[:8], 16)])

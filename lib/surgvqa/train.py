@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, WhisperFeatureExtractor
-from transformers.trainer_utils import get_last_checkpoint
 
 from . import build
 from .datastep import load_run_data
@@ -150,8 +149,16 @@ def resume_checkpoint(output_dir: Path, stamp: str, resume: bool) -> str | None:
     marker = output_dir / "stamp.txt"
     finished = (output_dir / "stage.json").is_file()
     if resume and not finished and marker.is_file() and marker.read_text() == stamp and output_dir.is_dir():
-        return get_last_checkpoint(str(output_dir))
+        return last_complete_checkpoint(output_dir)
     return None
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest `checkpoint-N` whose save finished: Trainer writes trainer_state.json last, and a
+    run killed while saving leaves a newer folder without it (get_last_checkpoint would pick that)."""
+    done = [p for p in output_dir.glob("checkpoint-*")
+            if p.name.split("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-", 1)[1]))) if done else None  # none whole: start over
 
 
 def prepare_output_dir(output_dir: Path, stamp: str, resume: bool) -> str | None:
