@@ -557,3 +557,37 @@ def test_checkpoint_that_would_load_wrong_is_refused(saved, damage, words):
     with pytest.raises(build.CheckpointError) as info:
         build.load_graft(saved)
     assert str(saved) in str(info.value) and all(w in str(info.value) for w in words), str(info.value)
+
+
+# ---- derived artifacts are keyed by what made them (item 7) -------------------------------------------
+
+
+def test_noisy_copy_is_keyed_by_source_content_snr_and_seed(tmp_path):
+    from surgvqa.speech import noisy_copy
+
+    clean = _wav(tmp_path / "q.wav", 0.5)
+    out = tmp_path / "eval"
+    first = noisy_copy(clean, out, 5.0, seed=0)
+    stale = out / "q-snr5.wav"  # what the old code named it: never picked up
+    stale.write_bytes(b"left by other code")
+    assert noisy_copy(clean, out, 5.0, seed=0) == first != stale
+    assert noisy_copy(clean, out, 5.0, seed=1) != first
+    assert noisy_copy(clean, out, 10.0, seed=0) != first
+    write_wav(clean, load_audio(clean) * 0.5)  # same name, other content
+    assert noisy_copy(clean, out, 5.0, seed=0) != first
+
+
+def test_asr_decoding_is_greedy_only(monkeypatch):
+    """faster-whisper's default temperature fallback samples without a seed: transcripts of noisy clips
+    changed from run to run. The evaluation decodes at temperature 0 only."""
+    from surgvqa import evaluate
+
+    calls = []
+
+    class FakeWhisper:
+        def transcribe(self, path, **kwargs):
+            calls.append(kwargs)
+            return [], None
+
+    evaluate.transcribe_faster_whisper(FakeWhisper(), ["a.wav"], progress=False)
+    assert calls and calls[0].get("temperature") in (0, 0.0, [0.0], (0.0,)) and calls[0].get("beam_size") == 1

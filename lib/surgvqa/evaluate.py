@@ -89,7 +89,9 @@ def transcribe_faster_whisper(model, paths: list[str], progress: bool = True) ->
     texts, seconds = [], []
     for path in tqdm(paths, desc="faster-whisper", disable=not progress, leave=False):
         t0 = time.perf_counter()
-        segments, _ = model.transcribe(str(path), language="en", beam_size=1, without_timestamps=True,
+        # temperature=0 only: faster-whisper's default fallback re-decodes hard clips by unseeded sampling
+        # (T=0.2..1.0), which changed ~1 in 10 noisy transcripts from run to run
+        segments, _ = model.transcribe(str(path), language="en", beam_size=1, temperature=0.0, without_timestamps=True,
                                        condition_on_previous_text=False, vad_filter=False)
         texts.append(" ".join(s.text.strip() for s in segments).strip())
         seconds.append(time.perf_counter() - t0)
