@@ -11,16 +11,17 @@ asserts that the question text is nowhere in the prompt.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from . import prompts
 from .audio import load_audio
-from .data import Dataset, load_frames
-from .features import FeatureCache, pad_chunks
+from .data import Dataset, load_frames, qa_key
+from .features import FeatureCache, VisionCache, pad_chunks
 
 TASKS = ("vqa", "transcribe", "repeat")
 
@@ -34,6 +35,8 @@ class Example:
     audio: str | None = None  # absolute path of the spoken input
     frames: tuple[str, ...] = ()  # absolute paths of the clip's frames
     meta: dict = field(default_factory=dict)  # id, question_type, template, group, voice ... (for evaluation)
+    # vqa only: further questions about the same clip, asked in the same conversation (training dialogues)
+    follow_ups: tuple["Example", ...] = ()
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -42,15 +45,21 @@ class Example:
             raise ValueError(f"vqa mode must be 'audio' or 'text', got {self.mode!r}")
         if (self.task == "transcribe" or self.mode == "audio") and not self.audio:
             raise ValueError(f"example {self.meta.get('id', '?')}: {self.task}/{self.mode} needs an audio file")
+        if any(f.task != "vqa" or f.mode != self.mode or f.frames != self.frames for f in self.follow_ups):
+            raise ValueError(f"example {self.meta.get('id', '?')}: follow-ups must be {self.mode} questions about the same clip")
+
+    @property
+    def turns(self) -> tuple["Example", ...]:
+        return (self, *self.follow_ups)
 
 
 def vqa_examples(ds: Dataset, mode: str, audio_override: dict[str, str] | None = None) -> list[Example]:
-    """One example per row; `audio_override` maps row id -> another audio file (noise, audio swap)."""
+    """One example per row; `audio_override` maps a row's (video_id, id) -> another audio file (noise, audio swap)."""
     out = []
     for row in ds.rows:
         audio = None
         if mode == "audio":
-            path = (audio_override or {}).get(row["id"]) or ds.audio_path(row)
+            path = (audio_override or {}).get(qa_key(row)) or ds.audio_path(row)
             if path is None:
                 raise ValueError(f"row {row['id']}: audio mode but the row has no audio")
             audio = str(path)
@@ -70,6 +79,68 @@ def transcription_examples(corpus: list[dict], audio_root: str | Path) -> list[E
 
 def repeat_examples(sentences: list[str]) -> list[Example]:
     return [Example("repeat", s, meta={"id": f"repeat{i:05d}"}) for i, s in enumerate(sentences)]
+
+
+def dialogue(examples: list[Example]) -> Example:
+    """VQA examples about one clip -> one conversation (the first asks with the video, the others follow)."""
+    return replace(examples[0], follow_ups=tuple(examples[1:]))
+
+
+class ClipDialogues(torch.utils.data.Dataset):
+    """A training epoch of conversations, one per clip, re-drawn each epoch (`set_epoch`).
+
+    Each conversation asks `questions_per_clip` questions of different types about one clip, in
+    random order, each in a random wording/voice of that type. A fraction `balanced` of the
+    conversations is drawn class-balanced instead (a question type, then one of its answers,
+    then a clip with that answer, whose question comes first): rare answers (a tool, dye, a
+    polyp's site) are seen as often as common ones. `fixed` examples are in every epoch.
+    Deterministic given (seed, epoch); the length never changes, so Trainer's schedule holds.
+    """
+
+    def __init__(self, examples: list[Example], questions_per_clip: int, balanced: float = 0.0,
+                 fixed: list[Example] | None = None, seed: int = 0):
+        clips: dict[tuple[str, ...], dict[str, list[Example]]] = {}
+        for ex in examples:
+            clips.setdefault(ex.frames, {}).setdefault(ex.meta["question_type"], []).append(ex)
+        self.clips = list(clips.values())
+        self.by_answer: dict[str, dict[str, list[int]]] = {}  # type -> answer -> clips
+        for i, by_type in enumerate(self.clips):
+            for qtype, exs in by_type.items():
+                for answer in {e.answer for e in exs}:
+                    self.by_answer.setdefault(qtype, {}).setdefault(answer, []).append(i)
+        self.questions_per_clip = questions_per_clip
+        self.balanced = balanced
+        self.fixed = list(fixed or [])
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        rng = np.random.default_rng([self.seed, int(epoch), 0xD1A1])
+        types = sorted(t for t, answers in self.by_answer.items() if len(answers) > 1)  # a constant has nothing to balance
+        n_balanced = int(round(self.balanced * len(self.clips))) if types else 0
+        natural = rng.permutation(len(self.clips))[: len(self.clips) - n_balanced]
+        draws = [(int(i), None) for i in natural]
+        for _ in range(n_balanced):
+            qtype = types[rng.integers(len(types))]
+            answers = sorted(self.by_answer[qtype])
+            clips = self.by_answer[qtype][answers[rng.integers(len(answers))]]
+            draws.append((int(clips[rng.integers(len(clips))]), qtype))
+        self.examples = [self._conversation(rng, self.clips[i], first) for i, first in draws] + self.fixed
+        self.epoch = int(epoch)
+
+    def _conversation(self, rng, by_type: dict[str, list[Example]], first: str | None) -> Example:
+        types = [t for t in sorted(by_type) if t != first]
+        types = ([first] if first else []) + [types[i] for i in rng.permutation(len(types))]
+        picks = [by_type[t][rng.integers(len(by_type[t]))] for t in types[: self.questions_per_clip]]
+        if first is None:
+            picks = [picks[i] for i in rng.permutation(len(picks))]
+        return dialogue(picks)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Example:
+        return self.examples[i]
 
 
 class ExampleDataset(torch.utils.data.Dataset):
@@ -93,10 +164,11 @@ class Collator:
     """
 
     def __init__(self, processor, training: bool = True, feature_cache: FeatureCache | None = None,
-                 frame_size: int | None = None):
+                 frame_size: int | None = None, vision_cache: VisionCache | None = None):
         self.processor = processor
         self.training = training
         self.feature_cache = feature_cache
+        self.vision_cache = vision_cache
         self.frame_size = frame_size
         self._frames: dict[tuple[str, ...], np.ndarray] = {}  # a clip is shared by ~20 questions
 
@@ -106,13 +178,15 @@ class Collator:
             return prompts.transcribe_messages(answer)
         if ex.task == "repeat":
             return prompts.repeat_messages(ex.answer, answer)
-        question = ex.question if ex.mode == "text" else None
-        return prompts.vqa_messages(ex.mode, question=question, video=bool(ex.frames), answer=answer)
+        turns = [(t.question if ex.mode == "text" else None, t.answer if self.training else None) for t in ex.turns]
+        return prompts.vqa_dialogue_messages(ex.mode, turns, video=bool(ex.frames))
 
     def prompt(self, ex: Example) -> str:
         text = prompts.render(self.processor, self.messages(ex))
-        if ex.task == "vqa" and ex.mode == "audio" and ex.question:
-            prompts.assert_no_question_text(text, ex.question)
+        if ex.task == "vqa" and ex.mode == "audio":
+            for turn in ex.turns:
+                if turn.question:
+                    prompts.assert_no_question_text(text, turn.question)
         return text
 
     def frames(self, paths: tuple[str, ...]) -> np.ndarray:
@@ -124,9 +198,18 @@ class Collator:
 
     def __call__(self, examples: list[Example]) -> dict:
         texts = [self.prompt(ex) for ex in examples]
-        videos = [list(self.frames(ex.frames)) for ex in examples if ex.frames]
-        audio_paths = [ex.audio for ex in examples if ex.audio and (ex.task == "transcribe" or ex.mode == "audio")]
-        kwargs: dict = {"videos": videos or None, "padding_side": "right" if self.training else "left"}
+        clips = [ex.frames for ex in examples if ex.frames]
+        audio_paths = [t.audio for ex in examples if ex.task == "transcribe" or ex.mode == "audio" for t in ex.turns]
+        kwargs: dict = {"padding_side": "right" if self.training else "left"}
+        mm_outputs: dict = {}
+        if clips and self.vision_cache is not None:
+            # The frozen tower's tokens come from the cache, pre-encoded (the processor expands the
+            # placeholders from their grids), so neither pixels nor the tower are needed.
+            tokens, grids = self.vision_cache.get(clips)
+            kwargs["video_grid_thw"] = torch.stack(grids)
+            mm_outputs["video"] = BaseModelOutputWithPooling(pooler_output=tokens)
+        elif clips:
+            kwargs["videos"] = [list(self.frames(c)) for c in clips]
         encoded = None
         if audio_paths and self.feature_cache is not None:
             looked_up = [self.feature_cache.get(p) for p in audio_paths]
@@ -136,7 +219,9 @@ class Collator:
             kwargs["audio"] = [load_audio(p) for p in audio_paths]
         batch = dict(self.processor(text=texts, **kwargs))
         if encoded is not None:
-            batch["mm_encoder_outputs"] = {"audio": encoded}
+            mm_outputs["audio"] = encoded
+        if mm_outputs:
+            batch["mm_encoder_outputs"] = mm_outputs
         if self.training:
             batch["labels"] = prompts.assistant_labels(batch["input_ids"], self.processor.tokenizer)
         return batch

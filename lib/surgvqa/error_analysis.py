@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import evaluate, metrics
 from .answers import canonical_answer, exact_match, in_vocabulary
-from .data import Dataset
+from .data import Dataset, qa_key
 from .systems import NOISY, TEST_SPLITS
 from .media import audio_html, flipbook_html
 from .schema import ANSWER_VOCAB, QUESTION_TYPES
@@ -196,7 +196,7 @@ def _dataset_row(ds: Dataset, row: dict) -> dict:
     """The dataset row a prediction row refers to (by id and template; the row itself if it has frames)."""
     if row.get("frames") is not None and len(row.get("frames")) > 0:
         return row
-    matches = [r for r in ds.rows if r["id"] == row.get("id")]
+    matches = [r for r in ds.rows if qa_key(r) == (row.get("video_id"), row.get("id"))]
     if row.get("template") is not None and len(matches) > 1:
         matches = [r for r in matches if r.get("template") == row.get("template")] or matches
     if not matches:
@@ -297,9 +297,9 @@ def misheard(predictions: pd.DataFrame, splits: Iterable[str] = TEST_SPLITS, gra
     asr = asr[differs]
     if asr.empty:
         return pd.DataFrame(columns=_MISHEARD_COLUMNS)
-    g = _system(predictions, graft, splits)[["id", "split", "prediction", "correct"]]
+    g = _system(predictions, graft, splits)[["video_id", "id", "split", "prediction", "correct"]]
     g = g.rename(columns={"prediction": "graft_answer", "correct": "graft_correct"})
-    out = asr.rename(columns={"prediction": "asr_answer", "correct": "asr_correct"}).merge(g, on=["id", "split"], how="left")
+    out = asr.rename(columns={"prediction": "asr_answer", "correct": "asr_correct"}).merge(g, on=["video_id", "id", "split"], how="left")
     out["word_wer"] = [metrics.wer_cer([t], [q])["wer"] for q, t in zip(out["question"], out["transcript"])]
     out["asr_correct"] = out["asr_correct"].astype(bool)
     out["graft_correct"] = out["graft_correct"].fillna(False).astype(bool)  # no graft answer counts as wrong
@@ -387,16 +387,16 @@ def swap_audio_map(rows: list[dict], seed: int = 0, audio_root: str | Path | Non
     seq = [r for t in order for r in by_type[t]]
     n, largest = len(seq), max(len(v) for v in by_type.values())
     if 2 * largest <= n:
-        return {seq[i]["id"]: path(seq[(i + largest) % n]) for i in range(n)}
+        return {qa_key(seq[i]): path(seq[(i + largest) % n]) for i in range(n)}
     out = {}
     for r in seq:
         donors = [d for d in seq if d["question_type"] != r["question_type"]]
-        out[r["id"]] = path(donors[int(rng.integers(len(donors)))])
+        out[qa_key(r)] = path(donors[int(rng.integers(len(donors)))])
     return out
 
 
 def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str, str], seed: int = 0,
-                     progress_desc: str = "audio swap") -> dict[str, Any]:
+                     progress_desc: str = "audio swap", cfg=None) -> dict[str, Any]:
     """The graft on `ds`'s rows with their own audio and with swapped audio (`swap_audio_map`).
 
     Returns accuracy with 95% bootstrap CI ({"accuracy", "ci95", "n"}) for `true_audio`,
@@ -410,16 +410,17 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
     rows = ds.rows
     swap = swap_audio_map(rows, seed=seed, audio_root=ds.audio_root or ds.root)
     donor_type = {str(Path(ds.audio_path(r))): r["question_type"] for r in rows}
-    true_out = evaluate.run_model(model, processor, vqa_examples(ds, "audio"), options, f"{progress_desc}: true audio")
+    true_out = evaluate.run_model(model, processor, vqa_examples(ds, "audio"), options, f"{progress_desc}: true audio",
+                                  cfg=cfg)
     swap_out = evaluate.run_model(model, processor, vqa_examples(ds, "audio", audio_override=swap), options,
-                           f"{progress_desc}: swapped audio")
+                                  f"{progress_desc}: swapped audio", cfg=cfg)
     true_ok = evaluate.score(rows, true_out["predictions"])
     swap_ok = evaluate.score(rows, swap_out["predictions"])
     maj_ok = evaluate.score(rows, metrics.majority_predictions(pd.DataFrame(rows), majority))
     kw = dict(n_boot=options.bootstrap, seed=seed)
     changed = [canonical_answer(a, r["question_type"]) != canonical_answer(b, r["question_type"])
                for a, b, r in zip(true_out["predictions"], swap_out["predictions"], rows)]
-    donor_vocab = [c and in_vocabulary(p, donor_type[str(Path(swap[r["id"]]))])
+    donor_vocab = [c and in_vocabulary(p, donor_type[str(Path(swap[qa_key(r)]))])
                    and not in_vocabulary(p, r["question_type"])
                    for c, p, r in zip(changed, swap_out["predictions"], rows)]
     frame = pd.DataFrame({"question_type": [r["question_type"] for r in rows], "short_answer": [r["short_answer"] for r in rows]})
@@ -442,7 +443,7 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
             "id": [r["id"] for r in rows], "question_type": [r["question_type"] for r in rows],
             "short_answer": [r["short_answer"] for r in rows],
             "true_audio": true_out["predictions"], "swapped_audio": swap_out["predictions"],
-            "donor_type": [donor_type[str(Path(swap[r["id"]]))] for r in rows],
+            "donor_type": [donor_type[str(Path(swap[qa_key(r)]))] for r in rows],
         }),
     }
 

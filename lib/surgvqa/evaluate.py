@@ -27,7 +27,7 @@ import torch
 from . import answers, build, metrics, train
 from .collate import Collator, Example, transcription_examples, vqa_examples
 from .config import Config, EvalConfig
-from .data import Dataset
+from .data import Dataset, qa_key
 from .infer import predict
 from .speech import noisy_copy
 from .systems import EVAL_SPLITS, LABELS, NOISY, SYSTEMS
@@ -37,20 +37,24 @@ from .systems import EVAL_SPLITS, LABELS, NOISY, SYSTEMS
 # ---- rows -------------------------------------------------------------------------------------
 
 
-def evaluation_rows(splits: dict[str, Dataset], max_rows: int | None = None) -> Dataset:
-    """Val (in-domain) + test (held-out video, held-out voice) rows, each tagged with `split`."""
+def evaluation_rows(splits: dict[str, Dataset], max_rows: int | None = None, seed: int = 0) -> Dataset:
+    """Val (in-domain) + test (held-out video, held-out voice) rows, each tagged with `split`.
+
+    `max_rows` caps each split with a seeded random sample (fixed before any model runs, the same
+    rows for every system), so a capped split still spans its clips and question types.
+    """
     rows = []
     for source, ds in (("val", splits["val"]), ("test", splits["test"])):
         for row in ds.rows:
             split = "val" if source == "val" else row["group"]
             rows.append({**row, "split": split})
     if max_rows:
-        kept, seen = [], {}
-        for r in rows:
-            seen[r["split"]] = seen.get(r["split"], 0) + 1
-            if seen[r["split"]] <= max_rows:
-                kept.append(r)
-        rows = kept
+        rng = np.random.default_rng(seed)
+        kept = []
+        for split in dict.fromkeys(r["split"] for r in rows):
+            idx = [i for i, r in enumerate(rows) if r["split"] == split]
+            kept += sorted(idx if len(idx) <= max_rows else rng.choice(idx, size=max_rows, replace=False).tolist())
+        rows = [rows[i] for i in sorted(kept)]
     ds = splits["test"]
     return Dataset(rows, ds.root, ds.audio_root)
 
@@ -58,7 +62,7 @@ def evaluation_rows(splits: dict[str, Dataset], max_rows: int | None = None) -> 
 def noisy_audio(cfg: Config, ds: Dataset, snr_db: float) -> dict[str, str]:
     """Held-out-voice rows' audio mixed with operating-room noise (`speech.noisy_copy`): row id -> path."""
     out_dir = cfg.paths.noisy(snr_db)
-    return {row["id"]: str(noisy_copy(ds.audio_path(row), out_dir, snr_db, cfg.seed))
+    return {qa_key(row): str(noisy_copy(ds.audio_path(row), out_dir, snr_db, cfg.seed))
             for row in ds.rows if row["split"] == "heldout_voice"}
 
 
@@ -130,13 +134,20 @@ def seed_faithful_graft(cfg: Config):
 
 
 def run_model(model, processor, examples: list[Example], options: EvalConfig, desc: str,
-              max_new_tokens: int | None = None) -> dict:
-    return predict(model, Collator(processor, training=False), examples, batch_size=options.batch_size,
+              max_new_tokens: int | None = None, cfg: Config | None = None) -> dict:
+    """Greedy answers of `model`. With `cfg` (accuracy runs), the frozen towers' outputs come from
+    the run's caches (keyed by the towers' weights); the speed test passes none, so it times them."""
+    caches = {}
+    if cfg is not None:
+        caches["vision_cache"] = train.vision_cache(cfg, model, processor)
+        if hasattr(getattr(model, "model", model), "audio_tower"):
+            caches["feature_cache"] = train.feature_cache(cfg, model, processor)
+    return predict(model, Collator(processor, training=False, **caches), examples, batch_size=options.batch_size,
                    max_new_tokens=max_new_tokens or options.max_new_tokens, desc=desc)
 
 
 def asr_pipeline(models: Models, ds: Dataset, options: EvalConfig, audio_override: dict[str, str] | None = None,
-                 desc: str = "asr_pipeline", reuse_transcripts: bool = False) -> dict:
+                 desc: str = "asr_pipeline", reuse_transcripts: bool = False, cfg: Config | None = None) -> dict:
     """Transcribe each row's audio, then the fine-tuned text model answers the transcript (times add up).
 
     `reuse_transcripts`: rows that share an audio file (the same question by the same voice about
@@ -154,7 +165,7 @@ def asr_pipeline(models: Models, ds: Dataset, options: EvalConfig, audio_overrid
     else:
         transcripts, asr_seconds = transcribe_faster_whisper(models.asr, paths, progress=True)
     text_examples = [dataclasses.replace(e, mode="text", question=t or "?", audio=None) for e, t in zip(examples, transcripts)]
-    out = run_model(models.text_finetuned, models.processor, text_examples, options, desc)
+    out = run_model(models.text_finetuned, models.processor, text_examples, options, desc, cfg=cfg)
     # Per batch, the transcription time of its rows is added to the answer time.
     bs = options.batch_size
     batch_asr = [sum(asr_seconds[i : i + bs]) for i in range(0, len(asr_seconds), bs)]
@@ -244,10 +255,10 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
     """Run every system on the same rows and the transcription test, in this one process."""
     options = options or cfg.eval
     models = models or Models.load(cfg, options)
-    ds = evaluation_rows(splits, options.max_rows)
+    ds = evaluation_rows(splits, options.max_rows, cfg.seed)
     rows = ds.rows
     noisy = noisy_audio(cfg, ds, options.noise_snr_db)
-    noisy_ds = Dataset([r for r in rows if r["id"] in noisy], ds.root, ds.audio_root)
+    noisy_ds = Dataset([r for r in rows if qa_key(r) in noisy], ds.root, ds.audio_root)
     frames = []
 
     train_df = pd.DataFrame(splits["train"].rows)
@@ -262,14 +273,14 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
                                     ("text_finetuned", models.text_finetuned, text_examples),
                                     ("audio_zeroshot", models.audio_zeroshot, audio_examples),
                                     ("audio_finetuned", models.audio_finetuned, audio_examples)):
-        out = run_model(model, models.processor, examples, options, system)
+        out = run_model(model, models.processor, examples, options, system, cfg=cfg)
         frames.append(_frame(system, rows, out["predictions"]))
         if system.startswith("audio"):
             frames.append(_frame(system, noisy_ds.rows, run_model(model, models.processor, noisy_examples, options,
-                                                                  f"{system} (noisy)")["predictions"], NOISY))
-    asr_out = asr_pipeline(models, ds, options, reuse_transcripts=True)
+                                                                  f"{system} (noisy)", cfg=cfg)["predictions"], NOISY))
+    asr_out = asr_pipeline(models, ds, options, reuse_transcripts=True, cfg=cfg)
     frames.append(_frame("asr_pipeline", rows, asr_out["predictions"]).assign(transcript=asr_out["transcripts"]))
-    asr_noisy = asr_pipeline(models, noisy_ds, options, noisy, desc="asr_pipeline (noisy)", reuse_transcripts=True)
+    asr_noisy = asr_pipeline(models, noisy_ds, options, noisy, desc="asr_pipeline (noisy)", reuse_transcripts=True, cfg=cfg)
     frames.append(_frame("asr_pipeline", noisy_ds.rows, asr_noisy["predictions"], NOISY).assign(transcript=asr_noisy["transcripts"]))
     predictions = pd.concat(frames, ignore_index=True)
 
@@ -341,7 +352,7 @@ def transcription_test(cfg: Config, graft_model, processor, asr, corpus: list[di
     scores: dict[str, dict] = {"whisper_base": {}, "graft": {}}
     for condition, entries, paths in (("", test, table["audio"].tolist()), ("_noisy", noisy, table["audio_noisy"].tolist())):
         whisper_texts, _ = transcribe_faster_whisper(asr, paths)
-        graft_texts = graft_transcribe(graft_model, processor, entries, cfg.paths.data, options)
+        graft_texts = graft_transcribe(graft_model, processor, entries, cfg.paths.data, options, cfg=cfg)
         table[f"whisper_base{condition}"] = whisper_texts
         table[f"graft{condition}"] = graft_texts
         for system, hyps in (("whisper_base", whisper_texts), ("graft", graft_texts)):
@@ -352,10 +363,10 @@ def transcription_test(cfg: Config, graft_model, processor, asr, corpus: list[di
 
 
 def graft_transcribe(model, processor, entries: list[dict], audio_root: Path, options: EvalConfig,
-                     max_new_tokens: int = 48) -> list[str]:
+                     max_new_tokens: int = 48, cfg: Config | None = None) -> list[str]:
     """The graft as a transcriber ("Transcribe the speech.")."""
     examples = transcription_examples(entries, audio_root)
-    return run_model(model, processor, examples, options, "graft transcribes", max_new_tokens)["predictions"]
+    return run_model(model, processor, examples, options, "graft transcribes", max_new_tokens, cfg=cfg)["predictions"]
 
 
 

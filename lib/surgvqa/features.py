@@ -67,6 +67,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def remove_stale_temp_files(folder: Path) -> None:
+    """Delete `<key>.<pid>.tmp` files of writers that died before their rename (live DDP writers keep theirs)."""
+    for tmp in folder.glob("*.tmp"):
+        pid = tmp.suffixes[-2][1:] if len(tmp.suffixes) >= 2 else ""
+        if not (pid.isdigit() and _pid_alive(int(pid))):
+            tmp.unlink(missing_ok=True)
+
+
 class FeatureCache:
     """Encoder frames per audio clip: `get(audio)` -> (frames per chunk [(T'_i, d)], num_samples).
 
@@ -83,14 +91,7 @@ class FeatureCache:
         self.dir = Path(root) / f"{self.encoder_id}-{self.mode}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.hits = self.misses = self.recomputed = 0
-        self._remove_stale_temp_files()
-
-    def _remove_stale_temp_files(self) -> None:
-        # `<key>.<pid>.tmp`: a writer that died before its rename; live writers (DDP) keep theirs
-        for tmp in self.dir.glob("*.tmp"):
-            pid = tmp.suffixes[-2][1:] if len(tmp.suffixes) >= 2 else ""
-            if not (pid.isdigit() and _pid_alive(int(pid))):
-                tmp.unlink(missing_ok=True)
+        remove_stale_temp_files(self.dir)
 
     def path(self, key: str) -> Path:
         return self.dir / f"{key}.safetensors"
@@ -111,26 +112,12 @@ class FeatureCache:
         chunks = self.encode(clip)
         tensors = {f"chunk_{i}": c.contiguous() for i, c in enumerate(chunks)}
         tensors["num_samples"] = torch.tensor(len(clip))
-        metadata = {"key": key, "encoder": self.encoder_id, "mode": self.mode, "sha256": tensors_checksum(tensors)}
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # processes of a DDP run may write the same key
-        save_file(tensors, tmp, metadata=metadata)
-        tmp.replace(path)  # atomic: a killed run never leaves half a file behind
+        write_entry(path, tensors, {"key": key, "encoder": self.encoder_id, "mode": self.mode})
         return chunks, len(clip)
 
     def _read(self, path: Path, key: str) -> tuple[list[torch.Tensor], int]:
         """An entry's tensors, after checking that it is whole, is this key's and matches its checksum."""
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {name: f.get_tensor(name) for name in f.keys()}
-        except Exception as e:  # SafetensorError, OSError, ...: a truncated or overwritten file
-            raise DamagedEntry(f"unreadable: {e}") from None
-        expected = {"key": key, "encoder": self.encoder_id, "mode": self.mode}
-        for name, value in expected.items():
-            if meta.get(name) != value:
-                raise DamagedEntry(f"metadata {name}={meta.get(name)!r}, expected {value!r}")
-        if meta.get("sha256") != tensors_checksum(tensors):
-            raise DamagedEntry("checksum mismatch: the stored tensors changed")
+        tensors = read_entry(path, {"key": key, "encoder": self.encoder_id, "mode": self.mode})
         n = len(tensors) - 1
         if "num_samples" not in tensors or sorted(tensors) != sorted([f"chunk_{i}" for i in range(n)] + ["num_samples"]):
             raise DamagedEntry(f"unexpected tensors {sorted(tensors)}")
@@ -147,6 +134,115 @@ class FeatureCache:
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "recomputed": self.recomputed,
                 "files": sum(1 for _ in self.dir.glob("*.safetensors"))}
+
+
+# The smallest text the processor accepts with one clip (it returns the clip's patches and grid).
+VIDEO_PROMPT = "<|vision_start|><|video_pad|><|vision_end|>"
+
+
+def clip_key(frame_paths, frame_size: int | None) -> str:
+    """Hash of a clip's frame bytes, in order, and the size they are resized to."""
+    h = hashlib.sha256(f"size={frame_size};".encode())
+    for path in frame_paths:
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()[:32]
+
+
+class VisionCache:
+    """The frozen vision tower's output tokens per clip: `get(clips)` -> [(tokens (n, hidden))], [grid (t, h, w)].
+
+    The tower never trains after stage 0, so its output for a clip is a pure function of (frame
+    bytes, frame size, tower weights): files live in `root/<tower fingerprint>/<clip hash>.safetensors`
+    and carry their key + checksum like `FeatureCache` entries (verified on read, recomputed with
+    a warning when damaged). Entries are also kept in memory: a clip is asked ~20 times (its questions).
+    """
+
+    def __init__(self, root: str | Path, model, processor, load_frames, frame_size: int | None = None):
+        inner = model
+        while not hasattr(inner, "visual") and hasattr(inner, "model"):
+            inner = inner.model
+        self.visual = inner.visual
+        self.processor = processor
+        self.load_frames = load_frames  # frame paths -> (T, H, W, 3) uint8
+        self.frame_size = frame_size
+        self.tower_id = encoder_fingerprint(self.visual)
+        self.dir = Path(root) / self.tower_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.dir)
+        self.memory: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.hits = self.misses = self.recomputed = 0
+
+    def _lookup(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if key in self.memory:
+            self.hits += 1
+            return self.memory[key]
+        path = self.dir / f"{key}.safetensors"
+        if not path.is_file():
+            return None
+        try:
+            tensors = read_entry(path, {"key": key, "tower": self.tower_id})
+            entry = (tensors["tokens"], tensors["grid"])
+        except DamagedEntry as e:
+            warnings.warn(f"{path}: damaged vision cache entry ({e}); recomputing it", stacklevel=3)
+            self.recomputed += 1
+            return None
+        self.hits += 1
+        self.memory[key] = entry
+        return entry
+
+    def get(self, clips: list[tuple[str, ...]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        keys = [clip_key(c, self.frame_size) for c in clips]
+        found = {k: self._lookup(k) for k in dict.fromkeys(keys)}
+        missing = [k for k, v in found.items() if v is None]
+        if missing:
+            first = {k: c for k, c in zip(reversed(keys), reversed(clips))}
+            for k, entry in zip(missing, self.encode([first[k] for k in missing])):
+                self.misses += 1
+                tensors = {"tokens": entry[0], "grid": entry[1]}
+                write_entry(self.dir / f"{k}.safetensors", tensors, {"key": k, "tower": self.tower_id})
+                self.memory[k] = found[k] = entry
+        return [found[k][0] for k in keys], [found[k][1] for k in keys]
+
+    @torch.no_grad()
+    def encode(self, clips: list[tuple[str, ...]], batch: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for start in range(0, len(clips), batch):
+            videos = [list(self.load_frames(c, self.frame_size)) for c in clips[start : start + batch]]
+            processed = self.processor(text=[VIDEO_PROMPT] * len(videos), videos=videos)
+            pixels, grids = processed["pixel_values_videos"], processed["video_grid_thw"]
+            feats = self.visual(pixels.to(self.visual.dtype), grid_thw=grids)
+            feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
+            sizes = (grids.prod(-1) // self.visual.spatial_merge_size**2).tolist()
+            out += [(f.float().cpu().contiguous(), g.clone()) for f, g in zip(torch.split(feats, sizes), grids)]
+        return out
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "recomputed": self.recomputed,
+                "files": sum(1 for _ in self.dir.glob("*.safetensors"))}
+
+
+def write_entry(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Save a cache entry atomically, with its metadata and a checksum of its tensors."""
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # processes of a DDP run may write the same key
+    save_file(tensors, tmp, metadata={**metadata, "sha256": tensors_checksum(tensors)})
+    tmp.replace(path)
+
+
+def read_entry(path: Path, expected: dict[str, str]) -> dict[str, torch.Tensor]:
+    """A cache entry's tensors, after checking it is whole, carries `expected` metadata and matches its checksum."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as e:  # SafetensorError, OSError, ...: a truncated or overwritten file
+        raise DamagedEntry(f"unreadable: {e}") from None
+    for name, value in expected.items():
+        if meta.get(name) != value:
+            raise DamagedEntry(f"metadata {name}={meta.get(name)!r}, expected {value!r}")
+    if meta.get("sha256") != tensors_checksum(tensors):
+        raise DamagedEntry("checksum mismatch: the stored tensors changed")
+    return tensors
 
 
 def pad_chunks(chunks: list[torch.Tensor]):

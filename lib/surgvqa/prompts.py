@@ -33,6 +33,17 @@ def vqa_messages(mode: Mode, question: str | None = None, video: bool = True, an
     return _with_answer([{"role": "user", "content": content}], answer)
 
 
+def vqa_dialogue_messages(mode: Mode, turns: list[tuple[str | None, str | None]], video: bool = True) -> list[dict]:
+    """Several questions about one clip as one conversation: the first turn is exactly `vqa_messages`'s
+    (video + question), each later turn asks the next question; `turns` = [(question, answer)], the
+    question None in audio mode and the last answer None for generation."""
+    messages: list[dict] = []
+    for i, (question, answer) in enumerate(turns):
+        turn = vqa_messages(mode, question=question, video=video and i == 0, answer=answer)
+        messages += turn
+    return messages
+
+
 def transcribe_messages(answer: str | None = None) -> list[dict]:
     """Chat messages for speech -> transcript (stage 1 and the ASR evaluation)."""
     content = [{"type": "audio"}, {"type": "text", "text": TRANSCRIBE_INSTRUCTION}]
@@ -64,7 +75,8 @@ def assert_no_question_text(prompt: str, question: str) -> None:
 
 
 def assistant_labels(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
-    """Labels that train only on the assistant's answer (+ its closing <|im_end|>); -100 elsewhere.
+    """Labels that train only on the assistant's answers (+ their closing <|im_end|>), every
+    assistant turn of a conversation; -100 elsewhere.
 
     Works on right-padded batches: padding, system and user turns, and all audio/vision
     placeholders get -100.
@@ -77,7 +89,8 @@ def assistant_labels(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
         starts = [i for i, t in enumerate(ids) if t == im_start and ids[i + 1 : i + 1 + len(header)] == header]
         if not starts:
             raise ValueError(f"row {row}: no assistant turn to train on")
-        begin = starts[-1] + 1 + len(header)
-        end = ids.index(im_end, begin) if im_end in ids[begin:] else len(ids)
-        labels[row, begin : end + 1] = input_ids[row, begin : end + 1]
+        for start in starts:
+            begin = start + 1 + len(header)
+            end = ids.index(im_end, begin) if im_end in ids[begin:] else len(ids)
+            labels[row, begin : end + 1] = input_ids[row, begin : end + 1]
     return labels

@@ -28,9 +28,11 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from . import build
 from .datastep import load_run_data
-from .collate import Collator, Example, ExampleDataset, repeat_examples, transcription_examples, vqa_examples
+from .collate import (ClipDialogues, Collator, Example, ExampleDataset, repeat_examples, transcription_examples,
+                      vqa_examples)
 from .config import Config
-from .features import FeatureCache
+from .data import load_frames
+from .features import FeatureCache, VisionCache
 
 COMMON_ARGS: dict[str, Any] = dict(
     per_device_eval_batch_size=32,
@@ -52,6 +54,11 @@ def stage_dir(cfg: Config, stage: str) -> Path:
 
 def feature_cache(cfg: Config, model, processor) -> FeatureCache:
     return FeatureCache(cfg.paths.cache("whisper_features"), model, processor)
+
+
+def vision_cache(cfg: Config, model, processor) -> VisionCache:
+    """The frozen vision tower's tokens per clip (stages 0 with a frozen tower, 1, 2 and the evaluation)."""
+    return VisionCache(cfg.paths.cache("vision_tokens"), model, processor, load_frames)
 
 
 def training_arguments(cfg: Config, stage: str, output_dir: Path, **overrides) -> TrainingArguments:
@@ -209,7 +216,17 @@ def _is_peft(model) -> bool:
     return isinstance(model, PeftModel)
 
 
-def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Example], evaluate: list[Example],
+class ResampleEachEpoch(TrainerCallback):
+    """Draws the next epoch's conversations (`ClipDialogues.set_epoch`) as each epoch begins, resumed runs too."""
+
+    def __init__(self, dataset: ClipDialogues):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(state.epoch or 0))
+
+
+def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Example] | ClipDialogues, evaluate: list[Example],
               output_dir: Path, stamp: str, resume: bool = True, stop_after_steps: int | None = None,
               **arg_overrides) -> tuple[Trainer, StageResult]:
     """Train `model` with HF Trainer; resume an interrupted run; best checkpoint (by eval loss) at the end."""
@@ -222,7 +239,10 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
         callbacks.append(tensorboard_callback(cfg.paths.logs / output_dir.name, fresh=resume_from is None))
     if stop_after_steps:
         callbacks.append(StopAfterSteps(stop_after_steps))
-    trainer = StageTrainer(model=model, args=args, data_collator=collator, train_dataset=ExampleDataset(train),
+    if isinstance(train, ClipDialogues):
+        callbacks.append(ResampleEachEpoch(train))
+    trainer = StageTrainer(model=model, args=args, data_collator=collator,
+                           train_dataset=train if isinstance(train, ClipDialogues) else ExampleDataset(train),
                            eval_dataset=ExampleDataset(evaluate) if evaluate else None, callbacks=callbacks)
     trainable, frozen = count_parameters(model)
     start = time.perf_counter()
@@ -288,11 +308,21 @@ def new_tiny_processor(tokenizer, image_processor):
                                  feature_extractor=WhisperFeatureExtractor())
 
 
-def stage0_examples(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[list[Example], list[Example]]:
+def vqa_training_examples(cfg: Config, splits: dict, mode: str, fixed: list[Example] | None = None
+                          ) -> tuple[ClipDialogues, list[Example]]:
+    """Training conversations about each clip (re-drawn each epoch) and a fixed sample of val questions."""
+    t = cfg.train
+    train = ClipDialogues(vqa_examples(splits["train"], mode), t.questions_per_clip, t.balanced_fraction,
+                          fixed=fixed, seed=cfg.seed)
+    val = vqa_examples(splits["val"], mode)
+    keep = sorted(torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: t.eval_rows].tolist())
+    return train, [val[i] for i in keep]
+
+
+def stage0_examples(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[ClipDialogues, list[Example]]:
     train_sentences, val_sentences = repeat_sentences(cfg, splits, corpus)
-    train = vqa_examples(splits["train"], "text") + repeat_examples(train_sentences)
-    evaluate = vqa_examples(splits["val"], "text") + repeat_examples(val_sentences)
-    return train, evaluate
+    train, evaluate = vqa_training_examples(cfg, splits, "text", fixed=repeat_examples(train_sentences))
+    return train, evaluate + repeat_examples(val_sentences)
 
 
 def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool = True,
@@ -314,8 +344,12 @@ def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool =
     model, tokenizer, image_processor = build_tiny_qwen2_vl(build.tokenizer_corpus(cfg.seed), seed=cfg.seed, **vars(cfg.model.tiny))
     processor = new_tiny_processor(tokenizer, image_processor)
     train, evaluate = stage0_examples(cfg, splits, corpus)
-    trainer, result = run_stage(cfg, "stage0", model.train(), Collator(processor), train, evaluate, out, stamp,
-                                resume=resume, stop_after_steps=stop_after_steps)
+    cache = None
+    if cfg.train.stage0_vision_tower == "frozen":
+        model.model.visual.requires_grad_(False)
+        cache = vision_cache(cfg, model, processor)
+    trainer, result = run_stage(cfg, "stage0", model.train(), Collator(processor, vision_cache=cache), train, evaluate,
+                                out, stamp, resume=resume, stop_after_steps=stop_after_steps)
     if stop_after_steps:
         return result
     if is_main_process():
@@ -401,8 +435,8 @@ def add_lora(cfg: Config, model, with_projector: bool):
     return peft_model
 
 
-def stage2_examples(splits: dict, mode: str) -> tuple[list[Example], list[Example]]:
-    return vqa_examples(splits["train"], mode), vqa_examples(splits["val"], mode)
+def stage2_examples(cfg: Config, splits: dict, mode: str) -> tuple[ClipDialogues, list[Example]]:
+    return vqa_training_examples(cfg, splits, mode)
 
 
 def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: bool = True,
@@ -418,9 +452,11 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
     stamp = stage_stamp(cfg, name, extra=cfg.train.stage2)
     peft_model = model if isinstance(model, PeftModel) else add_lora(cfg, model, with_projector=(mode == "audio"))
     peft_model.train()
-    cache = feature_cache(cfg, peft_model.base_model.model, processor) if (use_feature_cache and mode == "audio") else None
-    train, evaluate = stage2_examples(splits, mode)
-    trainer, result = run_stage(cfg, "stage2", peft_model, Collator(processor, feature_cache=cache), train, evaluate,
+    inner = peft_model.base_model.model
+    cache = feature_cache(cfg, inner, processor) if (use_feature_cache and mode == "audio") else None
+    train, evaluate = stage2_examples(cfg, splits, mode)
+    collator = Collator(processor, feature_cache=cache, vision_cache=vision_cache(cfg, inner, processor))
+    trainer, result = run_stage(cfg, "stage2", peft_model, collator, train, evaluate,
                                 out, stamp, resume=resume, stop_after_steps=stop_after_steps)
     result.stage = name
     if not stop_after_steps and is_main_process():

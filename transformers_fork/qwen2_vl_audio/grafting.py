@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
 from transformers import AutoTokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration, WhisperFeatureExtractor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, WhisperForConditionalGeneration, WhisperModel

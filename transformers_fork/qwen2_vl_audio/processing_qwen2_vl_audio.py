@@ -187,7 +187,7 @@ class Qwen2VLAudioProcessor(Qwen2VLProcessor):
 
     # ---- main entry -------------------------------------------------------------------
     def __call__(self, images=None, text=None, videos=None, audio=None, audio_lengths: list[int] | None = None,
-                 sampling_rate: int | None = None, **kwargs) -> BatchFeature:
+                 sampling_rate: int | None = None, video_grid_thw=None, **kwargs) -> BatchFeature:
         """Qwen2-VL's processing of text, images and videos, with the audio placeholders expanded first.
 
         Audio is handled here rather than through the mixin's audio hooks: those would tag audio
@@ -195,6 +195,8 @@ class Qwen2VLAudioProcessor(Qwen2VLProcessor):
         without waveforms, which `audio_lengths` needs: 16 kHz samples per clip instead of `audio`,
         for audio already encoded elsewhere (a feature cache); only its placeholders are expanded.
         `sampling_rate`, when given, must be 16000: it is checked, never silently ignored.
+        `video_grid_thw`, instead of `videos`, does the same for clips encoded elsewhere (a vision
+        cache): each video placeholder is expanded from its clip's (t, h, w) patch grid.
         """
         if text is None:
             raise ValueError("text prompts are required (build them with apply_chat_template)")
@@ -208,20 +210,38 @@ class Qwen2VLAudioProcessor(Qwen2VLProcessor):
         elif audio_lengths is not None:
             counts = [self.audio_token_count(int(n)) for n in audio_lengths]
         if counts is not None:
-            texts = self._expand_audio_placeholders(texts, counts)
-        inputs = super().__call__(images=images, text=texts, videos=videos, **kwargs)
+            texts = self._expand_placeholders(texts, AUDIO_PAD, counts)
+        if video_grid_thw is not None:
+            if videos is not None:
+                raise ValueError("give either videos or video_grid_thw (pre-encoded clips), not both")
+            merge = self.video_processor.merge_size ** 2
+            texts = self._expand_placeholders(texts, VIDEO_PAD, [int(np.prod(np.asarray(g))) // merge for g in video_grid_thw])
+        self._pre_encoded_videos = video_grid_thw is not None
+        try:
+            inputs = super().__call__(images=images, text=texts, videos=videos, **kwargs)
+        finally:
+            self._pre_encoded_videos = False
         inputs.update(audio_inputs)
+        if video_grid_thw is not None:
+            inputs["video_grid_thw"] = torch.as_tensor(np.asarray(video_grid_thw, dtype=np.int64))
         return inputs
 
+    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        # Placeholders already expanded from pre-encoded clips (`video_grid_thw`) have no `videos`
+        # to be counted against; the stock check would refuse them.
+        if getattr(self, "_pre_encoded_videos", False):
+            text = [t.replace(VIDEO_PAD, "") for t in text]
+        return super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
+
     @staticmethod
-    def _expand_audio_placeholders(texts: list[str], counts: list[int]) -> list[str]:
-        """Repeat each `<|audio_pad|>` by its clip's token count, clips taken in prompt order."""
-        found = sum(t.count(AUDIO_PAD) for t in texts)
+    def _expand_placeholders(texts: list[str], pad: str, counts: list[int]) -> list[str]:
+        """Repeat each `pad` by its input's token count, inputs taken in prompt order."""
+        found = sum(t.count(pad) for t in texts)
         if found != len(counts):
-            raise ValueError(f"{found} {AUDIO_PAD} placeholders in the prompts but {len(counts)} inputs given")
+            raise ValueError(f"{found} {pad} placeholders in the prompts but {len(counts)} inputs given")
         remaining = iter(counts)
-        pieces_per_text = [t.split(AUDIO_PAD) for t in texts]
-        return [first + "".join(AUDIO_PAD * next(remaining) + piece for piece in rest) for first, *rest in pieces_per_text]
+        pieces_per_text = [t.split(pad) for t in texts]
+        return [first + "".join(pad * next(remaining) + piece for piece in rest) for first, *rest in pieces_per_text]
 
     @property
     def model_input_names(self):

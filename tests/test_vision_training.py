@@ -1,0 +1,147 @@
+"""What makes the embedded VLM see: the frozen vision tower's cache, per-clip conversations, balanced draws."""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qwen2_vl_audio import graft
+from surgvqa import prompts
+from surgvqa.collate import ClipDialogues, Collator, Example, dialogue
+from surgvqa.data import load_frames
+from surgvqa.features import VisionCache
+
+from test_model import CORPUS, SIZES, speech_like, tiny_whisper
+from surgvqa.tiny_vlm import build_tiny_qwen2_vl
+
+
+@pytest.fixture(scope="module")
+def grafted():
+    model, tokenizer, image_processor = build_tiny_qwen2_vl(CORPUS, seed=0, **SIZES)
+    torch.manual_seed(2)
+    return graft(model, tiny_whisper(), tokenizer=tokenizer, image_processor=image_processor)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Three clips of 8 random 56x56 frames, as PNG files."""
+    out = tmp_path_factory.mktemp("clips")
+    result = []
+    for c in range(3):
+        rng = np.random.default_rng(c)
+        paths = []
+        for f in range(8):
+            path = out / f"c{c}_f{f}.png"
+            Image.fromarray(rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)).save(path)
+            paths.append(str(path))
+        result.append(tuple(paths))
+    return result
+
+
+def text_examples(clips) -> list[Example]:
+    return [Example("vqa", answer, mode="text", question=question, frames=clip, meta={"question_type": qtype})
+            for clip in clips
+            for question, qtype, answer in (("is a tool visible", "tool_catheter_check", "yes"),
+                                            ("is there blue dye visible in the clip", "blue_dye_presence", "no"))]
+
+
+def test_vision_cache_hits_misses_and_invalidates_with_the_tower(grafted, clips, tmp_path):
+    model, processor = grafted
+    cache = VisionCache(tmp_path, model, processor, load_frames)
+    tokens, grids = cache.get(clips[:2])
+    assert cache.stats()["misses"] == 2 and cache.stats()["files"] == 2
+    again, _ = cache.get(clips[:2])
+    assert cache.hits == 2 and all(torch.equal(a, b) for a, b in zip(tokens, again))
+    assert tokens[0].shape == (int(grids[0].prod()) // 4, model.config.text_config.hidden_size)
+
+    fresh = VisionCache(tmp_path, model, processor, load_frames)  # a new process: from disk
+    assert torch.equal(fresh.get(clips[:1])[0][0], tokens[0]) and fresh.hits == 1
+
+    with torch.no_grad():
+        model.model.visual.blocks[0].mlp.fc1.weight.add_(0.01)  # a changed tower is a miss, never a stale hit
+    try:
+        changed = VisionCache(tmp_path, model, processor, load_frames)
+        assert changed.dir != cache.dir
+        other, _ = changed.get(clips[:1])
+        assert changed.misses == 1 and not torch.equal(other[0], tokens[0])
+    finally:
+        with torch.no_grad():
+            model.model.visual.blocks[0].mlp.fc1.weight.sub_(0.01)
+
+
+def test_damaged_vision_entry_is_recomputed_with_a_warning(grafted, clips, tmp_path):
+    model, processor = grafted
+    cache = VisionCache(tmp_path, model, processor, load_frames)
+    tokens, _ = cache.get(clips[:1])
+    entry = next(cache.dir.glob("*.safetensors"))
+    entry.write_bytes(entry.read_bytes()[:-40])
+    fresh = VisionCache(tmp_path, model, processor, load_frames)
+    with pytest.warns(UserWarning, match=entry.name):
+        again, _ = fresh.get(clips[:1])
+    assert fresh.recomputed == 1 and torch.allclose(again[0], tokens[0])
+
+
+def test_cached_vision_tokens_give_the_same_logits_and_answers(grafted, clips, tmp_path):
+    model, processor = grafted
+    examples = text_examples(clips)[:4]
+    cache = VisionCache(tmp_path, model, processor, load_frames)
+    with torch.no_grad():
+        plain = Collator(processor)(examples)
+        cached = Collator(processor, vision_cache=cache)(examples)
+        assert "pixel_values_videos" not in cached and torch.equal(plain["input_ids"], cached["input_ids"])
+        assert torch.allclose(model(**plain).logits, model(**cached).logits, atol=1e-5)
+        gen = [Collator(processor, training=False, vision_cache=c)(examples) for c in (None, cache)]
+        outs = [model.generate(**g, max_new_tokens=4, do_sample=False) for g in gen]
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_conversation_trains_every_answer_and_hides_heard_questions(grafted, clips, tmp_path):
+    model, processor = grafted
+    exs = text_examples(clips[:1])
+    conv = dialogue(exs)
+    batch = Collator(processor)([conv])
+    labelled = processor.tokenizer.decode(batch["labels"][0][batch["labels"][0] != -100])
+    assert labelled.count("<|im_end|>") == 2 and "yes" in labelled and "no" in labelled
+    assert processor.tokenizer.decode(batch["input_ids"][0]).count("<|video_pad|>") == batch["video_grid_thw"][0].prod() // 4
+
+    wav = tmp_path / "q.wav"
+    from surgvqa.audio import write_wav
+    write_wav(wav, speech_like(1.0, 0))
+    heard = dialogue([Example("vqa", e.answer, mode="audio", question=e.question, audio=str(wav), frames=e.frames,
+                              meta=e.meta) for e in exs])
+    text = Collator(processor).prompt(heard)
+    assert text.count("<|audio|>") == 2 or text.count(prompts.VQA_INSTRUCTION) == 2
+    assert all(e.question not in text for e in exs)
+    with pytest.raises(ValueError, match="same clip"):
+        dialogue([exs[0], Example("vqa", "no", mode="text", question="q", frames=clips[1], meta={"question_type": "x"})])
+
+
+def test_clip_dialogues_redraw_each_epoch_and_balance_rare_answers(clips):
+    # 40 clips: a rare "yes" (4 clips) on one type, a constant answer on another
+    examples = []
+    for c in range(40):
+        clip = (f"clip{c}",)
+        examples += [Example("vqa", "yes" if c < 4 else "no", question="is a tool visible", frames=clip,
+                             meta={"question_type": "tool"}),
+                     Example("vqa", "white light", question="what light", frames=clip, meta={"question_type": "light"})]
+    natural = ClipDialogues(examples, questions_per_clip=2, balanced=0.0, seed=0)
+    assert len(natural) == 40 and sorted(e.frames for e in natural.examples) == sorted({e.frames for e in examples})
+    first = [(e.frames, [t.question for t in e.turns]) for e in natural.examples]
+    natural.set_epoch(0)
+    assert first == [(e.frames, [t.question for t in e.turns]) for e in natural.examples]  # deterministic
+    natural.set_epoch(1)
+    assert first != [(e.frames, [t.question for t in e.turns]) for e in natural.examples]
+    for conv in natural.examples:
+        assert len({t.meta["question_type"] for t in conv.turns}) == len(conv.turns) == 2
+        assert {t.frames for t in conv.turns} == {conv.frames}
+
+    def rare_share(ds):
+        answers = collections.Counter(t.answer for conv in ds.examples for t in conv.turns if t.meta["question_type"] == "tool")
+        return answers["yes"] / sum(answers.values())
+
+    balanced = ClipDialogues(examples, questions_per_clip=2, balanced=1.0, seed=0)
+    assert rare_share(natural) == pytest.approx(0.1) and rare_share(balanced) > 0.35
+    assert len(balanced) == 40
