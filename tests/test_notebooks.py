@@ -91,7 +91,7 @@ def test_sight_check_covers_every_question_type(smoke_run):
         assert keys <= set(payload["metrics"]) and payload["params_hash"] == cfg.params_hash()
     per_type = json.loads((cfg.paths.metrics / "04_sight.json").read_text())["metrics"]["per_type"]
     assert set(per_type) == set(QUESTION_TYPES)
-    assert all({"pixels", "random_tower", "trained_tower", "constant"} <= set(v) for v in per_type.values())
+    assert all({"pixels", "random_tower", "model_tower", "constant"} <= set(v) for v in per_type.values())
     assert (cfg.paths.figures / "04_sight_check.png").exists()
 
 

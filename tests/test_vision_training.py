@@ -145,3 +145,32 @@ def test_clip_dialogues_redraw_each_epoch_and_balance_rare_answers(clips):
     balanced = ClipDialogues(examples, questions_per_clip=2, balanced=1.0, seed=0)
     assert rare_share(natural) == pytest.approx(0.1) and rare_share(balanced) > 0.35
     assert len(balanced) == 40
+
+
+def test_caption_names_every_answer_of_the_scene():
+    from surgvqa import synthetic
+    from surgvqa.wording import clip_caption
+
+    by_template, scenes = synthetic.generate(0, 1, 6, 8, 24, {"lesion": 1.0, "tool": 1.0})
+    by_clip: dict[tuple, dict[str, str]] = {}
+    for row in by_template["in"]:
+        by_clip.setdefault(tuple(row["frames"]), {})[row["question_type"]] = row["short_answer"]
+    for answers in by_clip.values():
+        caption = clip_caption(answers)
+        parts = dict(part.split(": ", 1) for part in caption.split("; "))
+        assert parts == {t.replace("_", " "): a for t, a in answers.items()}
+    with pytest.raises(ValueError, match="unknown question types"):
+        clip_caption({"colour_of_the_sky": "blue"})
+
+
+def test_conversation_closes_with_the_caption_after_every_question(grafted, clips):
+    model, processor = grafted
+    ds = ClipDialogues(text_examples(clips), questions_per_clip=2, caption=True, seed=0)
+    conv = ds.examples[0]
+    assert conv.turns[-1].task == "caption" and [t.task for t in conv.turns[:-1]] == ["vqa", "vqa"]
+    assert conv.turns[-1].answer == "tool catheter check: yes; blue dye presence: no"
+    batch = Collator(processor)([conv])
+    text = processor.tokenizer.decode(batch["input_ids"][0])
+    assert text.index(prompts.CAPTION_INSTRUCTION) > max(text.index(t.question) for t in conv.turns[:-1])
+    labelled = processor.tokenizer.decode(batch["labels"][0][batch["labels"][0] != -100])
+    assert "tool catheter check: yes" in labelled and labelled.count("<|im_end|>") == 3

@@ -19,11 +19,12 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from . import prompts
+from .wording import clip_caption
 from .audio import load_audio
 from .data import Dataset, load_frames, qa_key
 from .features import FeatureCache, VisionCache, pad_chunks
 
-TASKS = ("vqa", "transcribe", "repeat")
+TASKS = ("vqa", "transcribe", "repeat", "caption")
 
 
 @dataclass
@@ -35,7 +36,8 @@ class Example:
     audio: str | None = None  # absolute path of the spoken input
     frames: tuple[str, ...] = ()  # absolute paths of the clip's frames
     meta: dict = field(default_factory=dict)  # id, question_type, template, group, voice ... (for evaluation)
-    # vqa only: further questions about the same clip, asked in the same conversation (training dialogues)
+    # vqa only: further questions about the same clip, asked in the same conversation (training
+    # conversations), optionally closed by the clip's caption
     follow_ups: tuple["Example", ...] = ()
 
     def __post_init__(self):
@@ -45,8 +47,13 @@ class Example:
             raise ValueError(f"vqa mode must be 'audio' or 'text', got {self.mode!r}")
         if (self.task == "transcribe" or self.mode == "audio") and not self.audio:
             raise ValueError(f"example {self.meta.get('id', '?')}: {self.task}/{self.mode} needs an audio file")
-        if any(f.task != "vqa" or f.mode != self.mode or f.frames != self.frames for f in self.follow_ups):
-            raise ValueError(f"example {self.meta.get('id', '?')}: follow-ups must be {self.mode} questions about the same clip")
+        questions, closing = self.follow_ups, ()
+        if self.follow_ups and self.follow_ups[-1].task == "caption":  # the caption comes last: no answer can copy it
+            questions, closing = self.follow_ups[:-1], self.follow_ups[-1:]
+        if any(f.task != "vqa" or f.mode != self.mode or f.frames != self.frames for f in questions) or \
+                any(f.frames != self.frames for f in closing):
+            raise ValueError(f"example {self.meta.get('id', '?')}: follow-ups must be {self.mode} questions about "
+                             "the same clip (and at most a closing caption of it)")
 
     @property
     def turns(self) -> tuple["Example", ...]:
@@ -98,7 +105,7 @@ class ClipDialogues(torch.utils.data.Dataset):
     """
 
     def __init__(self, examples: list[Example], questions_per_clip: int, balanced: float = 0.0,
-                 fixed: list[Example] | None = None, seed: int = 0):
+                 fixed: list[Example] | None = None, seed: int = 0, caption: bool = False):
         clips: dict[tuple[str, ...], dict[str, list[Example]]] = {}
         for ex in examples:
             clips.setdefault(ex.frames, {}).setdefault(ex.meta["question_type"], []).append(ex)
@@ -110,6 +117,7 @@ class ClipDialogues(torch.utils.data.Dataset):
                     self.by_answer.setdefault(qtype, {}).setdefault(answer, []).append(i)
         self.questions_per_clip = questions_per_clip
         self.balanced = balanced
+        self.caption = caption  # close each conversation with the clip's dense caption (`wording.clip_caption`)
         self.fixed = list(fixed or [])
         self.seed = seed
         self.set_epoch(0)
@@ -134,6 +142,9 @@ class ClipDialogues(torch.utils.data.Dataset):
         picks = [by_type[t][rng.integers(len(by_type[t]))] for t in types[: self.questions_per_clip]]
         if first is None:
             picks = [picks[i] for i in rng.permutation(len(picks))]
+        if self.caption:
+            text = clip_caption({t: exs[0].answer for t, exs in by_type.items()})
+            picks.append(Example("caption", text, frames=picks[0].frames, meta={"id": "caption"}))
         return dialogue(picks)
 
     def __len__(self) -> int:
@@ -178,8 +189,18 @@ class Collator:
             return prompts.transcribe_messages(answer)
         if ex.task == "repeat":
             return prompts.repeat_messages(ex.answer, answer)
-        turns = [(t.question if ex.mode == "text" else None, t.answer if self.training else None) for t in ex.turns]
-        return prompts.vqa_dialogue_messages(ex.mode, turns, video=bool(ex.frames))
+        if ex.task == "caption":
+            return prompts.caption_messages(answer, video=bool(ex.frames))
+        messages: list[dict] = []
+        for i, turn in enumerate(ex.turns):  # one turn, or a training conversation about one clip
+            answer = turn.answer if self.training else None
+            video = bool(ex.frames) and i == 0
+            if turn.task == "caption":
+                messages += prompts.caption_messages(answer, video=video)
+            else:
+                question = turn.question if ex.mode == "text" else None
+                messages += prompts.vqa_messages(ex.mode, question=question, video=video, answer=answer)
+        return messages
 
     def prompt(self, ex: Example) -> str:
         text = prompts.render(self.processor, self.messages(ex))
@@ -199,7 +220,8 @@ class Collator:
     def __call__(self, examples: list[Example]) -> dict:
         texts = [self.prompt(ex) for ex in examples]
         clips = [ex.frames for ex in examples if ex.frames]
-        audio_paths = [t.audio for ex in examples if ex.task == "transcribe" or ex.mode == "audio" for t in ex.turns]
+        audio_paths = [t.audio for ex in examples if ex.task == "transcribe" or (ex.task == "vqa" and ex.mode == "audio")
+                       for t in ex.turns if t.audio]
         kwargs: dict = {"padding_side": "right" if self.training else "left"}
         mm_outputs: dict = {}
         if clips and self.vision_cache is not None:

@@ -174,6 +174,7 @@ class TrainConfig:
     # VQA training examples (stages 0 and 2) are conversations about one clip, re-drawn each epoch:
     questions_per_clip: int = 6  # questions per conversation (each of a different type)
     balanced_fraction: float = 0.5  # share of conversations drawn class-balanced (type -> answer -> clip)
+    stage0_caption: bool = True  # stage 0's conversations close with the clip's dense caption (every attribute)
     eval_rows: int = 400  # val rows (a fixed sample) the stages' eval loss runs on
     # Where Trainer logs go (TensorBoard event files under the run dir by default); e.g. [wandb] or [].
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
@@ -183,6 +184,8 @@ class TrainConfig:
         _at_least("train.repeat_sentences", self.repeat_sentences, 0)
         _at_least("train.questions_per_clip", self.questions_per_clip, 1)
         _at_least("train.eval_rows", self.eval_rows, 1)
+        if not isinstance(self.stage0_caption, bool):
+            raise ConfigError(f"train.stage0_caption must be true or false, got {self.stage0_caption!r}")
         if self.stage0_vision_tower not in ("frozen", "trained"):
             raise ConfigError(f"train.stage0_vision_tower must be 'frozen' or 'trained', got {self.stage0_vision_tower!r}")
         if not 0.0 <= self.balanced_fraction <= 1.0:

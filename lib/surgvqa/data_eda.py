@@ -229,6 +229,26 @@ def corpus_table(corpus: list[dict]):
     return table.round(1)
 
 
+def class_clip_counts(rows: Iterable[dict]):
+    """Training clips per (question type, answer): what a model can learn each class from."""
+    counts = rows_frame(rows).drop_duplicates(["clip", "question_type"]).groupby(["question_type", "short_answer"]).size()
+    return counts.rename("clips").reset_index()
+
+
+def scale_check(train_rows: list[dict], min_clips: int = 20) -> dict[str, Any]:
+    """Training data at the scale vision needs: clips, videos and the rarest class of each varying type."""
+    counts = class_clip_counts(train_rows)
+    varying = counts.groupby("question_type").filter(lambda g: len(g) > 1)
+    thin = varying[varying["clips"] < min_clips]
+    return {
+        "train_clips": len({clip_key(r) for r in train_rows}),
+        "train_videos": len({r["video_id"] for r in train_rows}),
+        "min_clips_per_class": int(varying["clips"].min()) if len(varying) else 0,
+        "rarest_class": {t: int(g["clips"].min()) for t, g in varying.groupby("question_type")},
+        f"classes_under_{min_clips}_clips": [f"{t}={a} ({n})" for t, a, n in thin.itertuples(index=False)],
+    }
+
+
 def data_metrics(result: BuildResult, splits: dict, base: Dataset, corpus: list[dict],
                  bench: dict | None = None) -> dict[str, Any]:
     """The numbers notebook 01 reports in metrics/01_data.json."""
@@ -260,6 +280,7 @@ def data_metrics(result: BuildResult, splits: dict, base: Dataset, corpus: list[
         | {"speech_corpus": round(sum(e["duration_s"] for e in corpus), 2)},
         "speech_corpus": {s: sum(1 for e in corpus if e["split"] == s) for s in ("train", "val", "test")},
         "coverage_missing": stratify.coverage(split_rows),
+        "scale": scale_check(split_rows["train"]),
         "leakage_checks": "passed",
         "timings_s": result.timings,
         "benchmark": bench or {},

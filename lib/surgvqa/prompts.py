@@ -15,6 +15,7 @@ Mode = Literal["audio", "text"]
 VQA_INSTRUCTION = "Answer the question about the endoscopy clip in a few words."
 TRANSCRIBE_INSTRUCTION = "Transcribe the speech."
 REPEAT_INSTRUCTION = "Repeat the sentence."
+CAPTION_INSTRUCTION = "Describe the clip."
 
 
 class PromptLeakError(AssertionError):
@@ -33,15 +34,10 @@ def vqa_messages(mode: Mode, question: str | None = None, video: bool = True, an
     return _with_answer([{"role": "user", "content": content}], answer)
 
 
-def vqa_dialogue_messages(mode: Mode, turns: list[tuple[str | None, str | None]], video: bool = True) -> list[dict]:
-    """Several questions about one clip as one conversation: the first turn is exactly `vqa_messages`'s
-    (video + question), each later turn asks the next question; `turns` = [(question, answer)], the
-    question None in audio mode and the last answer None for generation."""
-    messages: list[dict] = []
-    for i, (question, answer) in enumerate(turns):
-        turn = vqa_messages(mode, question=question, video=video and i == 0, answer=answer)
-        messages += turn
-    return messages
+def caption_messages(answer: str | None = None, video: bool = True) -> list[dict]:
+    """Chat messages for clip -> dense caption (stage 0, after a conversation's questions)."""
+    content = ([{"type": "video"}] if video else []) + [{"type": "text", "text": CAPTION_INSTRUCTION}]
+    return _with_answer([{"role": "user", "content": content}], answer)
 
 
 def transcribe_messages(answer: str | None = None) -> list[dict]:

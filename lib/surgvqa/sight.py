@@ -8,7 +8,8 @@ Three diagnostics, each a pure function of data + model:
   type: multinomial logistic regression (torch, L2) on features of each clip against the clip's
   scene label, trained on training clips and scored by balanced accuracy on other clips. The same
   probe on raw pixel statistics says whether the attribute is in the pixels at all; on a random-init
-  tower, whether the architecture keeps it; on a trained tower, whether training put it there.
+  tower, whether the architecture keeps it; on the model's own tower (trained, or frozen at its
+  initialisation: `train.stage0_vision_tower`), whether what the language model is given holds it.
 
 Features are per clip (8 frames): one row per clip, never per question.
 """
@@ -206,14 +207,14 @@ def probe_features(ds, model, processor, clips: Sequence[str], frames: dict[str,
         "pixels": {c: pixel_features(v) for c, v in zip(clips, videos)},
         "colour_texture": {c: colour_texture_features(v) for c, v in zip(clips, videos)},
         "random_tower": dict(zip(clips, tower_features(random_tower_like(model), processor, videos))),
-        "trained_tower": dict(zip(clips, tower_features(model, processor, videos))),
+        "model_tower": dict(zip(clips, tower_features(model, processor, videos))),
     }
 
 
 def sight_check(splits: dict, model, processor, predictions: pd.DataFrame, system: str = "text_finetuned",
                 split: str = "heldout_video", frame_size: int | None = None) -> dict:
     """Where sight is lost: per question type, the spread of `system`'s answers on `split`, and linear probes
-    (training clips -> held-out-video clips) on pixels, on a random-init tower and on the trained tower."""
+    (training clips -> held-out-video clips) on pixels, on a random-init tower and on the model's tower."""
     train_rows = splits["train"].rows
     test_rows = [r for r in splits["test"].rows if r.get("group") == split]
     order_tr, frames_tr, labels_tr = clip_labels(train_rows)
@@ -233,7 +234,7 @@ def sight_metrics(check: dict) -> dict:
     table = check["table"]
     per_type = {t: {k: (None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v))
                     for k, v in row.items()} for t, row in table.iterrows()}
-    probed = table[["pixels", "colour_texture", "random_tower", "trained_tower"]]
+    probed = table[["pixels", "colour_texture", "random_tower", "model_tower"]]
     return {k: check[k] for k in ("system", "split", "train_clips", "eval_clips")} | {
         "per_type": per_type,
         "mean_probe": {c: (None if np.isnan(v) else float(v)) for c, v in probed.mean().items()},
@@ -242,12 +243,12 @@ def sight_metrics(check: dict) -> dict:
 
 
 def plot_sight(check: dict):
-    """Probe balanced accuracy per type (pixels, random tower, trained tower) against chance, with the
+    """Probe balanced accuracy per type (pixels, random tower, the model's tower) against chance, with the
     types the system answers with one constant string marked."""
     import matplotlib.pyplot as plt
 
     table = check["table"]
-    cols = [c for c in ("pixels", "colour_texture", "random_tower", "trained_tower") if c in table]
+    cols = [c for c in ("pixels", "colour_texture", "random_tower", "model_tower") if c in table]
     fig, ax = plt.subplots(figsize=(11, 4.2))
     (table[cols] * 100).plot.bar(ax=ax, width=0.8)
     ax.scatter(np.arange(len(table)), table["chance"] * 100, marker="_", s=300, color="black", zorder=3, label="chance")

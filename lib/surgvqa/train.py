@@ -308,12 +308,12 @@ def new_tiny_processor(tokenizer, image_processor):
                                  feature_extractor=WhisperFeatureExtractor())
 
 
-def vqa_training_examples(cfg: Config, splits: dict, mode: str, fixed: list[Example] | None = None
-                          ) -> tuple[ClipDialogues, list[Example]]:
+def vqa_training_examples(cfg: Config, splits: dict, mode: str, fixed: list[Example] | None = None,
+                          caption: bool = False) -> tuple[ClipDialogues, list[Example]]:
     """Training conversations about each clip (re-drawn each epoch) and a fixed sample of val questions."""
     t = cfg.train
     train = ClipDialogues(vqa_examples(splits["train"], mode), t.questions_per_clip, t.balanced_fraction,
-                          fixed=fixed, seed=cfg.seed)
+                          fixed=fixed, seed=cfg.seed, caption=caption)
     val = vqa_examples(splits["val"], mode)
     keep = sorted(torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: t.eval_rows].tolist())
     return train, [val[i] for i in keep]
@@ -321,7 +321,8 @@ def vqa_training_examples(cfg: Config, splits: dict, mode: str, fixed: list[Exam
 
 def stage0_examples(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[ClipDialogues, list[Example]]:
     train_sentences, val_sentences = repeat_sentences(cfg, splits, corpus)
-    train, evaluate = vqa_training_examples(cfg, splits, "text", fixed=repeat_examples(train_sentences))
+    train, evaluate = vqa_training_examples(cfg, splits, "text", fixed=repeat_examples(train_sentences),
+                                            caption=cfg.train.stage0_caption)
     return train, evaluate + repeat_examples(val_sentences)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .schema import ANSWER_VOCAB
+from .schema import ANSWER_VOCAB, QUESTION_TYPES
 
 
 IN_TEMPLATES: dict[str, str] = {
@@ -288,3 +288,13 @@ def domain_texts(seed: int = 0, narration: int = 400) -> list[str]:
     texts += [a for answers in ANSWER_VOCAB.values() for a in answers]
     texts += narration_sentences(seed, narration)
     return texts
+
+
+def clip_caption(answers: dict[str, str]) -> str:
+    """A clip's dense caption: every answer of the clip, in schema order, named by its question type
+    ("lighting mode: NBI; blue dye presence: no; ..."). One target that names every attribute: the
+    base VLM's stand-in for pretraining on described video."""
+    unknown = sorted(set(answers) - set(QUESTION_TYPES))
+    if unknown:
+        raise ValueError(f"clip_caption: unknown question types {unknown}")
+    return "; ".join(f"{t.replace('_', ' ')}: {answers[t]}" for t in QUESTION_TYPES if t in answers)
