@@ -22,7 +22,7 @@ from . import prompts
 from .wording import clip_caption
 from .audio import load_audio
 from .data import Dataset, load_frames, qa_key
-from .features import FeatureCache, VisionCache, pad_chunks
+from .features import VIDEO_PROMPT, FeatureCache, VisionCache, pad_chunks
 
 TASKS = ("vqa", "transcribe", "repeat", "caption")
 
@@ -181,7 +181,7 @@ class Collator:
         self.feature_cache = feature_cache
         self.vision_cache = vision_cache
         self.frame_size = frame_size
-        self._frames: dict[tuple[str, ...], np.ndarray] = {}  # a clip is shared by ~20 questions
+        self._clips: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}  # a clip is shared by ~20 questions
 
     def messages(self, ex: Example) -> list[dict]:
         answer = ex.answer if self.training else None
@@ -210,12 +210,14 @@ class Collator:
                     prompts.assert_no_question_text(text, turn.question)
         return text
 
-    def frames(self, paths: tuple[str, ...]) -> np.ndarray:
-        if paths not in self._frames:
-            if len(self._frames) > 512:
-                self._frames.clear()
-            self._frames[paths] = load_frames(paths, self.frame_size)
-        return self._frames[paths]
+    def clip_patches(self, paths: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A clip's frames as the vision tower's input (patches, (t, h, w) grid), made once per clip."""
+        if paths not in self._clips:
+            if len(self._clips) > 2048:
+                self._clips.clear()
+            out = self.processor(text=[VIDEO_PROMPT], videos=[list(load_frames(paths, self.frame_size))])
+            self._clips[paths] = (out["pixel_values_videos"], out["video_grid_thw"][0])
+        return self._clips[paths]
 
     def __call__(self, examples: list[Example]) -> dict:
         texts = [self.prompt(ex) for ex in examples]
@@ -230,8 +232,9 @@ class Collator:
             tokens, grids = self.vision_cache.get(clips)
             kwargs["video_grid_thw"] = torch.stack(grids)
             mm_outputs["video"] = BaseModelOutputWithPooling(pooler_output=tokens)
-        elif clips:
-            kwargs["videos"] = [list(self.frames(c)) for c in clips]
+        elif clips:  # the tower runs in the model: its input patches, and the grids to expand the placeholders
+            patches = [self.clip_patches(c) for c in clips]
+            kwargs["video_grid_thw"] = torch.stack([grid for _, grid in patches])
         encoded = None
         if audio_paths and self.feature_cache is not None:
             looked_up = [self.feature_cache.get(p) for p in audio_paths]
@@ -240,6 +243,8 @@ class Collator:
         elif audio_paths:
             kwargs["audio"] = [load_audio(p) for p in audio_paths]
         batch = dict(self.processor(text=texts, **kwargs))
+        if clips and self.vision_cache is None:
+            batch["pixel_values_videos"] = torch.cat([p for p, _ in patches])
         if encoded is not None:
             mm_outputs["audio"] = encoded
         if mm_outputs:
