@@ -168,13 +168,13 @@ class TrainConfig:
     early_stopping_patience: int = 2  # evaluations without improvement before a stage stops; 0 = never
     repeat_sentences: int = 400  # stage 0: at most this many "repeat the sentence" examples
     # Stage 0's vision tower: "frozen" keeps its initialisation and trains everything after it on
-    # cached tower tokens (measured on this CPU: the tower's backward costs ~40% of a step, and the
-    # frozen run sees ~3x the questions in the same time); "trained" lets it learn too.
+    # cached tower tokens; "trained" lets it learn too (~15% more time per step here, and in the same
+    # 7 minutes it reached a lower balanced accuracy than frozen: see README, stage-0 recipe).
     stage0_vision_tower: str = "frozen"
     # VQA training examples (stages 0 and 2) are conversations about one clip, re-drawn each epoch:
     questions_per_clip: int = 6  # questions per conversation (each of a different type)
-    balanced_fraction: float = 0.5  # share of conversations drawn class-balanced (type -> answer -> clip)
-    stage0_caption: bool = True  # stage 0's conversations close with the clip's dense caption (every attribute)
+    balanced_fraction: float = 0.0  # share of conversations drawn class-balanced (type -> answer -> clip)
+    stage0_caption: bool = False  # stage 0's conversations close with the clip's dense caption (every attribute)
     eval_rows: int = 400  # val rows (a fixed sample) the stages' eval loss runs on
     # Where Trainer logs go (TensorBoard event files under the run dir by default); e.g. [wandb] or [].
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
