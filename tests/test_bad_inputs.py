@@ -93,6 +93,22 @@ def config_lora_r_negative(tmp):
 
 
 @case
+def config_stage0_vision_tower_unknown(tmp):
+    return (_config({"train": {"stage0_vision_tower": "half"}}), ConfigError,
+            ["params/smoke.yaml", "train.stage0_vision_tower", "'half'"])
+
+
+@case
+def config_balanced_fraction_above_one(tmp):
+    return _config({"train": {"balanced_fraction": 1.5}}), ConfigError, ["params/smoke.yaml", "train.balanced_fraction", "1.5"]
+
+
+@case
+def config_questions_per_clip_zero(tmp):
+    return _config({"train": {"questions_per_clip": 0}}), ConfigError, ["params/smoke.yaml", "train.questions_per_clip", "0"]
+
+
+@case
 def config_lora_dropout_above_one(tmp):
     return _config({"lora": {"dropout": 5.0}}), ConfigError, ["params/smoke.yaml", "lora.dropout", "5.0"]
 

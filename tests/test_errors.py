@@ -102,7 +102,7 @@ def test_worst_cases_spread_and_order(predictions):
 
 
 def _swap_rows(counts: dict[str, int]) -> list[dict]:
-    return [{"id": f"{t}_{i}", "question_type": t, "audio": f"audio/{t}_{i}.wav"}
+    return [{"id": f"{t}_{i}", "video_id": "v", "question_type": t, "audio": f"audio/{t}_{i}.wav"}
             for t, n in counts.items() for i in range(n)]
 
 
@@ -111,9 +111,9 @@ def test_swap_map_other_type(counts):
     rows = _swap_rows(counts)
     swap = error_analysis.swap_audio_map(rows, seed=3)
     type_of_audio = {r["audio"]: r["question_type"] for r in rows}
-    assert set(swap) == {r["id"] for r in rows}
+    assert set(swap) == {("v", r["id"]) for r in rows}  # keyed by (video_id, id)
     for r in rows:
-        assert type_of_audio[swap[r["id"]]] != r["question_type"]
+        assert type_of_audio[swap[("v", r["id"])]] != r["question_type"]
     assert swap == error_analysis.swap_audio_map(list(reversed(rows)), seed=3)  # deterministic, order-free
     if 2 * max(counts.values()) <= sum(counts.values()):  # a permutation when one exists
         assert sorted(swap.values()) == sorted(type_of_audio)
@@ -126,7 +126,8 @@ def test_swap_map_root_and_errors(tmp_path):
     with pytest.raises(ValueError, match="two question types"):
         error_analysis.swap_audio_map(_swap_rows({"a": 4}))
     with pytest.raises(ValueError, match="no audio"):
-        error_analysis.swap_audio_map([{"id": "x", "question_type": "a"}, {"id": "y", "question_type": "b", "audio": "y.wav"}])
+        error_analysis.swap_audio_map([{"id": "x", "video_id": "v", "question_type": "a"},
+                                       {"id": "y", "video_id": "v", "question_type": "b", "audio": "y.wav"}])
     assert error_analysis.swap_audio_map([]) == {}
 
 
@@ -212,13 +213,13 @@ def test_case_html_embeds_audio_and_gif(tiny_ds):
     assert "&lt;b&gt;clean&lt;/b&gt;" in card  # question text escaped
     assert "heldout_voice" in card and "us_m3" in card and "note" in card
     assert "#cf222e" in card  # wrong prediction in red
-    ok = error_analysis.case_html(tiny_ds, {"id": "q1", "split": "heldout_voice"}, "Yes.")  # a predictions row, looked up by id
+    ok = error_analysis.case_html(tiny_ds, {"id": "q1", "video_id": "syn-01", "split": "heldout_voice"}, "Yes.")  # a predictions row, looked up by (video_id, id)
     assert "#1a7f37" in ok and "data:audio/wav;base64," in ok
-    cases = pd.DataFrame([{"id": "q1", "split": "heldout_voice", "prediction": "no", "type_accuracy": 0.5}])
+    cases = pd.DataFrame([{"id": "q1", "video_id": "syn-01", "split": "heldout_voice", "prediction": "no", "type_accuracy": 0.5}])
     page = error_analysis.show_cases(tiny_ds, cases).data
     assert page.count("<audio") == 1 and "type accuracy" in page
     with pytest.raises(KeyError):
-        error_analysis.case_html(tiny_ds, {"id": "missing"}, "no")
+        error_analysis.case_html(tiny_ds, {"id": "missing", "video_id": "syn-01"}, "no")
 
 
 def test_flipbook_widget(tiny_ds):
@@ -233,7 +234,7 @@ def test_flipbook_widget(tiny_ds):
 
 def test_split_rows_and_case_frames(tiny_ds):
     assert len(error_analysis.split_rows(tiny_ds)) == 1 and len(error_analysis.split_rows(tiny_ds, ["val"])) == 0
-    assert error_analysis.case_frames(tiny_ds, {"id": "q1"}).shape == (8, 12, 12, 3)
+    assert error_analysis.case_frames(tiny_ds, {"id": "q1", "video_id": "syn-01"}).shape == (8, 12, 12, 3)
 
 
 def test_audio_swap_check_wiring(tmp_path, monkeypatch):
@@ -258,7 +259,7 @@ def test_audio_swap_check_wiring(tmp_path, monkeypatch):
     truth = {r["id"]: r["short_answer"] for r in rows}
     answer_of_audio = {f"r{i}.wav": r["short_answer"] for i, r in enumerate(rows)}
 
-    def fake_run_model(model, processor, examples, options, desc):
+    def fake_run_model(model, processor, examples, options, desc, cfg=None):
         return {"predictions": [answer_of_audio[examples[k].audio.split("/")[-1]] for k in range(len(examples))]}
 
     monkeypatch.setattr(evaluate, "run_model", fake_run_model)
