@@ -254,7 +254,7 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
         stage=stage, output_dir=str(output_dir), stamp=stamp, train_examples=len(train), eval_examples=len(evaluate),
         global_step=state.global_step, epochs=round(state.epoch or 0.0, 3), wall_time_s=round(wall, 2),
         train_samples_per_s=round(output.metrics.get("train_samples_per_second", 0.0), 2),
-        peak_memory_mb=round(peak_memory_mb(), 1), final_train_loss=train_losses[-1] if train_losses else None,
+        peak_memory_mb=round(peak_memory_mb(), 1), final_train_loss=train_losses[-1] if train_losses else output.training_loss,  # short runs log no step
         best_eval_loss=state.best_metric, best_checkpoint=state.best_model_checkpoint, resumed_from=resume_from,
         stopped_early=bool(state.global_step < state.max_steps and not stop_after_steps),
         trainable_parameters=trainable, frozen_parameters=frozen, log_history=state.log_history,
