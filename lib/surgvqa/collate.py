@@ -226,6 +226,7 @@ class Collator:
                        for t in ex.turns if t.audio]
         kwargs: dict = {"padding_side": "right" if self.training else "left"}
         mm_outputs: dict = {}
+        pixels = None
         if clips and self.vision_cache is not None:
             # The frozen tower's tokens come from the cache, pre-encoded (the processor expands the
             # placeholders from their grids), so neither pixels nor the tower are needed.
@@ -234,6 +235,7 @@ class Collator:
             mm_outputs["video"] = BaseModelOutputWithPooling(pooler_output=tokens)
         elif clips:  # the tower runs in the model: its input patches, and the grids to expand the placeholders
             patches = [self.clip_patches(c) for c in clips]
+            pixels = torch.cat([p for p, _ in patches])
             kwargs["video_grid_thw"] = torch.stack([grid for _, grid in patches])
         encoded = None
         if audio_paths and self.feature_cache is not None:
@@ -243,8 +245,8 @@ class Collator:
         elif audio_paths:
             kwargs["audio"] = [load_audio(p) for p in audio_paths]
         batch = dict(self.processor(text=texts, **kwargs))
-        if clips and self.vision_cache is None:
-            batch["pixel_values_videos"] = torch.cat([p for p, _ in patches])
+        if pixels is not None:
+            batch["pixel_values_videos"] = pixels
         if encoded is not None:
             mm_outputs["audio"] = encoded
         if mm_outputs:
