@@ -1,7 +1,7 @@
 """Paper scale without a hub or a GPU: the graft of a hub-sized profile built on the meta device.
 
-The public `config.json` of Qwen2-VL-2B/7B-Instruct and of whisper-large-v3-turbo / small / base
-live in `model_configs/` (config only, no weights). `meta_graft` builds the graft from them through
+The public `config.json` of Qwen2-VL-2B/7B-Instruct (with their `preprocessor_config.json`) and of
+whisper-large-v3-turbo / small / base live in `model_configs/` (configs only, no weights). `meta_graft` builds the graft from them through
 the overlay's own `graft()` with every tensor on the meta device (no memory, no download), so the
 shapes a params file implies can be checked in seconds: parameters per component, the projector,
 LoRA's wrapped modules and trainable parameters, visual and audio tokens from the processor itself,
@@ -68,7 +68,7 @@ def _tokenizer():
 
 def meta_graft(cfg: Config, **graft_options):
     """The graft `cfg.model` describes, built by `qwen2_vl_audio.graft` with every tensor on the meta
-    device, and its processor (Qwen2-VL's default image processor, Whisper's feature extractor).
+    device, and its processor (the checkpoint's image processor settings, Whisper's feature extractor).
     `graft_options` override the params' projector_type / projector_stack_factor / audio_length_mode."""
     from qwen2_vl_audio import graft
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, WhisperConfig, WhisperFeatureExtractor
@@ -80,10 +80,11 @@ def meta_graft(cfg: Config, **graft_options):
                    audio_length_mode=m.audio_length_mode) | graft_options
     base_config = Qwen2VLConfig.from_pretrained(config_dir(m.base_vlm))
     whisper_config = WhisperConfig.from_pretrained(config_dir(m.whisper))
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(config_dir(m.base_vlm))  # the checkpoint's pixel limits
     with torch.device("meta"):
         base = Qwen2VLForConditionalGeneration(base_config).to(getattr(torch, m.dtype))
         encoder = WhisperEncoder(whisper_config)
-        return graft(base, encoder, tokenizer=_tokenizer(), image_processor=Qwen2VLImageProcessorPil(),
+        return graft(base, encoder, tokenizer=_tokenizer(), image_processor=image_processor,
                      feature_extractor=WhisperFeatureExtractor(feature_size=whisper_config.num_mel_bins), **options)
 
 
