@@ -105,3 +105,19 @@ def test_protocol_interleaves_rotates_and_discards_warmup(monkeypatch):
     with pytest.raises(ValueError, match="warmup"):
         latency.single_stream(cfg, models, types.SimpleNamespace(rows=rows[:3], root=None, audio_root=None), warmup=2,
                               seed_faithful=("seed", None))
+
+
+def test_batched_whisper_transcribes_each_clip_as_alone(embedded_whisper_dir, tmp_path):
+    """The batched ASR baseline: one generate() over the batch gives each clip's own transcript."""
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+    from surgvqa.metrics import wer_cer
+    from surgvqa.speech import VOICES, synthesize
+
+    whisper = (WhisperForConditionalGeneration.from_pretrained(embedded_whisper_dir).eval(),
+               WhisperFeatureExtractor.from_pretrained(embedded_whisper_dir), WhisperTokenizer.from_pretrained(embedded_whisper_dir))
+    texts = ["is there a polyp in this clip", "which tool is visible"]
+    paths = [str(write_wav(tmp_path / f"q{i}.wav", synthesize(t, VOICES[i]))) for i, t in enumerate(texts)]
+    batched = latency.hf_transcribe(whisper, paths)
+    assert batched == [latency.hf_transcribe(whisper, [p])[0] for p in paths]
+    assert wer_cer(batched, texts)["wer"] < 0.5, batched
