@@ -13,7 +13,7 @@ import base64
 import html
 import logging
 import socket
-import subprocess
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -41,7 +41,7 @@ def example_questions(cfg: Config, test: Dataset, per_condition: int = 2) -> lis
     operating-room noise (the evaluation's SNR, `speech.noisy_copy`), each of a different question type."""
     rng = np.random.default_rng(cfg.seed)
     out, used_types = [], set()
-    for condition in CONDITIONS:
+    for condition in CONDITIONS if per_condition > 0 else ():
         group = condition.split(" ")[0]
         rows = [r for r in test.rows if r.get("group") == group and r.get("audio")]
         picked = 0
@@ -345,12 +345,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = {"run_root": args.run_root} if args.run_root else None
     cfg = Config.from_yaml(args.params, overrides)
-    notebook = write_app_notebook(shown_path(args.params), overrides, cfg.paths.run / "demo")
-    print(f"[demo] serving {shown_path(notebook)} on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)", flush=True)
-    try:
-        subprocess.run(voila_command(notebook, args.port), check=False)
-    except KeyboardInterrupt:
-        pass
+    # The app's copy of the notebook goes to a temp folder: the run folder may be read-only.
+    notebook = write_app_notebook(shown_path(args.params), overrides, Path(tempfile.mkdtemp(prefix="surgvqa-demo-")))
+    print(f"[demo] {shown_path(cfg.paths.run)} on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)", flush=True)
+    command = voila_command(notebook, args.port)
+    os.execv(command[0], command)  # voila itself: Ctrl-C or a signal stops the server and its kernels
 
 
 if __name__ == "__main__":
