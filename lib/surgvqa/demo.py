@@ -216,6 +216,25 @@ def _gif(frames: np.ndarray) -> bytes:
     return media.flipbook_gif(frames, size=224)
 
 
+def load(cfg: Config, serve: bool = False) -> tuple[Assistant | None, Dataset | None]:
+    """The assistant and the test clips. Served as an app, a run it cannot load (no checkpoints, say)
+    becomes a message in the page and (None, None); in a report it is an error."""
+    from IPython.display import HTML, display
+
+    from . import datastep
+
+    try:
+        assistant = Assistant.from_config(cfg)
+        test = datastep.load_run_data(cfg, build=False).splits["test"]
+    except USER_ERRORS as e:
+        if not serve:
+            raise
+        display(HTML(error_html(str(e))))
+        return None, None
+    print(f"models of {shown_path(cfg.paths.run)} loaded; {len(clip_choices(test))} test clips to choose from")
+    return assistant, test
+
+
 def app(assistant: Assistant, test: Dataset):
     """The interactive demo: clip picker (flipbook, or an uploaded video), microphone, audio upload, typed question."""
     import ipywidgets as W
@@ -326,7 +345,8 @@ def write_app_notebook(params_file: str, overrides: dict | None, out_dir: Path) 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     nb = parameterize_notebook(load_notebook_node(str(NOTEBOOK)),
-                               {"params_file": params_file, "overrides": overrides or {}, "examples_per_condition": 0})
+                               {"params_file": params_file, "overrides": overrides or {}, "examples_per_condition": 0,
+                                "serve": True})
     path = out_dir / NOTEBOOK.name
     nbformat.write(nb, path)
     return path

@@ -27,6 +27,10 @@ def chromium_path() -> str | None:
     return next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
 
 
+class PageError(RuntimeError):
+    """The app showed a message instead of an answer (its text is the message)."""
+
+
 @dataclass
 class BrowserAnswer:
     clip: str  # the clip chosen in the page
@@ -97,7 +101,9 @@ def ask_by_voice(url: str, wav: str | Path, seconds: float = 3.0, screenshot: st
             page = browser.new_page(viewport={"width": 1100, "height": 1000})
             page.goto(url, timeout=timeout_s * 1000, wait_until="domcontentloaded")
             record = page.locator("button.surgvqa-record")
-            record.wait_for(timeout=timeout_s * 1000)
+            page.locator("button.surgvqa-record, .surgvqa-error").first.wait_for(timeout=timeout_s * 1000)
+            if page.locator(".surgvqa-error").count():  # the app could not load the run
+                raise PageError(page.locator(".surgvqa-error").first.inner_text().strip())
             clip = page.locator(".widget-dropdown select").first.input_value(timeout=timeout_s * 1000)
             record.click()
             page.locator(".surgvqa-record-status", has_text="recording").wait_for(timeout=30_000)
@@ -106,7 +112,7 @@ def ask_by_voice(url: str, wav: str | Path, seconds: float = 3.0, screenshot: st
             result = page.locator(".surgvqa-result, .surgvqa-error").first
             result.wait_for(timeout=timeout_s * 1000)
             if page.locator(".surgvqa-error").count():
-                raise RuntimeError(f"the app showed an error: {page.locator('.surgvqa-error').first.inner_text()}")
+                raise PageError(page.locator(".surgvqa-error").first.inner_text().strip())
             src = page.locator("audio.surgvqa-heard").get_attribute("src")
             asr = page.locator("tr.surgvqa-asr")
             answer = BrowserAnswer(
@@ -124,16 +130,28 @@ def ask_by_voice(url: str, wav: str | Path, seconds: float = 3.0, screenshot: st
             browser.close()
 
 
+def heldout_voice_question(params: str, run_root: str | None = None) -> Path:
+    """The audio of the run's first held-out-voice test question (a voice never heard in training)."""
+    from . import datastep
+    from .config import Config
+
+    cfg = Config.from_yaml(params, {"run_root": run_root} if run_root else None)
+    test = datastep.load_run_data(cfg, build=False).splits["test"]
+    return next(test.audio_path(r) for r in test.rows if r.get("group") == "heldout_voice" and r.get("audio"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params/default.yaml")
     parser.add_argument("--run-root")
-    parser.add_argument("--audio", required=True, help="the question the fake microphone plays (16-bit PCM wav)")
+    parser.add_argument("--audio", help="the question the fake microphone plays (16-bit PCM wav); "
+                                        "default: the run's first held-out-voice test question")
     parser.add_argument("--seconds", type=float, default=3.0, help="how long to record")
     parser.add_argument("--screenshot", default="reports/demo_screenshot.png")
     args = parser.parse_args(argv)
+    audio = args.audio or heldout_voice_question(args.params, args.run_root)
     with DemoServer(args.params, args.run_root) as server:
-        answer = ask_by_voice(server.url, args.audio, args.seconds, args.screenshot)
+        answer = ask_by_voice(server.url, audio, args.seconds, args.screenshot)
     print(f"clip {answer.clip}: graft heard {answer.graft_transcript!r}, answered {answer.graft_answer!r}; "
           f"ASR heard {answer.asr_transcript!r}, answered {answer.asr_answer!r}; screenshot {args.screenshot}")
 
