@@ -15,7 +15,9 @@ class _LibraryNoise(_logging.Filter):
 
     # bitsandbytes tries to fetch an optional CPU kernel from the Hub, which no machine here reaches;
     # its own CPU code path runs instead
-    NOISE = {"bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",)}
+    NOISE = {"bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",),
+             # Trainer sorting checkpoints saved within a second of each other (short runs); it sorts by step
+             "transformers.trainer_utils": ("mtime may not be reliable on this filesystem",)}
 
     def filter(self, record: _logging.LogRecord) -> bool:
         return not any(str(record.msg).startswith(p) for p in self.NOISE.get(record.name, ()))
