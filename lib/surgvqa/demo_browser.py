@@ -10,10 +10,10 @@ import base64
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +63,8 @@ class DemoServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the demo server exited ({self.proc.returncode}); log: {self.log}")
             try:
-                with urllib.request.urlopen(self.url + "api/status", timeout=2):  # voila's API answers once it listens
-                    return self
+                socket.create_connection(("127.0.0.1", self.port), timeout=2).close()  # voila listens
+                return self
             except OSError:
                 time.sleep(0.5)
         raise TimeoutError(f"the demo server did not listen on {self.url} within {timeout:.0f} s")
