@@ -78,7 +78,11 @@ class DemoServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
     def __enter__(self) -> "DemoServer":
-        return self.wait()
+        try:
+            return self.wait()
+        except BaseException:
+            self.stop()
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()
