@@ -258,3 +258,50 @@ def test_demo_examples_cover_every_condition(trained):
         assistant.ask(audio=e["audio"], frames=[str(p) for p in test.frame_paths(e["row"])]).answer for e in examples]
     html = demo.examples_html(test, table)
     assert html.count("<audio") == len(examples) and "ASR transcript" in html
+
+
+@pytest.mark.slow
+def test_app_answers_and_shows_messages_without_a_browser(trained, tmp_path):
+    """The app's handlers in-process: a take is answered as the API answers it; silence, a broken or short
+    video and an empty typed question are a message in the page (never a traceback)."""
+    import io
+    import time
+
+    import soundfile as sf
+
+    from surgvqa import demo
+
+    cfg, assistant, test = trained
+    ui = demo.app(assistant, test)
+    parts = ui.parts
+    frames = demo.clip_choices(test)[parts["picker"].value]
+
+    def take(samples, rate=16_000):
+        buf = io.BytesIO()
+        sf.write(buf, samples, rate, format="WAV", subtype="PCM_16")
+        parts["recorder"].wav = buf.getvalue()
+        parts["recorder"].takes += 1
+        return parts["result"].value
+
+    def upload(name, content):
+        return ({"name": name, "type": "", "size": len(content), "content": memoryview(content),
+                 "last_modified": time.time()},)
+
+    row = next(r for r in test.rows if r.get("audio"))
+    samples, rate = sf.read(str(test.audio_path(row)), dtype="float32")
+    shown = take(samples, rate)
+    heard = tmp_path / "heard.wav"
+    sf.write(heard, samples, rate, subtype="PCM_16")
+    expected = assistant.ask(audio=heard, frames=frames)
+    assert "surgvqa-error" not in shown and f"<b>{expected.answer}</b>" in shown and "surgvqa-asr" in shown
+    assert "silent" in take(np.zeros(16_000, np.float32)) and "surgvqa-error" in parts["result"].value
+    parts["video_upload"].value = upload("broken.mp4", b"junk" * 100)
+    assert "cannot decode the video" in parts["result"].value
+    parts["video_upload"].value = upload("short.mp4", write_video(tmp_path / "short.mp4", clip(4)).read_bytes())
+    assert "the video has 4 frame(s)" in parts["result"].value
+    parts["typed"].value = " "
+    parts["ask_typed"].click()
+    assert "typed question is empty" in parts["result"].value
+    parts["typed"].value = row["question"]
+    parts["ask_typed"].click()
+    assert "surgvqa-text" in parts["result"].value and "Traceback" not in parts["result"].value

@@ -318,7 +318,7 @@ def app(assistant: Assistant, test: Dataset):
     ask_typed.on_click(on_typed)
     typed.on_submit(on_typed)
     on_pick()
-    return W.VBox([
+    ui = W.VBox([
         W.HTML("<h3>1 · Choose a clip</h3>"), W.HBox([picker, video_upload]), flipbook, clip_note,
         W.HTML("<h3>2 · Ask</h3>"),
         W.HBox([W.HTML("<b>microphone:</b>&nbsp;"), recorder]),
@@ -326,6 +326,9 @@ def app(assistant: Assistant, test: Dataset):
         W.HBox([typed, ask_typed]),
         busy, W.HTML("<h3>3 · Answers</h3>"), result,
     ])
+    ui.parts = {"picker": picker, "video_upload": video_upload, "recorder": recorder, "audio_upload": audio_upload,
+                "typed": typed, "ask_typed": ask_typed, "result": result, "flipbook": flipbook}  # for tests
+    return ui
 
 
 # ---- serving ----------------------------------------------------------------------------------------------
