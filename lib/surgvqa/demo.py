@@ -249,7 +249,7 @@ def app(assistant: Assistant, test: Dataset):
     flipbook = W.Image(format="gif", width=224, height=224)
     clip_note = W.HTML()
     recorder = MicRecorder()
-    audio_upload = W.FileUpload(accept=".wav,.flac,.ogg", multiple=False, description="Upload a question")
+    audio_upload = W.FileUpload(accept=".wav,.flac,.ogg", multiple=False, description="Upload audio")
     typed = W.Text(placeholder="or type a question, e.g. Is a tool visible?", layout=W.Layout(width="420px"))
     ask_typed = W.Button(description="Ask", button_style="primary")
     result = W.HTML()

@@ -102,7 +102,7 @@ def ask_by_voice(url: str, wav: str | Path, seconds: float = 3.0, screenshot: st
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 1000})
+            page = browser.new_page(viewport={"width": 1100, "height": 1400})
             page.goto(url, timeout=timeout_s * 1000, wait_until="domcontentloaded")
             record = page.locator("button.surgvqa-record")
             page.locator("button.surgvqa-record, .surgvqa-error").first.wait_for(timeout=timeout_s * 1000)
