@@ -105,9 +105,12 @@ def ask_by_voice(url: str, wav: str | Path, seconds: float = 3.0, screenshot: st
             page = browser.new_page(viewport={"width": 1100, "height": 1400})
             page.goto(url, timeout=timeout_s * 1000, wait_until="domcontentloaded")
             record = page.locator("button.surgvqa-record")
-            page.locator("button.surgvqa-record, .surgvqa-error").first.wait_for(timeout=timeout_s * 1000)
+            failed = page.get_by_text("There was an error when executing cell")  # voila, for an unexpected error
+            record.or_(page.locator(".surgvqa-error")).or_(failed).first.wait_for(timeout=timeout_s * 1000)
             if page.locator(".surgvqa-error").count():  # the app could not load the run
                 raise PageError(page.locator(".surgvqa-error").first.inner_text().strip())
+            if failed.count():
+                raise PageError(failed.first.inner_text().strip())
             clip = page.locator(".widget-dropdown select").first.input_value(timeout=timeout_s * 1000)
             record.click()
             page.locator(".surgvqa-record-status", has_text="recording").wait_for(timeout=30_000)
