@@ -264,8 +264,8 @@ def test_demo_examples_cover_every_condition(trained):
 def test_app_answers_and_shows_messages_without_a_browser(trained, tmp_path):
     """The app's handlers in-process: a take is answered as the API answers it; silence, a broken or short
     video and an empty typed question are a message in the page (never a traceback)."""
+    import datetime
     import io
-    import time
 
     import soundfile as sf
 
@@ -285,7 +285,7 @@ def test_app_answers_and_shows_messages_without_a_browser(trained, tmp_path):
 
     def upload(name, content):
         return ({"name": name, "type": "", "size": len(content), "content": memoryview(content),
-                 "last_modified": time.time()},)
+                 "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
 
     row = next(r for r in test.rows if r.get("audio"))
     samples, rate = sf.read(str(test.audio_path(row)), dtype="float32")

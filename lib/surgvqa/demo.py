@@ -316,7 +316,6 @@ def app(assistant: Assistant, test: Dataset):
     recorder.observe(on_take, names="takes")
     audio_upload.observe(on_audio_upload, names="value")
     ask_typed.on_click(on_typed)
-    typed.on_submit(on_typed)
     on_pick()
     ui = W.VBox([
         W.HTML("<h3>1 · Choose a clip</h3>"), W.HBox([picker, video_upload]), flipbook, clip_note,
