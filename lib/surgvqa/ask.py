@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     clip.add_argument("--video", help="a video file (mp4, avi, mov ...): 8 frames sampled evenly (or around --at)")
     clip.add_argument("--frames", nargs="+", help="a folder of frame images, or the image files in order")
     parser.add_argument("--at", type=float, help="sample the frames around this time of the video (seconds)")
+    parser.add_argument("--long", action="store_true", help="a long answer (not trained yet: issue #11)")
     parser.add_argument("--compare", action="store_true", help="also run the ASR pipeline (faster-whisper -> text model)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         from .assistant import Assistant, check_checkpoints, find_config, question_audio
         from .video import read_clip
 
+        if args.long:
+            raise NotImplementedError("long answers are not trained yet (issue #11): the checkpoints answer in a few words")
         # Inputs and run are checked before the models load (seconds), so a bad file fails fast.
         cfg = find_config(args.run)
         if args.audio is not None:
