@@ -28,6 +28,7 @@ from . import answers, build, metrics, train
 from .collate import Collator, Example, transcription_examples, vqa_examples
 from .config import Config, EvalConfig
 from .data import Dataset, qa_key
+from .features import TranscriptCache
 from .infer import predict
 from .speech import noisy_copy
 from .systems import EVAL_SPLITS, LABELS, NOISY, SYSTEMS
@@ -82,23 +83,54 @@ def asr_model(cfg: Config, options: EvalConfig):
 
     source = str(embedded_ct2_dir(cfg.model.whisper_cache_dir)) if cfg.model.whisper == EMBEDDED_WHISPER else cfg.model.whisper
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return WhisperModel(source, device=device, compute_type=options.asr_compute_type if device == "cpu" else "float16",
-                        cpu_threads=torch.get_num_threads())
+    compute_type = options.asr_compute_type if device == "cpu" else "float16"
+    model = WhisperModel(source, device=device, compute_type=compute_type, cpu_threads=torch.get_num_threads())
+    model.surgvqa_id = asr_identity(source, device, compute_type)  # names its transcript cache
+    return model
 
 
-def transcribe_faster_whisper(model, paths: list[str], progress: bool = True) -> tuple[list[str], list[float]]:
-    """Greedy English transcription of each file, with per-file seconds (decoding included)."""
+# Greedy English transcription. temperature=0 only: faster-whisper's default fallback re-decodes hard
+# clips by unseeded sampling (T=0.2..1.0), which changed ~1 in 10 noisy transcripts from run to run.
+DECODE_OPTIONS = dict(language="en", beam_size=1, temperature=0.0, without_timestamps=True,
+                      condition_on_previous_text=False, vad_filter=False)
+
+
+def asr_identity(source: str, device: str, compute_type: str) -> str:
+    """What a transcript depends on besides the audio: the model (by its weights file), the numeric
+    type, the device and the decode settings."""
+    import hashlib
+    import ctranslate2
+    import faster_whisper
+
+    weights = Path(source) / "model.bin"
+    model_id = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else source
+    parts = [model_id, device, compute_type, ctranslate2.__version__, faster_whisper.__version__,
+             json.dumps(DECODE_OPTIONS, sort_keys=True)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def transcript_cache(cfg: Config, asr) -> TranscriptCache:
+    return TranscriptCache(cfg.paths.cache("asr_transcripts"), asr.surgvqa_id)
+
+
+def transcribe_faster_whisper(model, paths: list[str], progress: bool = True, cache=None) -> tuple[list[str], list[float]]:
+    """Greedy English transcription of each file, with per-file seconds (decoding included).
+
+    With a `TranscriptCache` (accuracy runs), a file decoded before is not decoded again; its
+    seconds are those of its first decode. Timed runs pass none."""
     from tqdm.auto import tqdm
 
     texts, seconds = [], []
     for path in tqdm(paths, desc="faster-whisper", disable=not progress, leave=False):
-        t0 = time.perf_counter()
-        # temperature=0 only: faster-whisper's default fallback re-decodes hard clips by unseeded sampling
-        # (T=0.2..1.0), which changed ~1 in 10 noisy transcripts from run to run
-        segments, _ = model.transcribe(str(path), language="en", beam_size=1, temperature=0.0, without_timestamps=True,
-                                       condition_on_previous_text=False, vad_filter=False)
-        texts.append(" ".join(s.text.strip() for s in segments).strip())
-        seconds.append(time.perf_counter() - t0)
+        found = cache.lookup(path) if cache is not None else None
+        if found is None:
+            t0 = time.perf_counter()
+            segments, _ = model.transcribe(str(path), **DECODE_OPTIONS)
+            found = (" ".join(s.text.strip() for s in segments).strip(), time.perf_counter() - t0)
+            if cache is not None:
+                cache.store(path, *found)
+        texts.append(found[0])
+        seconds.append(found[1])
     return texts, seconds
 
 
@@ -158,7 +190,8 @@ def asr_pipeline(models: Models, ds: Dataset, options: EvalConfig, audio_overrid
     paths = [e.audio for e in examples]
     if reuse_transcripts:
         unique = sorted(set(paths))
-        texts, seconds = transcribe_faster_whisper(models.asr, unique, progress=True)
+        cache = transcript_cache(cfg, models.asr) if cfg is not None else None
+        texts, seconds = transcribe_faster_whisper(models.asr, unique, progress=True, cache=cache)
         heard = dict(zip(unique, zip(texts, seconds)))
         transcripts = [heard[p][0] for p in paths]
         asr_seconds = [heard[p][1] for p in paths]  # as if each row were transcribed
@@ -351,7 +384,7 @@ def transcription_test(cfg: Config, graft_model, processor, asr, corpus: list[di
                           "audio": [str(cfg.paths.data / e["audio"]) for e in test], "audio_noisy": [e["audio"] for e in noisy]})
     scores: dict[str, dict] = {"whisper_base": {}, "graft": {}}
     for condition, entries, paths in (("", test, table["audio"].tolist()), ("_noisy", noisy, table["audio_noisy"].tolist())):
-        whisper_texts, _ = transcribe_faster_whisper(asr, paths)
+        whisper_texts, _ = transcribe_faster_whisper(asr, paths, cache=transcript_cache(cfg, asr))
         graft_texts = graft_transcribe(graft_model, processor, entries, cfg.paths.data, options, cfg=cfg)
         table[f"whisper_base{condition}"] = whisper_texts
         table[f"graft{condition}"] = graft_texts

@@ -320,10 +320,12 @@ def vqa_training_examples(cfg: Config, splits: dict, mode: str, fixed: list[Exam
 
 
 def stage0_examples(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[ClipDialogues, list[Example]]:
+    """Conversations about the training clips, plus "repeat the sentence" when `train.repeat_sentences` > 0
+    (then its val sentences join the eval set; without it they would score a task that was never trained)."""
     train_sentences, val_sentences = repeat_sentences(cfg, splits, corpus)
     train, evaluate = vqa_training_examples(cfg, splits, "text", fixed=repeat_examples(train_sentences),
                                             caption=cfg.train.stage0_caption)
-    return train, evaluate + repeat_examples(val_sentences)
+    return train, evaluate + (repeat_examples(val_sentences) if train_sentences else [])
 
 
 def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool = True,
