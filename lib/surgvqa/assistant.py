@@ -50,7 +50,9 @@ class Reply:
     system: str  # "audio_finetuned" (the graft hears), "asr_pipeline" or "text_finetuned" (typed question)
     answer: str
     transcript: str | None  # how the question was understood: the graft's / faster-whisper's transcript, or the typed text
-    seconds: dict[str, float] = field(default_factory=dict)  # "answer", "transcript", "total" (from files to text)
+    # "total": from files to the answer; "answer": collating + generating; "transcript": the transcript (for the graft,
+    # timed apart from its answer; for the ASR pipeline, part of the total)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
