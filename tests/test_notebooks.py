@@ -23,7 +23,8 @@ EXPECTED_METRICS = {
     "05_error_analysis": {"audio_swap", "misheard", "per_type_accuracy", "test_accuracy"},
 }
 # Notebooks that write a second metrics file, and what it must hold.
-EXTRA_METRICS = {"04_sight": {"per_type", "mean_probe", "constant_types"}}
+EXTRA_METRICS = {"04_sight": {"per_type", "mean_probe", "constant_types"},
+                 "04_latency": {"method", "systems", "ratios"}}
 METRICS_FILE = {"00_graft": "00_graft", "01_data_eda_stratification": "01_data", "02_stage1_projector": "02_stage1",
                 "03_stage2_qlora": "03_stage2"}
 SYSTEMS = {"majority", "text_zeroshot", "text_finetuned", "audio_zeroshot", "audio_finetuned", "asr_pipeline",

@@ -55,9 +55,28 @@ def systems_benchmark(cfg: Config) -> dict | None:
     needed = [cfg.paths.stage(s) / d for s, d in (("stage1", "final"), ("stage2", "merged"), ("stage2_text", "merged"))]
     if not all(p.is_dir() for p in needed):
         return None
+    from . import latency
+
     splits, _ = load_run_data(cfg, build=False)
-    speed = evaluate.speed_test(cfg, evaluate.Models.load(cfg, cfg.eval), evaluate.evaluation_rows(splits), cfg.eval)
-    return {"speed": speed, "ratios": evaluation_report.speed_ratios(speed), "batch_size": cfg.eval.batch_size}
+    models = evaluate.Models.load(cfg, cfg.eval)
+    rows = evaluate.evaluation_rows(splits)
+    speed = evaluate.speed_test(cfg, models, rows, cfg.eval)
+    batched = latency.batched_asr_pipeline(cfg, models, rows)
+    speed["asr_pipeline_hf_batched"] = {k: v for k, v in batched.items() if k != "transcripts"}
+    ratios = evaluation_report.speed_ratios(speed)
+    ratios["graft_vs_asr_pipeline_hf_batched"] = round(speed["audio_finetuned"]["samples_per_s"] / batched["samples_per_s"], 2)
+    single = latency.single_stream(cfg, models, rows)
+    return {"speed": speed, "ratios": ratios, "batch_size": cfg.eval.batch_size, "single_stream": single}
+
+
+PAPER_PROFILES = ("params/qwen2vl7b_whisper_turbo.yaml", "params/qwen2vl2b_8gb.yaml")
+
+
+def paper_scale_benchmark() -> list[dict]:
+    """Shapes and estimated training memory of the hub-sized profiles, built on the meta device."""
+    from .paper_scale import paper_scale_report
+
+    return [paper_scale_report(Config.from_yaml(p)) for p in PAPER_PROFILES]
 
 
 def pipeline_timings(cfg: Config) -> list[dict]:
@@ -91,13 +110,27 @@ def main(argv: list[str] | None = None) -> None:
     if sb is None:
         print("no trained checkpoints for this profile yet (run `make report` first)")
     else:
-        print(f"{'system':<22}{'samples/s':>12}{'p50 ms':>10}{'p95 ms':>10}   (batch {sb['batch_size']}, "
+        print(f"{'system':<24}{'samples/s':>10}{'p50 ms':>10}{'p95 ms':>10}   (batch {sb['batch_size']}, "
               f"{next(iter(sb['speed'].values()))['speed_rows']} rows)")
-        for name in ("audio_finetuned", "asr_pipeline", "audio_seed_faithful", "text_finetuned"):
+        for name in ("audio_finetuned", "asr_pipeline", "asr_pipeline_hf_batched", "audio_seed_faithful", "text_finetuned"):
             r = sb["speed"][name]
-            print(f"{name:<22}{r['samples_per_s']:>12.2f}{r['latency_ms_p50']:>10.0f}{r['latency_ms_p95']:>10.0f}")
+            print(f"{name:<24}{r['samples_per_s']:>10.2f}{r['latency_ms_p50']:>10.0f}{r['latency_ms_p95']:>10.0f}")
+        print("(asr_pipeline transcribes file by file with faster-whisper; asr_pipeline_hf_batched transcribes each "
+              "batch in one transformers generate)")
         for key, value in sb["ratios"].items():
             print(f"{key:<40}{value:>8.2f}x")
+        from .latency import format_single_stream
+
+        print("\n## Single stream: one question at a time, systems interleaved per sample (trained checkpoints)")
+        print(format_single_stream(sb["single_stream"]))
+
+    print("\n## Paper scale on the meta device (public configs, no weights): shapes and estimated training memory")
+    from .paper_scale import SEEDS_REPORTED, format_report
+
+    for report in paper_scale_benchmark():
+        print(format_report(report) + "\n")
+    print(f"the seeds reported ~{SEEDS_REPORTED['qlora_peak_gb_batch1']:g} GB per GPU ({SEEDS_REPORTED['gpu']}) for the 7B "
+          "QLoRA at batch 1 with 1500 audio tokens; no GPU figure here is measured")
 
     from .training_report import training_budget
 
