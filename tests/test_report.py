@@ -36,8 +36,10 @@ FAKE_SYSTEMS = {
     },
 }
 ASR = {
-    "whisper_base": {"wer": 0.081, "cer": 0.032, "wer_noisy": 0.214, "cer_noisy": 0.119},
-    "graft": {"wer": 0.153, "cer": 0.071, "wer_noisy": 0.302, "cer_noisy": 0.188},
+    "whisper_base": {"in_domain": {"n": 40, "wer": 0.081, "wer_ci95": [0.05, 0.11], "cer": 0.032, "wer_noisy": 0.214, "cer_noisy": 0.119},
+                     "unseen": {"n": 30, "wer": 0.091, "cer": 0.042, "wer_noisy": 0.254, "cer_noisy": 0.139}},
+    "graft": {"in_domain": {"n": 40, "wer": 0.153, "cer": 0.071, "wer_noisy": 0.302, "cer_noisy": 0.188},
+              "unseen": {"n": 30, "wer": 0.553, "cer": 0.371, "wer_noisy": 0.702, "cer_noisy": 0.488}},
 }
 
 
@@ -114,7 +116,10 @@ def test_index_html_content(cfg):
     order = [page.index(html.escape(FAKE_SYSTEMS[i]["label"])) for i in SYSTEMS if i in FAKE_SYSTEMS]
     assert order == sorted(order)
     # ASR in percent
-    assert _pct(ASR["graft"]["wer_noisy"]) in page and _pct(ASR["whisper_base"]["cer"]) in page
+    assert _pct(ASR["graft"]["unseen"]["wer_noisy"]) in page and _pct(ASR["whisper_base"]["in_domain"]["cer"]) in page
+    wb = ASR["whisper_base"]["in_domain"]  # with its CI where there is one, and both sentence sets named
+    assert f"{_pct(wb['wer'])} [{_pct(wb['wer_ci95'][0])}, {_pct(wb['wer_ci95'][1])}]" in page
+    assert "in-domain sentences (n=40)" in page and "unseen sentences (n=30)" in page
     # notebook link with its wall time; figure of a key notebook only
     assert '<a href="00_graft.html">00_graft.html</a>' in page and "7.9 s" in page
     assert '<img src="../figures/04_systems.png"' in page

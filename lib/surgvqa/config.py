@@ -207,6 +207,7 @@ class EvalConfig:
     bootstrap: int = 1000
     asr_compute_type: str = "int8"  # faster-whisper on the CPU: its usual (fastest) setting, so the speed ratio is conservative
     max_rows: int | None = None  # cap rows per split (quick looks); None = all
+    max_transcription_rows: int | None = None  # cap per transcription test set (a seeded sample); None = all
 
     def __post_init__(self):
         _at_least("eval.batch_size", self.batch_size, 1)
@@ -215,6 +216,8 @@ class EvalConfig:
         _at_least("eval.bootstrap", self.bootstrap, 0)
         if self.max_rows is not None:
             _at_least("eval.max_rows", self.max_rows, 1)
+        if self.max_transcription_rows is not None:
+            _at_least("eval.max_transcription_rows", self.max_transcription_rows, 1)
         if not math.isfinite(self.noise_snr_db):
             raise ConfigError(f"eval.noise_snr_db must be a finite number, got {self.noise_snr_db}")
         _choice("eval.asr_compute_type", self.asr_compute_type, ASR_COMPUTE_TYPES)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,10 @@ def noisy_audio(cfg: Config, ds: Dataset, snr_db: float) -> dict[str, str]:
             for row in ds.rows if row["split"] == "heldout_voice"}
 
 
-def corpus_noisy_audio(cfg: Config, corpus: list[dict], snr_db: float) -> list[dict]:
-    """The same noise for the transcription test (corpus entries with their audio replaced)."""
+def noisy_entries(cfg: Config, entries: list[dict], snr_db: float) -> list[dict]:
+    """The same noise for the transcription test (entries with absolute `audio`, replaced by its noisy copy)."""
     out_dir = cfg.paths.noisy(snr_db)
-    return [{**e, "audio": str(noisy_copy(cfg.paths.data / e["audio"], out_dir, snr_db, cfg.seed))} for e in corpus]
+    return [{**e, "audio": str(noisy_copy(e["audio"], out_dir, snr_db, cfg.seed))} for e in entries]
 
 
 # ---- ASR (faster-whisper with the same Whisper) ------------------------------------------------
@@ -371,34 +372,63 @@ def speed_test(cfg: Config, models: Models, ds: Dataset, options: EvalConfig) ->
 # ---- transcription --------------------------------------------------------------------------------
 
 
+TRANSCRIPTION_SETS = {
+    "in_domain": "domain questions and answers by held-out voices; stage 1 heard them from training voices only",
+    "unseen": "sentences in no training split, by held-out voices (the corpus test split)",
+}
+
+
+def transcription_sets(corpus: list[dict], data_dir: Path, max_per_set: int | None = None,
+                       seed: int = 0) -> dict[str, list[dict]]:
+    """The two held-out-voice transcription test sets of the speech corpus, with absolute `audio`:
+    in_domain (split `test_in_domain`) and unseen (split `test`). `max_per_set`: a seeded sample of each."""
+    sets = {name: [{**e, "audio": str(Path(data_dir) / e["audio"])} for e in corpus if e["split"] == split]
+            for name, split in (("in_domain", "test_in_domain"), ("unseen", "test"))}
+    if max_per_set is not None:
+        rng = np.random.default_rng(seed)
+        sets = {k: [v[i] for i in sorted(rng.permutation(len(v))[:max_per_set])] for k, v in sets.items()}
+    return sets
+
+
 def transcription_test(cfg: Config, graft_model, processor, asr, corpus: list[dict], options: EvalConfig
                        ) -> tuple[dict, pd.DataFrame]:
-    """WER/CER on held-out voices (corpus test split: unseen texts, unseen voices), clean and with
-    noise: faster-whisper (`asr`, the same Whisper) vs the graft (after stage 1) as a transcriber."""
-    test = [e for e in corpus if e["split"] == "test"]
-    if not test:
-        return {}, pd.DataFrame()
-    noisy = corpus_noisy_audio(cfg, test, options.noise_snr_db)
-    refs = [e["text"] for e in test]
-    table = pd.DataFrame({"id": [e["id"] for e in test], "voice": [e["voice"] for e in test], "reference": refs,
-                          "audio": [str(cfg.paths.data / e["audio"]) for e in test], "audio_noisy": [e["audio"] for e in noisy]})
+    """WER/CER with bootstrap CIs of faster-whisper (`asr`, the same Whisper) and the graft as transcribers,
+    on each held-out-voice set of `transcription_sets`, clean and with operating-room noise.
+
+    Returns ({"whisper_base"|"graft": {set: {"wer", "wer_ci95", "cer", "cer_ci95", "wer_noisy", ..., "n"}}},
+    one row per (set, audio) with the reference and every transcript)."""
+    sets = transcription_sets(corpus, cfg.paths.data, options.max_transcription_rows, cfg.seed)
+    for name in [k for k, v in sets.items() if not v]:
+        warnings.warn(f"transcription test: no {name} entries in the speech corpus ({TRANSCRIPTION_SETS[name]}); "
+                      "that set is left out", stacklevel=2)
+        del sets[name]
     scores: dict[str, dict] = {"whisper_base": {}, "graft": {}}
-    for condition, entries, paths in (("", test, table["audio"].tolist()), ("_noisy", noisy, table["audio_noisy"].tolist())):
-        whisper_texts, _ = transcribe_faster_whisper(asr, paths, cache=transcript_cache(cfg, asr))
-        graft_texts = graft_transcribe(graft_model, processor, entries, cfg.paths.data, options, cfg=cfg)
-        table[f"whisper_base{condition}"] = whisper_texts
-        table[f"graft{condition}"] = graft_texts
-        for system, hyps in (("whisper_base", whisper_texts), ("graft", graft_texts)):
-            r = metrics.wer_cer(hyps, refs)
-            scores[system][f"wer{condition}"] = round(r["wer"], 4)
-            scores[system][f"cer{condition}"] = round(r["cer"], 4)
-    return scores, table
+    tables = []
+    for name, entries in sets.items():
+        noisy = noisy_entries(cfg, entries, options.noise_snr_db)
+        refs = [e["text"] for e in entries]
+        table = pd.DataFrame({"set": name, "id": [e["id"] for e in entries], "voice": [e["voice"] for e in entries],
+                              "reference": refs, "audio": [e["audio"] for e in entries],
+                              "audio_noisy": [e["audio"] for e in noisy]})
+        for condition, items in (("", entries), ("_noisy", noisy)):
+            whisper_texts, _ = transcribe_faster_whisper(asr, [e["audio"] for e in items], cache=transcript_cache(cfg, asr))
+            graft_texts = graft_transcribe(graft_model, processor, items, Path("/"), options, cfg=cfg)
+            table[f"whisper_base{condition}"] = whisper_texts
+            table[f"graft{condition}"] = graft_texts
+            for system, hyps in (("whisper_base", whisper_texts), ("graft", graft_texts)):
+                r = metrics.wer_cer_ci(hyps, refs, n_boot=options.bootstrap, seed=cfg.seed)
+                entry = scores[system].setdefault(name, {"n": r["n"]})
+                for key in ("wer", "cer"):
+                    entry[f"{key}{condition}"] = round(r[key], 4)
+                    entry[f"{key}{condition}_ci95"] = [round(x, 4) for x in r[f"{key}_ci95"]]
+        tables.append(table)
+    return scores, (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
 
 
-def graft_transcribe(model, processor, entries: list[dict], audio_root: Path, options: EvalConfig,
+def graft_transcribe(model, processor, entries: list[dict], audio_root: Path | None, options: EvalConfig,
                      max_new_tokens: int = 48, cfg: Config | None = None) -> list[str]:
-    """The graft as a transcriber ("Transcribe the speech.")."""
-    examples = transcription_examples(entries, audio_root)
+    """The graft as a transcriber ("Transcribe the speech."); `audio_root` None: the entries' paths are absolute."""
+    examples = transcription_examples(entries, audio_root if audio_root is not None else "")
     return run_model(model, processor, examples, options, "graft transcribes", max_new_tokens, cfg=cfg)["predictions"]
 
 
