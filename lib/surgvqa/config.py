@@ -178,6 +178,10 @@ class TrainConfig:
     balanced_fraction: float = 0.0  # share of conversations drawn class-balanced (type -> answer -> clip)
     stage0_caption: bool = False  # stage 0's conversations close with the clip's dense caption (every attribute)
     eval_rows: int = 400  # val rows (a fixed sample) the stages' eval loss runs on
+    # Stage 2's mixture (graft and text model alike): this share of the questions asks for the long-form answer
+    long_answer_fraction: float = 0.0
+    # Stage 2 of the graft: this share of its training examples is transcription (train corpus, "Transcribe the speech.")
+    transcription_fraction: float = 0.0
     # Where Trainer logs go (TensorBoard event files under the run dir by default); e.g. [wandb] or [].
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
@@ -192,6 +196,10 @@ class TrainConfig:
             raise ConfigError(f"train.stage0_vision_tower must be 'frozen' or 'trained', got {self.stage0_vision_tower!r}")
         if not 0.0 <= self.balanced_fraction <= 1.0:
             raise ConfigError(f"train.balanced_fraction must be in [0, 1], got {self.balanced_fraction}")
+        for key in ("long_answer_fraction", "transcription_fraction"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"train.{key} must be a number in [0, 1), got {value!r}")
         for stage, defaults in STAGE_DEFAULTS.items():
             given = getattr(self, stage)
             _check_training_arguments(stage, given)

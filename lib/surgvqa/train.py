@@ -309,11 +309,11 @@ def new_tiny_processor(tokenizer, image_processor):
 
 
 def vqa_training_examples(cfg: Config, splits: dict, mode: str, fixed: list[Example] | None = None,
-                          caption: bool = False) -> tuple[ClipDialogues, list[Example]]:
+                          caption: bool = False, long_fraction: float = 0.0) -> tuple[ClipDialogues, list[Example]]:
     """Training conversations about each clip (re-drawn each epoch) and a fixed sample of val questions."""
     t = cfg.train
     train = ClipDialogues(vqa_examples(splits["train"], mode), t.questions_per_clip, t.balanced_fraction,
-                          fixed=fixed, seed=cfg.seed, caption=caption)
+                          fixed=fixed, seed=cfg.seed, caption=caption, long_fraction=long_fraction)
     val = vqa_examples(splits["val"], mode)
     keep = sorted(torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: t.eval_rows].tolist())
     return train, [val[i] for i in keep]
@@ -438,12 +438,27 @@ def add_lora(cfg: Config, model, with_projector: bool):
     return peft_model
 
 
-def stage2_examples(cfg: Config, splits: dict, mode: str) -> tuple[ClipDialogues, list[Example]]:
-    return vqa_training_examples(cfg, splits, mode)
+def stage2_examples(cfg: Config, splits: dict, mode: str, corpus: list[dict] | None = None
+                    ) -> tuple[ClipDialogues, list[Example]]:
+    """Conversations about the training clips (a share asking for long answers: `train.long_answer_fraction`);
+    for the graft also transcription of the training corpus (`train.transcription_fraction` of the examples),
+    so one model answers and transcribes and the prompt picks the task."""
+    t = cfg.train
+    fixed: list[Example] = []
+    if mode == "audio" and t.transcription_fraction:
+        if not corpus:
+            raise ValueError("train.transcription_fraction > 0 needs the speech corpus (train_lora(..., corpus=...))")
+        pool = transcription_examples([e for e in corpus if e["split"] == "train"], cfg.paths.data)
+        clips = len({ex.frames for ex in vqa_examples(splits["train"], mode)})
+        n = int(round(clips * t.transcription_fraction / (1 - t.transcription_fraction)))
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+        fixed = [pool[order[i % len(pool)]] for i in range(n)]
+    return vqa_training_examples(cfg, splits, mode, fixed=fixed, long_fraction=t.long_answer_fraction)
 
 
 def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: bool = True,
-               stop_after_steps: int | None = None, use_feature_cache: bool = True) -> tuple[Any, StageResult]:
+               stop_after_steps: int | None = None, use_feature_cache: bool = True,
+               corpus: list[dict] | None = None) -> tuple[Any, StageResult]:
     """Stage 2 for the audio graft (mode="audio", dir stage2/) or the text model (mode="text", dir stage2_text/).
 
     Same LoRA, data and TrainingArguments for both. Saves `adapter/` and a merged model `merged/`.
@@ -457,7 +472,7 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
     peft_model.train()
     inner = peft_model.base_model.model
     cache = feature_cache(cfg, inner, processor) if (use_feature_cache and mode == "audio") else None
-    train, evaluate = stage2_examples(cfg, splits, mode)
+    train, evaluate = stage2_examples(cfg, splits, mode, corpus)
     collator = Collator(processor, feature_cache=cache, vision_cache=vision_cache(cfg, inner, processor))
     trainer, result = run_stage(cfg, "stage2", peft_model, collator, train, evaluate,
                                 out, stamp, resume=resume, stop_after_steps=stop_after_steps)
@@ -499,7 +514,7 @@ def run_stages(cfg: Config, stages: list[str], resume: bool = True, build_data: 
         _, results["stage1"] = train_projector(cfg, model, processor, corpus, resume=resume)
     if "stage2" in stages:
         model, processor = build.load_graft(stage_dir(cfg, "stage1") / "final", **build.load_kwargs(cfg))
-        _, results["stage2"] = train_lora(cfg, model, processor, splits, "audio", resume=resume)
+        _, results["stage2"] = train_lora(cfg, model, processor, splits, "audio", resume=resume, corpus=corpus)
     if "stage2_text" in stages:
         processor = build.load_graft_processor(stage_dir(cfg, "stage1") / "final")
         _, results["stage2_text"] = train_lora(cfg, load_text_base(cfg), processor, splits, "text", resume=resume)
