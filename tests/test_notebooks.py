@@ -114,6 +114,9 @@ def test_evaluation_has_every_system_and_split_and_the_index(smoke_run):
             lo, hi = entry["ci95"]["overall"]
             assert lo <= entry["accuracy"]["overall"] <= hi, system
     assert set(evaluation["asr"]) == {"whisper_base", "graft"}
+    assert set(evaluation["long_answers"]) == {"text_finetuned", "audio_finetuned", "asr_pipeline"}
+    for r in evaluation["long_answers"].values():
+        assert 0 <= r["keyword_accuracy"] <= 1 and 0 <= r["bleu4"] <= 1 and 0 <= r["rouge_l"] <= 1 and r["n"] > 0
     assert {"wer", "cer", "wer_noisy", "cer_noisy"} <= set(evaluation["asr"]["graft"])
     merged = json.loads((cfg.paths.reports / "metrics.json").read_text())
     assert merged["systems"] == evaluation["systems"] and merged["params_hash"] == cfg.params_hash()

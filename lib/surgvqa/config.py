@@ -216,6 +216,8 @@ class EvalConfig:
     asr_compute_type: str = "int8"  # faster-whisper on the CPU: its usual (fastest) setting, so the speed ratio is conservative
     max_rows: int | None = None  # cap rows per split (quick looks); None = all
     max_transcription_rows: int | None = None  # cap per transcription test set (a seeded sample); None = all
+    long_answer_rows: int = 200  # held-out-video rows (a seeded sample) answered in a sentence by each system
+    long_max_new_tokens: int = 40  # generation budget of a long answer
 
     def __post_init__(self):
         _at_least("eval.batch_size", self.batch_size, 1)
@@ -224,6 +226,8 @@ class EvalConfig:
         _at_least("eval.bootstrap", self.bootstrap, 0)
         if self.max_rows is not None:
             _at_least("eval.max_rows", self.max_rows, 1)
+        _at_least("eval.long_answer_rows", self.long_answer_rows, 0)
+        _at_least("eval.long_max_new_tokens", self.long_max_new_tokens, 1)
         if self.max_transcription_rows is not None:
             _at_least("eval.max_transcription_rows", self.max_transcription_rows, 1)
         if not math.isfinite(self.noise_snr_db):

@@ -180,14 +180,15 @@ def run_model(model, processor, examples: list[Example], options: EvalConfig, de
 
 
 def asr_pipeline(models: Models, ds: Dataset, options: EvalConfig, audio_override: dict[str, str] | None = None,
-                 desc: str = "asr_pipeline", reuse_transcripts: bool = False, cfg: Config | None = None) -> dict:
+                 desc: str = "asr_pipeline", reuse_transcripts: bool = False, cfg: Config | None = None,
+                 long: bool = False) -> dict:
     """Transcribe each row's audio, then the fine-tuned text model answers the transcript (times add up).
 
     `reuse_transcripts`: rows that share an audio file (the same question by the same voice about
     another clip) reuse its transcript — the same deterministic output, computed once. Accuracy runs
     use it; the speed test does not (every row is transcribed and timed).
     """
-    examples = vqa_examples(ds, "audio", audio_override)
+    examples = vqa_examples(ds, "audio", audio_override, long=long)
     paths = [e.audio for e in examples]
     if reuse_transcripts:
         unique = sorted(set(paths))
@@ -199,7 +200,8 @@ def asr_pipeline(models: Models, ds: Dataset, options: EvalConfig, audio_overrid
     else:
         transcripts, asr_seconds = transcribe_faster_whisper(models.asr, paths, progress=True)
     text_examples = [dataclasses.replace(e, mode="text", question=t or "?", audio=None) for e, t in zip(examples, transcripts)]
-    out = run_model(models.text_finetuned, models.processor, text_examples, options, desc, cfg=cfg)
+    out = run_model(models.text_finetuned, models.processor, text_examples, options, desc, cfg=cfg,
+                    max_new_tokens=options.long_max_new_tokens if long else None)
     # Per batch, the transcription time of its rows is added to the answer time.
     bs = options.batch_size
     batch_asr = [sum(asr_seconds[i : i + bs]) for i in range(0, len(asr_seconds), bs)]
@@ -258,13 +260,17 @@ class EvaluationResult:
     systems: dict[str, dict]
     asr: dict[str, dict]
     transcripts: pd.DataFrame  # transcription test: reference, whisper_base, graft (clean and noisy)
+    long_answers: dict[str, dict] = dataclasses.field(default_factory=dict)  # system -> keyword accuracy, BLEU-4, ROUGE-L
+    long_table: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # one row per (system, row)
 
     def save(self, cfg: Config) -> Path:
         out = cfg.paths.eval
         out.mkdir(parents=True, exist_ok=True)
         self.predictions.to_json(out / "predictions.jsonl", orient="records", lines=True)
         self.transcripts.to_json(out / "transcripts.jsonl", orient="records", lines=True)
-        (out / "systems.json").write_text(json.dumps({"systems": self.systems, "asr": self.asr}, indent=2))
+        self.long_table.to_json(out / "long_answers.jsonl", orient="records", lines=True)
+        (out / "systems.json").write_text(json.dumps({"systems": self.systems, "asr": self.asr,
+                                                      "long_answers": self.long_answers}, indent=2))
         return out
 
 
@@ -332,8 +338,47 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
             entry["types_beating_majority"] = None
         entry.update(speed.get(system, {}))
         systems[system] = entry
-    asr, transcripts = transcription_test(cfg, models.audio_zeroshot, models.processor, models.asr, corpus, options)
-    return EvaluationResult(predictions, systems, asr, transcripts)
+    # The graft as a transcriber: after stage 2 when stage 2 also trained transcription, else after stage 1.
+    transcriber = models.audio_finetuned if cfg.train.transcription_fraction else models.audio_zeroshot
+    asr, transcripts = transcription_test(cfg, transcriber, models.processor, models.asr, corpus, options)
+    long_answers, long_table = long_answer_test(cfg, models, ds, options)
+    return EvaluationResult(predictions, systems, asr, transcripts, long_answers, long_table)
+
+
+LONG_ANSWER_SYSTEMS = ("text_finetuned", "audio_finetuned", "asr_pipeline")
+
+
+def long_answer_test(cfg: Config, models: Models, ds: Dataset, options: EvalConfig) -> tuple[dict, pd.DataFrame]:
+    """The same held-out-video rows answered in a sentence (the long instruction) by the text model, the graft
+    and the ASR pipeline: keyword accuracy (the short answer as a whole phrase of the sentence), BLEU-4 and
+    ROUGE-L against the row's long-form `answer`. The short-answer scoring is untouched by this."""
+    rows = [r for r in ds.rows if r["split"] == "heldout_video"]
+    if not rows or not options.long_answer_rows:
+        return {}, pd.DataFrame()
+    keep = np.random.default_rng(cfg.seed).permutation(len(rows))[: options.long_answer_rows]
+    sub = Dataset([rows[i] for i in sorted(keep)], ds.root, ds.audio_root)
+    budget = options.long_max_new_tokens
+    outputs = {
+        "text_finetuned": run_model(models.text_finetuned, models.processor, vqa_examples(sub, "text", long=True), options,
+                                    "long: text_finetuned", budget, cfg=cfg)["predictions"],
+        "audio_finetuned": run_model(models.audio_finetuned, models.processor, vqa_examples(sub, "audio", long=True), options,
+                                     "long: audio_finetuned", budget, cfg=cfg)["predictions"],
+        "asr_pipeline": asr_pipeline(models, sub, options, desc="long: asr_pipeline", reuse_transcripts=True, cfg=cfg,
+                                     long=True)["predictions"],
+    }
+    refs = [r["answer"] for r in sub.rows]
+    scores, tables = {}, []
+    for system, preds in outputs.items():
+        hits = [metrics.keyword_hit(p, r["short_answer"], r["question_type"]) for p, r in zip(preds, sub.rows)]
+        ci = metrics.bootstrap_ci(hits, n_boot=options.bootstrap, seed=cfg.seed)
+        scores[system] = {"keyword_accuracy": float(np.mean(hits)), "keyword_ci95": [float(ci[0]), float(ci[1])],
+                          "bleu4": metrics.bleu4(preds, refs), "rouge_l": metrics.rouge_l(preds, refs), "n": len(preds)}
+        tables.append(pd.DataFrame({"system": system, "video_id": [r["video_id"] for r in sub.rows],
+                                    "id": [r["id"] for r in sub.rows], "question_type": [r["question_type"] for r in sub.rows],
+                                    "question": [r["question"] for r in sub.rows], "reference": refs,
+                                    "short_answer": [r["short_answer"] for r in sub.rows], "prediction": preds,
+                                    "keyword_hit": hits, "audio": [r.get("audio") for r in sub.rows]}))
+    return scores, pd.concat(tables, ignore_index=True)
 
 
 # ---- speed ----------------------------------------------------------------------------------------

@@ -210,6 +210,25 @@ def transcription_targets(asr: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
+def long_answer_targets(long_answers: dict[str, dict]) -> dict[str, Any]:
+    """The graft's keyword accuracy on long answers within 5 points of the text model's."""
+    graft = long_answers.get("audio_finetuned", {}).get("keyword_accuracy")
+    text = long_answers.get("text_finetuned", {}).get("keyword_accuracy")
+    if graft is None or text is None:
+        return {}
+    return {"long_keyword_graft_minus_text_points": _points(graft, text),
+            "long_keyword_graft_within_5_points_of_text": bool(100 * (text - graft) <= 5.0)}
+
+
+def long_answers_table(long_answers: dict[str, dict]) -> pd.DataFrame:
+    """Keyword accuracy (with CI), BLEU-4, ROUGE-L (%) per system."""
+    rows = {s: {"keyword accuracy": f"{100 * r['keyword_accuracy']:.1f} [{100 * r['keyword_ci95'][0]:.1f}, "
+                                    f"{100 * r['keyword_ci95'][1]:.1f}]",
+                "BLEU-4": round(100 * r["bleu4"], 1), "ROUGE-L": round(100 * r["rouge_l"], 1), "n": r["n"]}
+            for s, r in long_answers.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("system")
+
+
 def training_majority(predictions: pd.DataFrame) -> dict[str, str]:
     """The training-majority answer of each type, as the `majority` system answered it."""
     return predictions[predictions.system == "majority"].groupby("question_type")["prediction"].first().to_dict()
@@ -282,10 +301,12 @@ def evaluation_metrics(cfg: Config, result: EvaluationResult, rows: Dataset) -> 
     return {
         "systems": result.systems,
         "asr": result.asr,
+        "long_answers": result.long_answers,
         "per_type_accuracy": per_type_accuracy(result.predictions).to_dict(),
         "accuracy_by_template": accuracy_by_template(result.predictions).to_dict(),
         "speed_ratios": speed,
-        "targets": targets(result.predictions, result.systems, speed, floors, result.asr),
+        "targets": {**targets(result.predictions, result.systems, speed, floors, result.asr),
+                    **long_answer_targets(result.long_answers)},
         "floors": floors,
         "per_type_balance_heldout_video": {f"{s}|{t}": {k: _round(v) for k, v in row.items()}
                                            for (s, t), row in balance.iterrows()},

@@ -73,6 +73,7 @@ def merge_metrics(cfg: Config, timings: list[dict] | None = None) -> dict:
         "timings": list(timings or []),
         "systems": evaluation.get("systems") or {},
         "asr": evaluation.get("asr") or {},
+        "long_answers": evaluation.get("long_answers") or {},
     }
 
 
@@ -278,6 +279,25 @@ def _asr_table(merged: dict) -> str:
             f"<table><tr><th>Transcriber</th><th>Sentences</th>{head}</tr>\n" + "\n".join(rows) + "\n</table>\n")
 
 
+def _long_answers_table(merged: dict) -> str:
+    """Keyword accuracy (with CI), BLEU-4 and ROUGE-L of each system's sentence answers."""
+    long = merged.get("long_answers") or {}
+    if not long:
+        return ""
+    labels = {k: (v or {}).get("label") for k, v in (merged.get("systems") or {}).items()}
+    rows = []
+    for sid in _ordered(long, SYSTEMS):
+        a = long[sid] if isinstance(long[sid], dict) else {}
+        rows.append(f"<tr><td>{_e(labels.get(sid) or sid)}</td>"
+                    f'<td class="num">{_e(fmt_acc_ci(a.get("keyword_accuracy"), a.get("keyword_ci95")))}</td>'
+                    f'<td class="num">{_e(fmt_pct(a.get("bleu4")))}</td><td class="num">{_e(fmt_pct(a.get("rouge_l")))}</td>'
+                    f'<td class="num">{_e(_fmt_int(a.get("n")))}</td></tr>')
+    return ("<h2>Long answers (held-out video)</h2>\n<p class=\"meta\">The same rows answered in a sentence: keyword "
+            "accuracy (the short answer as a whole phrase, 95% CI), BLEU-4 and ROUGE-L against the reference sentence, "
+            "in percent.</p>\n<table><tr><th>System</th><th>Keyword accuracy %</th><th>BLEU-4 %</th><th>ROUGE-L %</th>"
+            "<th>Rows</th></tr>\n" + "\n".join(rows) + "\n</table>\n")
+
+
 def _training(merged: dict) -> str:
     notebooks = merged.get("notebooks") or {}
     parts = []
@@ -316,7 +336,7 @@ def render_index(cfg: Config, merged: dict, figures: list[str] | None = None) ->
     body = (
         _header(cfg, merged) + _stale_box(merged) + _notebook_links(cfg, merged) + _headline(merged) + _systems_table(merged)
         + _systems_table(merged, "balanced_accuracy", "balanced_ci95", "Balanced accuracy", "Macro balanced accuracy", speed=False)
-        + _asr_table(merged) + _training(merged) + _figures(cfg, figures)
+        + _asr_table(merged) + _long_answers_table(merged) + _training(merged) + _figures(cfg, figures)
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
