@@ -73,7 +73,13 @@ def test_training_notebooks_numbers(smoke_run):
     stage1 = json.loads((cfg.paths.metrics / "02_stage1.json").read_text())["metrics"]
     assert stage1["stage1"]["trainable_parameters"] < stage1["stage1"]["frozen_parameters"]
     assert stage1["feature_cache"]["files"] > 0 and stage1["feature_cache"]["speedup"] > 0  # speed: make bench
-    assert stage1["wer"] >= 0 and set(stage1["asr"]) == {"whisper_base", "graft"}
+    assert set(stage1["asr"]) == {"whisper_base", "graft"}
+    for system in ("whisper_base", "graft"):  # both held-out-voice sentence sets, clean and noisy, with CIs
+        assert set(stage1["asr"][system]) == {"in_domain", "unseen"}
+        for r in stage1["asr"][system].values():
+            for key in ("wer", "cer", "wer_noisy", "cer_noisy"):
+                assert r[f"{key}_ci95"][0] <= r[key] <= r[f"{key}_ci95"][1], (system, key)
+    assert stage1["wer_in_domain"] == stage1["asr"]["graft"]["in_domain"]["wer"]
     stage2 = json.loads((cfg.paths.metrics / "03_stage2.json").read_text())["metrics"]
     assert stage2["lora_report"]["audio tower"]["lora_modules"] == 0 == stage2["lora_report"]["vision tower"]["trainable"]
     for mode in ("audio", "text"):
@@ -109,6 +115,9 @@ def test_evaluation_has_every_system_and_split_and_the_index(smoke_run):
             lo, hi = entry["ci95"]["overall"]
             assert lo <= entry["accuracy"]["overall"] <= hi, system
     assert set(evaluation["asr"]) == {"whisper_base", "graft"}
+    assert set(evaluation["long_answers"]) == {"text_finetuned", "audio_finetuned", "asr_pipeline"}
+    for r in evaluation["long_answers"].values():
+        assert 0 <= r["keyword_accuracy"] <= 1 and 0 <= r["bleu4"] <= 1 and 0 <= r["rouge_l"] <= 1 and r["n"] > 0
     assert {"wer", "cer", "wer_noisy", "cer_noisy"} <= set(evaluation["asr"]["graft"])
     merged = json.loads((cfg.paths.reports / "metrics.json").read_text())
     assert merged["systems"] == evaluation["systems"] and merged["params_hash"] == cfg.params_hash()
