@@ -63,6 +63,13 @@ def merge_metrics(cfg: Config, timings: list[dict] | None = None) -> dict:
             stale.append(path.stem)
     evaluation = notebooks.get(EVAL_STEM)
     evaluation = evaluation if isinstance(evaluation, dict) else {}
+    # Notebook 04's single-stream latency (metrics/04_latency.json, surgvqa.latency) beside each system's batched figures.
+    latency = notebooks.get("04_latency")
+    latency = latency if isinstance(latency, dict) else {}
+    systems = {k: dict(v) for k, v in (evaluation.get("systems") or {}).items()}
+    for system, figures in (latency.get("systems") or {}).items():
+        if system in systems:
+            systems[system]["single_stream"] = figures
     return {
         "params": cfg.to_dict(),
         "params_hash": own_hash,
@@ -71,7 +78,7 @@ def merge_metrics(cfg: Config, timings: list[dict] | None = None) -> dict:
         "notebook_params_hash": hashes,
         "stale": stale,
         "timings": list(timings or []),
-        "systems": evaluation.get("systems") or {},
+        "systems": systems,
         "asr": evaluation.get("asr") or {},
         "long_answers": evaluation.get("long_answers") or {},
     }
