@@ -212,3 +212,13 @@ def test_index_leads_with_the_balanced_headline(cfg):
     assert "81.2 [75.0, 86.0]" in headline and "79.0 [72.0, 85.0]" in headline and ">15<" in headline
     assert "Majority answer" not in headline  # only systems with balanced numbers are listed
     assert "<h2>Balanced accuracy</h2>" in page
+
+
+def test_single_stream_latency_sits_beside_each_systems_batched_figures(cfg):
+    _populate(cfg)
+    single = {"latency_ms_p50": 137.0, "latency_ms_p95": 170.0, "prefill_ms_p50": 80.0}
+    cfg.write_metrics("04_latency", {"systems": {"audio_finetuned": single, "not_a_system": single}, "ratios": {}})
+    merged = report.finish_report(cfg)["merged"]
+    assert merged["systems"]["audio_finetuned"]["single_stream"] == single
+    assert "single_stream" not in merged["systems"]["text_finetuned"] and "not_a_system" not in merged["systems"]
+    assert "single_stream" not in FAKE_SYSTEMS["audio_finetuned"]  # the evaluation's own entry is not changed
