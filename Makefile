@@ -1,13 +1,14 @@
 # Two commands do all setup on a fresh machine:
 #   make report   run every numbered notebook headless (PARAMS=params/default.yaml) -> reports/, figures/
 #   make test     unit tests + every notebook under params/smoke.yaml
+#   make demo     notebook 06 as a local web app (ask the trained graft by voice)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: venv report test test-fast bench clean-runs
+.PHONY: venv report test test-fast bench demo clean-runs
 
 venv: $(STAMP)
 
@@ -32,6 +33,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m surgvqa.bench --params $(PARAMS)
+
+# Notebook 06 as a local web app (voila) on http://127.0.0.1:8866, with the run's trained models.
+demo: $(STAMP)
+	$(PY) -m surgvqa.demo --params $(PARAMS) --port 8866
 
 clean-runs:
 	rm -rf runs/smoke

@@ -24,3 +24,37 @@ def embedded_whisper_dir(whisper_cache_dir, ct2_whisper_dir) -> Path:
     from surgvqa.whisper_conversion import EMBEDDED_WHISPER, resolve_whisper
 
     return Path(resolve_whisper(EMBEDDED_WHISPER, whisper_cache_dir))
+
+
+SMOKE = Path(__file__).resolve().parents[1] / "params" / "smoke.yaml"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The whole smoke pipeline, with its run directory (data, checkpoints, reports) in a temp dir;
+    shared by the notebook tests and the assistant's tests (one run per session)."""
+    from surgvqa.config import REPO_ROOT, Config
+    from surgvqa.pipeline import run_pipeline
+
+    overrides = {"run_root": str(tmp_path_factory.mktemp("runs"))}
+    cfg = Config.from_yaml(SMOKE, overrides)
+    assert cfg.paths.run == Path(overrides["run_root"]) / "smoke"
+    assert cfg.paths.reports != REPO_ROOT / "reports" and cfg.paths.figures != REPO_ROOT / "figures"
+    timings = run_pipeline(SMOKE, overrides=overrides, executor="nbmake")
+    return cfg, timings
+
+
+@pytest.fixture(scope="session")
+def smoke_trained(request):
+    """The Config of a trained smoke run: the session's smoke pipeline, or (to iterate on one test file)
+    an existing one named by SURGVQA_SMOKE_RUN_ROOT (its run_root, holding smoke/checkpoints)."""
+    import os
+
+    from surgvqa.config import Config
+
+    root = os.environ.get("SURGVQA_SMOKE_RUN_ROOT")
+    if root:
+        cfg = Config.from_yaml(SMOKE, {"run_root": root})
+        assert (cfg.paths.checkpoints / "stage2" / "merged").is_dir(), f"{root}: no trained smoke run there"
+        return cfg
+    return request.getfixturevalue("smoke_run")[0]

@@ -3,12 +3,11 @@
 The whole run (data, checkpoints, reports, figures) goes to a temp run root, never runs/, reports/ or figures/.
 """
 import json
-from pathlib import Path
 
 import pytest
 
-from surgvqa.config import REPO_ROOT, Config
-from surgvqa.pipeline import numbered_notebooks, run_pipeline
+from surgvqa.config import REPO_ROOT
+from surgvqa.pipeline import numbered_notebooks
 
 SMOKE = REPO_ROOT / "params" / "smoke.yaml"
 # What each notebook must report (tests read the numbers back).
@@ -21,6 +20,7 @@ EXPECTED_METRICS = {
                         "final_train_loss", "stages_0_to_2_s"},
     "04_evaluation": {"systems", "asr", "targets", "per_type_accuracy", "speed_ratios"},
     "05_error_analysis": {"audio_swap", "misheard", "per_type_accuracy", "test_accuracy"},
+    "06_demo": {"examples", "conditions", "graft_latency_ms_p50", "asr_latency_ms_p50"},
 }
 # Notebooks that write a second metrics file, and what it must hold.
 EXTRA_METRICS = {"04_sight": {"per_type", "mean_probe", "constant_types"},
@@ -32,17 +32,6 @@ SYSTEMS = {"majority", "text_zeroshot", "text_finetuned", "audio_zeroshot", "aud
 
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """The whole smoke pipeline, with its run directory (data, checkpoints, reports) in a temp dir."""
-    overrides = {"run_root": str(tmp_path_factory.mktemp("runs"))}
-    cfg = Config.from_yaml(SMOKE, overrides)
-    assert cfg.paths.run == Path(overrides["run_root"]) / "smoke"
-    assert cfg.paths.reports != REPO_ROOT / "reports" and cfg.paths.figures != REPO_ROOT / "figures"
-    timings = run_pipeline(SMOKE, overrides=overrides, executor="nbmake")
-    return cfg, timings
 
 
 @pytest.mark.parametrize("notebook", [p.stem for p in numbered_notebooks()])
