@@ -145,8 +145,8 @@ def test_assistant_checks_questions_before_any_model_runs(fake_run, tmp_path):
     assistant = Assistant(find_config(fake_run), None, None, None, None)
     video = write_video(tmp_path / "clip.mp4", clip(8))
     wav = write_wav(tmp_path / "q.wav", speech_like(1.5))
-    with pytest.raises(NotImplementedError, match="issue #11"):
-        assistant.ask(audio=wav, frames=video, long=True)
+    with pytest.raises(AssistantError, match="either a spoken question"):
+        assistant.ask(audio=wav, text="Is a tool visible?", frames=video, long=True)
     with pytest.raises(AssistantError, match="either a spoken question"):
         assistant.ask(audio=wav, text="Is a tool visible?", frames=video)
     with pytest.raises(AssistantError, match="needs a clip"):
