@@ -14,7 +14,7 @@ SMOKE = REPO_ROOT / "params" / "smoke.yaml"
 EXPECTED_METRICS = {
     "00_graft": {"audio_tokens_3s", "trainable_params", "frozen_params"},
     "01_data_eda_stratification": {"split_rows", "class_balance", "audio_seconds", "leakage_checks"},
-    "02_stage1_projector": {"stage0", "stage1", "wer", "cer", "trainable_parameters", "frozen_parameters", "wall_time_s",
+    "02_stage1_projector": {"stage0", "stage1", "wer_in_domain", "wer_unseen", "cer_in_domain", "cer_unseen", "trainable_parameters", "frozen_parameters", "wall_time_s",
                             "feature_cache"},
     "03_stage2_qlora": {"audio", "text", "lora_report", "wall_time_s", "samples_per_s", "peak_memory_mb",
                         "final_train_loss", "stages_0_to_2_s"},
@@ -107,7 +107,9 @@ def test_evaluation_has_every_system_and_split_and_the_index(smoke_run):
     assert set(evaluation["long_answers"]) == {"text_finetuned", "audio_finetuned", "asr_pipeline"}
     for r in evaluation["long_answers"].values():
         assert 0 <= r["keyword_accuracy"] <= 1 and 0 <= r["bleu4"] <= 1 and 0 <= r["rouge_l"] <= 1 and r["n"] > 0
-    assert {"wer", "cer", "wer_noisy", "cer_noisy"} <= set(evaluation["asr"]["graft"])
+    for system in ("graft", "whisper_base"):
+        for name in ("in_domain", "unseen"):
+            assert {"wer", "cer", "wer_noisy", "cer_noisy", "wer_ci95", "n"} <= set(evaluation["asr"][system][name])
     merged = json.loads((cfg.paths.reports / "metrics.json").read_text())
     assert merged["systems"] == evaluation["systems"] and merged["params_hash"] == cfg.params_hash()
     assert cfg.paths.reports == cfg.paths.run / "reports"  # the temp run dir, never the committed reports/
