@@ -111,7 +111,11 @@ def test_evaluation_has_every_system_and_split_and_the_index(smoke_run):
         for name in ("in_domain", "unseen"):
             assert {"wer", "cer", "wer_noisy", "cer_noisy", "wer_ci95", "n"} <= set(evaluation["asr"][system][name])
     merged = json.loads((cfg.paths.reports / "metrics.json").read_text())
-    assert merged["systems"] == evaluation["systems"] and merged["params_hash"] == cfg.params_hash()
+    # metrics.json: the evaluation's systems, each with notebook 04's single-stream latency beside it
+    latency = json.loads((cfg.paths.metrics / "04_latency.json").read_text())["metrics"]["systems"]
+    assert {k: {f: v for f, v in e.items() if f != "single_stream"} for k, e in merged["systems"].items()} == evaluation["systems"]
+    assert latency and all(merged["systems"][s]["single_stream"] == figures for s, figures in latency.items())
+    assert merged["params_hash"] == cfg.params_hash()
     assert cfg.paths.reports == cfg.paths.run / "reports"  # the temp run dir, never the committed reports/
     index = (cfg.paths.reports / "index.html").read_text()
     for text in ("04_evaluation.html", "02_stage1_projector.html", evaluation["systems"]["audio_finetuned"]["label"]):
