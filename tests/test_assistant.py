@@ -145,8 +145,8 @@ def test_assistant_checks_questions_before_any_model_runs(fake_run, tmp_path):
     assistant = Assistant(find_config(fake_run), None, None, None, None)
     video = write_video(tmp_path / "clip.mp4", clip(8))
     wav = write_wav(tmp_path / "q.wav", speech_like(1.5))
-    with pytest.raises(NotImplementedError, match="issue #11"):
-        assistant.ask(audio=wav, frames=video, long=True)
+    with pytest.raises(AssistantError, match="either a spoken question"):
+        assistant.ask(audio=wav, text="Is a tool visible?", frames=video, long=True)
     with pytest.raises(AssistantError, match="either a spoken question"):
         assistant.ask(audio=wav, text="Is a tool visible?", frames=video)
     with pytest.raises(AssistantError, match="needs a clip"):
@@ -159,8 +159,7 @@ def test_assistant_checks_questions_before_any_model_runs(fake_run, tmp_path):
     assert len(frames) == 8 and Image.open(frames[0]).size == (56, 56) and assistant.frame_files(video) == frames
 
 
-@pytest.mark.parametrize("case", ["no_checkpoints", "bad_video", "short_video", "empty_folder", "silence", "long_audio",
-                                  "long_answer"])
+@pytest.mark.parametrize("case", ["no_checkpoints", "bad_video", "short_video", "empty_folder", "silence", "long_audio"])
 def test_cli_bad_input_is_one_message_and_status_2(fake_run, tmp_path, capsys, case):
     wav = write_wav(tmp_path / "q.wav", speech_like(1.5))
     video = write_video(tmp_path / "clip.mp4", clip(8))
@@ -172,11 +171,10 @@ def test_cli_bad_input_is_one_message_and_status_2(fake_run, tmp_path, capsys, c
             "empty_folder": ["--audio", str(wav), "--frames", str(tmp_path)],  # holds a wav and an mp4, no images
             "silence": ["--audio", str(write_wav(tmp_path / "z.wav", np.zeros(16_000))), "--video", str(video)],
             "long_audio": ["--audio", str(write_wav(tmp_path / "l.wav", speech_like(35.0))), "--video", str(video)],
-            "long_answer": ["--audio", str(wav), "--video", str(video), "--long"],
             }[case]
     expected = {"no_checkpoints": "no trained checkpoints", "bad_video": "cannot decode the video",
                 "short_video": "the video has 4 frame(s)", "empty_folder": "no images", "silence": "silent",
-                "long_audio": "at most 30 s", "long_answer": "issue #11"}[case]
+                "long_audio": "at most 30 s"}[case]
     assert ask.main(["--run", str(fake_run), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and "Traceback" not in err and len(err.splitlines()) == 1
@@ -207,7 +205,8 @@ def test_assistant_answers_as_the_evaluation_does(trained):
     got = [assistant.ask(audio=test.audio_path(r), frames=[str(p) for p in test.frame_paths(r)]).answer for r in rows]
     assert got == expected
     reply = assistant.ask(audio=test.audio_path(rows[0]), frames=[str(p) for p in test.frame_paths(rows[0])])
-    assert reply.system == "audio_finetuned" and reply.transcript and reply.seconds["total"] > 0
+    assert reply.system == "audio_finetuned" and reply.seconds["total"] > 0
+    assert reply.transcript == assistant.transcribe(test.audio_path(rows[0]))[0]  # the graft's own transcript
     asr = assistant.ask_asr(test.audio_path(rows[0]), [str(p) for p in test.frame_paths(rows[0])])
     assert asr.system == "asr_pipeline" and asr.seconds["total"] >= asr.seconds["transcript"] > 0
 

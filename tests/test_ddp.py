@@ -39,7 +39,8 @@ def ddp_params(tmp_path) -> Path:
     params["profile"] = PROFILE
     params["run_root"] = str(tmp_path / "runs")
     params["train"] = {"stage0": {"num_train_epochs": EPOCHS, "per_device_train_batch_size": BATCH},
-                       "stage1": {"num_train_epochs": EPOCHS}}
+                       "stage1": {"num_train_epochs": EPOCHS},
+                       "repeat_sentences": 400}  # enough examples that 1 and 2 processes take different step counts
     path = tmp_path / "smoke_ddp.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     cfg = Config.from_yaml(path)

@@ -144,7 +144,7 @@ def test_sigkilled_training_stage_reruns_to_the_same_weights(tmp_path):
 
     stage0 = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "eval_strategy": "no",
               "save_strategy": "steps", "save_steps": 2, "logging_steps": 1}
-    params = _params(tmp_path, "runs", train={"stage0": stage0})
+    params = _params(tmp_path, "runs", train={"stage0": stage0, "repeat_sentences": 400})  # enough steps to kill mid-epoch
     cfg = Config.from_yaml(params)
     datastep.load_run_data(cfg)  # the data step once, up front (not what is being killed here)
     out = train.stage_dir(cfg, "stage0")

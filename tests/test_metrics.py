@@ -322,3 +322,30 @@ def test_per_type_balance_and_summary():
     assert s["types_beating_majority"] == 2  # lighting_mode: the majority is already perfect
     lo, hi = metrics.macro_balanced_ci(df, n_boot=50)
     assert lo == hi == 1.0
+
+
+# ---- WER/CER with CIs (issue: the graft writes) ------------------------------------------------------
+
+
+def test_wer_cer_ci_on_hand_made_cases():
+    from surgvqa.metrics import wer_cer, wer_cer_ci
+
+    refs = ["Is there blue dye visible?", "Five polyps, near the cecum.", "withdraw the scope slowly"]
+    hyps = ["is there blue dye visible", "5 polyps near the caecum", "withdraw scope slowly now"]
+    r = wer_cer_ci(hyps, refs, n_boot=200)
+    # Whisper normalisation: case, punctuation and "Five" -> "5" are not errors; "caecum" vs "cecum" is one
+    # substitution, the third line has one deletion and one insertion: 3 errors over 5 + 5 + 4 = 14 words
+    assert r["wer"] == pytest.approx(3 / 14)
+    assert r["wer"] == pytest.approx(wer_cer(hyps, refs)["wer"]) and r["cer"] == pytest.approx(wer_cer(hyps, refs)["cer"])
+    assert r["wer_ci95"][0] <= r["wer"] <= r["wer_ci95"][1] and r["n"] == 3
+    perfect = wer_cer_ci(refs, refs, n_boot=50)
+    assert perfect["wer"] == 0 == perfect["cer"] and perfect["wer_ci95"] == [0.0, 0.0]
+    empty = wer_cer_ci(["", "", ""], refs, n_boot=50)  # every word deleted
+    assert empty["wer"] == 1.0 and empty["cer"] == 1.0
+
+
+def test_wer_cer_ci_refuses_an_empty_reference():
+    from surgvqa.metrics import wer_cer_ci
+
+    with pytest.raises(ValueError, match="reference 1"):
+        wer_cer_ci(["a", "b"], ["some words", "uh um"])  # fillers normalise away

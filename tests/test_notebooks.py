@@ -14,7 +14,7 @@ SMOKE = REPO_ROOT / "params" / "smoke.yaml"
 EXPECTED_METRICS = {
     "00_graft": {"audio_tokens_3s", "trainable_params", "frozen_params"},
     "01_data_eda_stratification": {"split_rows", "class_balance", "audio_seconds", "leakage_checks"},
-    "02_stage1_projector": {"stage0", "stage1", "wer", "cer", "trainable_parameters", "frozen_parameters", "wall_time_s",
+    "02_stage1_projector": {"stage0", "stage1", "wer_in_domain", "wer_unseen", "cer_in_domain", "cer_unseen", "trainable_parameters", "frozen_parameters", "wall_time_s",
                             "feature_cache"},
     "03_stage2_qlora": {"audio", "text", "lora_report", "wall_time_s", "samples_per_s", "peak_memory_mb",
                         "final_train_loss", "stages_0_to_2_s"},
@@ -62,7 +62,13 @@ def test_training_notebooks_numbers(smoke_run):
     stage1 = json.loads((cfg.paths.metrics / "02_stage1.json").read_text())["metrics"]
     assert stage1["stage1"]["trainable_parameters"] < stage1["stage1"]["frozen_parameters"]
     assert stage1["feature_cache"]["files"] > 0 and stage1["feature_cache"]["speedup"] > 0  # speed: make bench
-    assert stage1["wer"] >= 0 and set(stage1["asr"]) == {"whisper_base", "graft"}
+    assert set(stage1["asr"]) == {"whisper_base", "graft"}
+    for system in ("whisper_base", "graft"):  # both held-out-voice sentence sets, clean and noisy, with CIs
+        assert set(stage1["asr"][system]) == {"in_domain", "unseen"}
+        for r in stage1["asr"][system].values():
+            for key in ("wer", "cer", "wer_noisy", "cer_noisy"):
+                assert r[f"{key}_ci95"][0] <= r[key] <= r[f"{key}_ci95"][1], (system, key)
+    assert stage1["wer_in_domain"] == stage1["asr"]["graft"]["in_domain"]["wer"]
     stage2 = json.loads((cfg.paths.metrics / "03_stage2.json").read_text())["metrics"]
     assert stage2["lora_report"]["audio tower"]["lora_modules"] == 0 == stage2["lora_report"]["vision tower"]["trainable"]
     for mode in ("audio", "text"):
@@ -98,9 +104,18 @@ def test_evaluation_has_every_system_and_split_and_the_index(smoke_run):
             lo, hi = entry["ci95"]["overall"]
             assert lo <= entry["accuracy"]["overall"] <= hi, system
     assert set(evaluation["asr"]) == {"whisper_base", "graft"}
-    assert {"wer", "cer", "wer_noisy", "cer_noisy"} <= set(evaluation["asr"]["graft"])
+    assert set(evaluation["long_answers"]) == {"text_finetuned", "audio_finetuned", "asr_pipeline"}
+    for r in evaluation["long_answers"].values():
+        assert 0 <= r["keyword_accuracy"] <= 1 and 0 <= r["bleu4"] <= 1 and 0 <= r["rouge_l"] <= 1 and r["n"] > 0
+    for system in ("graft", "whisper_base"):
+        for name in ("in_domain", "unseen"):
+            assert {"wer", "cer", "wer_noisy", "cer_noisy", "wer_ci95", "n"} <= set(evaluation["asr"][system][name])
     merged = json.loads((cfg.paths.reports / "metrics.json").read_text())
-    assert merged["systems"] == evaluation["systems"] and merged["params_hash"] == cfg.params_hash()
+    # metrics.json: the evaluation's systems, each with notebook 04's single-stream latency beside it
+    latency = json.loads((cfg.paths.metrics / "04_latency.json").read_text())["metrics"]["systems"]
+    assert {k: {f: v for f, v in e.items() if f != "single_stream"} for k, e in merged["systems"].items()} == evaluation["systems"]
+    assert latency and all(merged["systems"][s]["single_stream"] == figures for s, figures in latency.items())
+    assert merged["params_hash"] == cfg.params_hash()
     assert cfg.paths.reports == cfg.paths.run / "reports"  # the temp run dir, never the committed reports/
     index = (cfg.paths.reports / "index.html").read_text()
     for text in ("04_evaluation.html", "02_stage1_projector.html", evaluation["systems"]["audio_finetuned"]["label"]):

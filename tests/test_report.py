@@ -36,9 +36,14 @@ FAKE_SYSTEMS = {
     },
 }
 ASR = {
-    "whisper_base": {"wer": 0.081, "cer": 0.032, "wer_noisy": 0.214, "cer_noisy": 0.119},
-    "graft": {"wer": 0.153, "cer": 0.071, "wer_noisy": 0.302, "cer_noisy": 0.188},
+    "whisper_base": {"in_domain": {"n": 40, "wer": 0.081, "wer_ci95": [0.05, 0.11], "cer": 0.032, "wer_noisy": 0.214, "cer_noisy": 0.119},
+                     "unseen": {"n": 30, "wer": 0.091, "cer": 0.042, "wer_noisy": 0.254, "cer_noisy": 0.139}},
+    "graft": {"in_domain": {"n": 40, "wer": 0.153, "cer": 0.071, "wer_noisy": 0.302, "cer_noisy": 0.188},
+              "unseen": {"n": 30, "wer": 0.553, "cer": 0.371, "wer_noisy": 0.702, "cer_noisy": 0.488}},
 }
+
+LONG = {"audio_finetuned": {"keyword_accuracy": 0.612, "keyword_ci95": [0.55, 0.67], "bleu4": 0.311, "rouge_l": 0.644, "n": 200},
+        "text_finetuned": {"keyword_accuracy": 0.655, "keyword_ci95": [0.59, 0.71], "bleu4": 0.342, "rouge_l": 0.671, "n": 200}}
 
 
 @pytest.fixture
@@ -57,7 +62,7 @@ def _populate(cfg, with_eval=True):
     cfg.write_metrics("00_graft", {"video_tokens": 64, "same_generation_as_stock": True})
     cfg.write_metrics("02_stage1", {"wall_time_s": 12.5, "final_train_loss": 1.234567, "wer": 0.2, "nested": {"x": 1}})
     if with_eval:
-        cfg.write_metrics("04_evaluation", {"systems": FAKE_SYSTEMS, "asr": ASR, "n_test": 120})
+        cfg.write_metrics("04_evaluation", {"systems": FAKE_SYSTEMS, "asr": ASR, "n_test": 120, "long_answers": LONG})
     cfg.paths.reports.mkdir(parents=True, exist_ok=True)
     (cfg.paths.reports / "00_graft.html").write_text("<html>graft</html>")
     _png(cfg.paths.figures / "04_systems.png")
@@ -114,7 +119,15 @@ def test_index_html_content(cfg):
     order = [page.index(html.escape(FAKE_SYSTEMS[i]["label"])) for i in SYSTEMS if i in FAKE_SYSTEMS]
     assert order == sorted(order)
     # ASR in percent
-    assert _pct(ASR["graft"]["wer_noisy"]) in page and _pct(ASR["whisper_base"]["cer"]) in page
+    assert _pct(ASR["graft"]["unseen"]["wer_noisy"]) in page and _pct(ASR["whisper_base"]["in_domain"]["cer"]) in page
+    wb = ASR["whisper_base"]["in_domain"]  # with its CI where there is one, and both sentence sets named
+    assert f"{_pct(wb['wer'])} [{_pct(wb['wer_ci95'][0])}, {_pct(wb['wer_ci95'][1])}]" in page
+    assert "in-domain sentences (n=40)" in page and "unseen sentences (n=30)" in page
+    # long answers: keyword accuracy with CI, BLEU-4 and ROUGE-L, rows in system order
+    g = LONG["audio_finetuned"]
+    assert f"{_pct(g['keyword_accuracy'])} [{_pct(g['keyword_ci95'][0])}, {_pct(g['keyword_ci95'][1])}]" in page
+    assert _pct(g["bleu4"]) in page and _pct(LONG["text_finetuned"]["rouge_l"]) in page
+    assert page.index("Long answers") < page.index(_pct(LONG["text_finetuned"]["rouge_l"])) < page.index(_pct(g["rouge_l"]))
     # notebook link with its wall time; figure of a key notebook only
     assert '<a href="00_graft.html">00_graft.html</a>' in page and "7.9 s" in page
     assert '<img src="../figures/04_systems.png"' in page

@@ -271,10 +271,10 @@ def test_spoken_questions_are_16k_mono_nonsilent_and_grow_with_text(smoke_build)
 def test_speech_corpus_splits_and_voices(smoke_build):
     corpus = [json.loads(x) for x in (smoke_build.data_dir / "speech_corpus.jsonl").read_text().splitlines()]
     assert {e["kind"] for e in corpus} == {"question", "answer", "narration"}
-    assert {e["split"] for e in corpus} == {"train", "val", "test"}
+    assert {e["split"] for e in corpus} == {"train", "val", "test", "test_in_domain"}
     held = set(smoke_build.heldout_voices)
     for e in corpus:
-        assert (e["voice"] in held) == (e["split"] == "test"), e
+        assert (e["voice"] in held) == (e["split"] in ("test", "test_in_domain")), e
         assert not re.search(r"[<>]", e["text"]), e["text"]
         assert (smoke_build.data_dir / e["audio"]).is_file() and e["duration_s"] > 0.3
     train_q = {e["text"] for e in corpus if e["kind"] == "question"}

@@ -200,8 +200,10 @@ def test_interrupted_stage0_resumes_to_the_same_weights(cfg):
     uninterrupted run. Stage 0 is a full-model stage: its checkpoints use hub key names on disk."""
     from surgvqa.datastep import load_run_data
 
+    # with the repeat task mixed in (off by default) the smoke data gives enough steps to stop at 3 and resume
     run = dataclasses.replace(cfg, train=TrainConfig(stage0={"num_train_epochs": 2, "per_device_train_batch_size": 8,
-                                                             "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1}))
+                                                             "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1},
+                                                     repeat_sentences=400))
     splits, corpus = load_run_data(run)
     final = train.stage_dir(run, "stage0") / "final" / "model.safetensors"
 

@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     clip.add_argument("--video", help="a video file (mp4, avi, mov ...): 8 frames sampled evenly (or around --at)")
     clip.add_argument("--frames", nargs="+", help="a folder of frame images, or the image files in order")
     parser.add_argument("--at", type=float, help="sample the frames around this time of the video (seconds)")
-    parser.add_argument("--long", action="store_true", help="a long answer (not trained yet: issue #11)")
+    parser.add_argument("--long", action="store_true", help="ask for a sentence (answered as one by runs trained with train.long_answer_fraction > 0)")
     parser.add_argument("--compare", action="store_true", help="also run the ASR pipeline (faster-whisper -> text model)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
@@ -42,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         from .assistant import Assistant, check_checkpoints, find_config, question_audio
         from .video import read_clip
 
-        if args.long:
-            raise NotImplementedError("long answers are not trained yet (issue #11): the checkpoints answer in a few words")
         # Inputs and run are checked before the models load (seconds), so a bad file fails fast.
         cfg = find_config(args.run)
         if args.audio is not None:
@@ -54,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         assistant = Assistant.from_config(cfg, asr=args.compare)
         load_s = time.perf_counter() - t0
         if args.text is not None:
-            replies = {"text_finetuned": assistant.ask(text=args.text, frames=frames, at=args.at)}
+            replies = {"text_finetuned": assistant.ask(text=args.text, frames=frames, at=args.at, long=args.long)}
         elif args.compare:
-            replies = assistant.compare(args.audio, frames, at=args.at)
+            replies = assistant.compare(args.audio, frames, at=args.at, long=args.long)
         else:
-            replies = {"audio_finetuned": assistant.ask(audio=args.audio, frames=frames, at=args.at)}
+            replies = {"audio_finetuned": assistant.ask(audio=args.audio, frames=frames, at=args.at, long=args.long)}
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

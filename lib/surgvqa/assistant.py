@@ -178,21 +178,22 @@ class Assistant:
 
         `at`: sample the clip around this time (s) of a video instead of over all of it. `transcript`:
         also let the graft transcribe what it heard (its timing is reported apart from the answer's).
+        `long`: ask for a sentence (the long instruction); runs trained with `train.long_answer_fraction` > 0
+        answer in one, others still answer in a few words.
         """
-        if long:
-            raise NotImplementedError("long answers are not trained yet (issue #11): the checkpoints answer in a few words; "
-                                      "ask with long=False")
         if (audio is None) == (text is None):
             raise AssistantError("ask with either a spoken question (audio=...) or a typed one (text=...), not both or neither")
         t0 = time.perf_counter()
         clip = self.frame_files(frames, at)
+        budget = self.cfg.eval.long_max_new_tokens if long else None
         if text is not None:
             if not text.strip():
                 raise AssistantError("the typed question is empty")
-            answer, seconds = self._generate(self.text_model, [Example("vqa", "", mode="text", question=text.strip(), frames=clip)])
+            answer, seconds = self._generate(self.text_model, [Example("vqa", "", mode="text", question=text.strip(), frames=clip,
+                                                                       long=long)], budget)
             return Reply("text_finetuned", answer, text.strip(), {"answer": seconds, "total": time.perf_counter() - t0})
         path = self.audio_file(audio)
-        answer, seconds = self._generate(self.graft, [Example("vqa", "", mode="audio", audio=path, frames=clip)])
+        answer, seconds = self._generate(self.graft, [Example("vqa", "", mode="audio", audio=path, frames=clip, long=long)], budget)
         total = time.perf_counter() - t0
         heard, heard_s = self.transcribe(path) if transcript else (None, 0.0)
         return Reply("audio_finetuned", answer, heard, {"answer": seconds, "transcript": heard_s, "total": total})
@@ -209,19 +210,21 @@ class Assistant:
         texts, seconds = evaluate.transcribe_faster_whisper(self.asr, [self.audio_file(audio)], progress=False)
         return texts[0], seconds[0]
 
-    def ask_asr(self, audio, frames, at: float | None = None) -> Reply:
+    def ask_asr(self, audio, frames, at: float | None = None, long: bool = False) -> Reply:
         """The ASR pipeline: faster-whisper transcribes, the text model answers the transcript (times add up)."""
         t0 = time.perf_counter()
         clip = self.frame_files(frames, at)
         heard, heard_s = self.transcribe_asr(audio)
-        answer, seconds = self._generate(self.text_model, [Example("vqa", "", mode="text", question=heard or "?", frames=clip)])
+        answer, seconds = self._generate(self.text_model, [Example("vqa", "", mode="text", question=heard or "?", frames=clip,
+                                                                   long=long)],
+                                         self.cfg.eval.long_max_new_tokens if long else None)
         return Reply("asr_pipeline", answer, heard, {"transcript": heard_s, "answer": seconds, "total": time.perf_counter() - t0})
 
-    def compare(self, audio, frames, at: float | None = None) -> dict[str, Reply]:
+    def compare(self, audio, frames, at: float | None = None, long: bool = False) -> dict[str, Reply]:
         """The graft and the ASR pipeline on the same question and clip."""
-        out = {"audio_finetuned": self.ask(audio=audio, frames=frames, at=at)}
+        out = {"audio_finetuned": self.ask(audio=audio, frames=frames, at=at, long=long)}
         if self.asr is not None:
-            out["asr_pipeline"] = self.ask_asr(audio, frames, at)
+            out["asr_pipeline"] = self.ask_asr(audio, frames, at, long=long)
         return out
 
 

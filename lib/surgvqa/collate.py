@@ -1,7 +1,8 @@
 """Examples and the one collator every stage (and the evaluation) batches them with.
 
 An `Example` is one prompt/answer pair of a task:
-- `vqa`: the video clip + the question, heard (`mode="audio"`) or read (`mode="text"`) -> short answer;
+- `vqa`: the video clip + the question, heard (`mode="audio"`) or read (`mode="text"`) -> short answer, or
+  with `long=True` the long-form answer (a sentence; the prompt's instruction says which);
 - `transcribe`: speech -> its transcript (stage 1, and the graft as a transcriber);
 - `repeat`: a sentence -> the same sentence (stage 0, so the base model can read and copy).
 
@@ -30,8 +31,9 @@ TASKS = ("vqa", "transcribe", "repeat", "caption")
 @dataclass
 class Example:
     task: str
-    answer: str  # the target: short answer, transcript, or the sentence to repeat
+    answer: str  # the target: short (or, `long`, long-form) answer, transcript, or the sentence to repeat
     mode: str = "text"  # vqa only: "audio" (heard) | "text" (read)
+    long: bool = False  # vqa only: asked for a sentence; `answer` is the row's long-form `answer`
     question: str | None = None  # vqa text; in audio mode kept only to prove it is absent from the prompt
     audio: str | None = None  # absolute path of the spoken input
     frames: tuple[str, ...] = ()  # absolute paths of the clip's frames
@@ -45,6 +47,8 @@ class Example:
             raise ValueError(f"unknown task {self.task!r}; one of {TASKS}")
         if self.task == "vqa" and self.mode not in ("audio", "text"):
             raise ValueError(f"vqa mode must be 'audio' or 'text', got {self.mode!r}")
+        if self.long and self.task != "vqa":
+            raise ValueError(f"example {self.meta.get('id', '?')}: only vqa examples have a long form")
         if (self.task == "transcribe" or self.mode == "audio") and not self.audio:
             raise ValueError(f"example {self.meta.get('id', '?')}: {self.task}/{self.mode} needs an audio file")
         questions, closing = self.follow_ups, ()
@@ -60,8 +64,9 @@ class Example:
         return (self, *self.follow_ups)
 
 
-def vqa_examples(ds: Dataset, mode: str, audio_override: dict[str, str] | None = None) -> list[Example]:
-    """One example per row; `audio_override` maps a row's (video_id, id) -> another audio file (noise, audio swap)."""
+def vqa_examples(ds: Dataset, mode: str, audio_override: dict[str, str] | None = None, long: bool = False) -> list[Example]:
+    """One example per row; `audio_override` maps a row's (video_id, id) -> another audio file (noise, audio swap).
+    `long`: the target is the row's long-form `answer`, asked for by the long instruction."""
     out = []
     for row in ds.rows:
         audio = None
@@ -72,9 +77,16 @@ def vqa_examples(ds: Dataset, mode: str, audio_override: dict[str, str] | None =
             audio = str(path)
         meta = {k: row.get(k) for k in ("id", "question_type", "template", "group", "voice", "video_id", "answer", "audio_s")}
         meta["question"] = row["question"]
-        out.append(Example("vqa", row["short_answer"], mode=mode, question=row["question"], audio=audio,
-                           frames=tuple(str(p) for p in ds.frame_paths(row)), meta=meta))
+        out.append(Example("vqa", row["answer"] if long else row["short_answer"], mode=mode, question=row["question"],
+                           audio=audio, frames=tuple(str(p) for p in ds.frame_paths(row)), meta=meta, long=long))
     return out
+
+
+def long_form(ex: Example) -> Example:
+    """The same question asking for the long-form answer (the row's `answer` sentence)."""
+    if not ex.meta.get("answer"):
+        raise ValueError(f"example {ex.meta.get('id', '?')}: no long-form answer in its row")
+    return replace(ex, answer=ex.meta["answer"], long=True)
 
 
 def transcription_examples(corpus: list[dict], audio_root: str | Path) -> list[Example]:
@@ -101,11 +113,13 @@ class ClipDialogues(torch.utils.data.Dataset):
     conversations is drawn class-balanced instead (a question type, then one of its answers,
     then a clip with that answer, whose question comes first): rare answers (a tool, dye, a
     polyp's site) are seen as often as common ones. `fixed` examples are in every epoch.
+    A share `long_fraction` of the questions asks for the long-form answer instead (the long
+    instruction, the row's `answer` sentence as target); a short-answer prompt never has a long target.
     Deterministic given (seed, epoch); the length never changes, so Trainer's schedule holds.
     """
 
     def __init__(self, examples: list[Example], questions_per_clip: int, balanced: float = 0.0,
-                 fixed: list[Example] | None = None, seed: int = 0, caption: bool = False):
+                 fixed: list[Example] | None = None, seed: int = 0, caption: bool = False, long_fraction: float = 0.0):
         clips: dict[tuple[str, ...], dict[str, list[Example]]] = {}
         for ex in examples:
             clips.setdefault(ex.frames, {}).setdefault(ex.meta["question_type"], []).append(ex)
@@ -118,6 +132,7 @@ class ClipDialogues(torch.utils.data.Dataset):
         self.questions_per_clip = questions_per_clip
         self.balanced = balanced
         self.caption = caption  # close each conversation with the clip's dense caption (`wording.clip_caption`)
+        self.long_fraction = long_fraction
         self.fixed = list(fixed or [])
         self.seed = seed
         self.set_epoch(0)
@@ -142,6 +157,8 @@ class ClipDialogues(torch.utils.data.Dataset):
         picks = [by_type[t][rng.integers(len(by_type[t]))] for t in types[: self.questions_per_clip]]
         if first is None:
             picks = [picks[i] for i in rng.permutation(len(picks))]
+        if self.long_fraction:  # drawn only when asked for, so runs without long answers keep their draws
+            picks = [long_form(p) if rng.random() < self.long_fraction else p for p in picks]
         if self.caption:
             text = clip_caption({t: exs[0].answer for t, exs in by_type.items()})
             picks.append(Example("caption", text, frames=picks[0].frames, meta={"id": "caption"}))
@@ -199,7 +216,7 @@ class Collator:
                 messages += prompts.caption_messages(answer, video=video)
             else:
                 question = turn.question if ex.mode == "text" else None
-                messages += prompts.vqa_messages(ex.mode, question=question, video=video, answer=answer)
+                messages += prompts.vqa_messages(ex.mode, question=question, video=video, answer=answer, long=turn.long)
         return messages
 
     def prompt(self, ex: Example) -> str:

@@ -153,7 +153,9 @@ class LoraConfig:
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     # 1e-3 with conversations of 6 questions: 2e-3 diverged on single questions from scratch (measured)
     "stage0": dict(num_train_epochs=10, learning_rate=1e-3, per_device_train_batch_size=8, warmup_steps=0.05),
-    "stage1": dict(num_train_epochs=20, learning_rate=2e-3, per_device_train_batch_size=16, warmup_steps=0.05),
+    # stage 1 keeps the checkpoint (and stops early) by the val speech's WER, what it is for, not by a loss on unseen text
+    "stage1": dict(num_train_epochs=20, learning_rate=2e-3, per_device_train_batch_size=16, warmup_steps=0.05,
+                   metric_for_best_model="eval_wer", greater_is_better=False),
     "stage2": dict(num_train_epochs=6, learning_rate=1e-3, per_device_train_batch_size=16, warmup_steps=0.05),
 }
 
@@ -178,6 +180,10 @@ class TrainConfig:
     balanced_fraction: float = 0.0  # share of conversations drawn class-balanced (type -> answer -> clip)
     stage0_caption: bool = False  # stage 0's conversations close with the clip's dense caption (every attribute)
     eval_rows: int = 400  # val rows (a fixed sample) the stages' eval loss runs on
+    # Stage 2's mixture (graft and text model alike): this share of the questions asks for the long-form answer
+    long_answer_fraction: float = 0.0
+    # Stage 2 of the graft: this share of its training examples is transcription (train corpus, "Transcribe the speech.")
+    transcription_fraction: float = 0.0
     # Where Trainer logs go (TensorBoard event files under the run dir by default); e.g. [wandb] or [].
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
@@ -192,6 +198,10 @@ class TrainConfig:
             raise ConfigError(f"train.stage0_vision_tower must be 'frozen' or 'trained', got {self.stage0_vision_tower!r}")
         if not 0.0 <= self.balanced_fraction <= 1.0:
             raise ConfigError(f"train.balanced_fraction must be in [0, 1], got {self.balanced_fraction}")
+        for key in ("long_answer_fraction", "transcription_fraction"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"train.{key} must be a number in [0, 1), got {value!r}")
         for stage, defaults in STAGE_DEFAULTS.items():
             given = getattr(self, stage)
             _check_training_arguments(stage, given)
@@ -207,6 +217,9 @@ class EvalConfig:
     bootstrap: int = 1000
     asr_compute_type: str = "int8"  # faster-whisper on the CPU: its usual (fastest) setting, so the speed ratio is conservative
     max_rows: int | None = None  # cap rows per split (quick looks); None = all
+    max_transcription_rows: int | None = None  # cap per transcription test set (a seeded sample); None = all
+    long_answer_rows: int = 200  # held-out-video rows (a seeded sample) answered in a sentence by each system
+    long_max_new_tokens: int = 40  # generation budget of a long answer
 
     def __post_init__(self):
         _at_least("eval.batch_size", self.batch_size, 1)
@@ -215,6 +228,10 @@ class EvalConfig:
         _at_least("eval.bootstrap", self.bootstrap, 0)
         if self.max_rows is not None:
             _at_least("eval.max_rows", self.max_rows, 1)
+        _at_least("eval.long_answer_rows", self.long_answer_rows, 0)
+        _at_least("eval.long_max_new_tokens", self.long_max_new_tokens, 1)
+        if self.max_transcription_rows is not None:
+            _at_least("eval.max_transcription_rows", self.max_transcription_rows, 1)
         if not math.isfinite(self.noise_snr_db):
             raise ConfigError(f"eval.noise_snr_db must be a finite number, got {self.noise_snr_db}")
         _choice("eval.asr_compute_type", self.asr_compute_type, ASR_COMPUTE_TYPES)

@@ -67,9 +67,13 @@ def run_voices(cfg) -> tuple:
     return speech.voices(cfg.data.num_voices)
 
 
+# What build_speech_corpus writes: 2 added the in-domain transcription test set (split test_in_domain).
+CORPUS_VERSION = 2
+
+
 def data_stamp(cfg) -> str:
 
-    payload = {"data": asdict(cfg.data), "seed": cfg.seed, "version": synthetic.GENERATOR_VERSION,
+    payload = {"data": asdict(cfg.data), "seed": cfg.seed, "version": synthetic.GENERATOR_VERSION, "corpus": CORPUS_VERSION,
                "voices": [repr(v) for v in run_voices(cfg)]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -124,7 +128,9 @@ def build_speech_corpus(question_texts: list[str], answers: list[str], narration
     """Stage-1 speech -> transcript pairs.
 
     Train/val texts are spoken by training voices only (val = unseen texts); test = the val texts
-    spoken by every held-out voice (unseen text and unseen voice), for the ASR evaluation.
+    spoken by every held-out voice (unseen text and unseen voice), for the ASR evaluation; and
+    test_in_domain = as many training texts (the domain's questions and answers, heard in training
+    from other voices only), spoken by every held-out voice.
     """
     rng = np.random.default_rng([seed, 0xC0DE])
     entries: list[dict] = []
@@ -142,6 +148,16 @@ def build_speech_corpus(question_texts: list[str], answers: list[str], narration
             audio, secs = _audio_for(spoken, voice, audio_dir, noise_snr_db, seed, cache)
             entries.append({"id": f"sc{k:05d}", "kind": kind, "text": spoken, "voice": voice.name,
                             "audio": audio, "duration_s": secs, "split": split})
+            k += 1
+    # drawn after, from their own stream, so the entries above stay what they were
+    trained = sorted({(e["kind"], e["text"]) for e in entries if e["split"] == "train" and e["kind"] != "narration"})
+    unseen = len({e["text"] for e in entries if e["split"] == "val"})
+    pick = np.random.default_rng([seed, 0x1D0]).permutation(len(trained))[:unseen]
+    for kind, spoken in (trained[int(i)] for i in sorted(pick)):
+        for voice in heldout_voices:
+            audio, secs = _audio_for(spoken, voice, audio_dir, noise_snr_db, seed, cache)
+            entries.append({"id": f"sc{k:05d}", "kind": kind, "text": spoken, "voice": voice.name,
+                            "audio": audio, "duration_s": secs, "split": "test_in_domain"})
             k += 1
     return entries
 

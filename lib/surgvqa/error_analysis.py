@@ -348,6 +348,64 @@ def misheard_html(df: pd.DataFrame, n: int = 8) -> str:
               "yellow = substituted (heard→said), red = dropped, green = inserted.</p>")
 
 
+# ---- the graft as a transcriber, and long answers -----------------------------------------------------
+
+
+def load_eval_table(cfg, name: str) -> pd.DataFrame:
+    """One of the evaluation's tables (`eval/transcripts.jsonl`, `eval/long_answers.jsonl`), written by notebook 04."""
+    path = cfg.paths.eval / f"{name}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the evaluation (notebook 04) first")
+    if path.stat().st_size == 0:
+        return pd.DataFrame()
+    return pd.read_json(path, orient="records", lines=True, dtype=False)
+
+
+def transcript_cases(transcripts: pd.DataFrame, system: str = "graft", n: int = 3, noisy: bool = False) -> pd.DataFrame:
+    """Per sentence set, the `n` worst and `n` best utterances of `system`'s transcripts by WER (ties: by id)."""
+    if transcripts.empty:
+        return transcripts
+    col = f"{system}_noisy" if noisy else system
+    out = transcripts.assign(hypothesis=transcripts[col].fillna("").astype(str),
+                             audio_heard=transcripts["audio_noisy" if noisy else "audio"])
+    out["wer"] = [metrics.wer_cer([h], [r])["wer"] for h, r in zip(out["hypothesis"], out["reference"])]
+    picked = []
+    for _, g in out.sort_values(["wer", "id"]).groupby("set", sort=True):
+        picked += [g.tail(n).iloc[::-1].assign(case="worst"), g.head(n).assign(case="best")]
+    return pd.concat(picked, ignore_index=True)
+
+
+def transcript_cases_html(cases: pd.DataFrame) -> str:
+    """Reference -> transcript word diff, its WER and an audio player per case."""
+    from .audio import load_audio
+    from .media import audio_html
+
+    if cases.empty:
+        return "<p><i>no transcription test in this run.</i></p>"
+    head = ("<tr><th>set</th><th>case</th><th>voice</th><th style='text-align:left'>reference → transcript (word diff)"
+            "</th><th>WER</th><th>audio</th></tr>")
+    body = []
+    for rec in cases.to_dict("records"):
+        body.append("<tr>"
+                    f"<td>{html.escape(str(rec['set']))}</td><td>{html.escape(str(rec['case']))}</td>"
+                    f"<td>{html.escape(str(rec['voice']))}</td>"
+                    f"<td style='text-align:left'>{metrics.word_diff_html(rec['reference'], rec['hypothesis'])}</td>"
+                    f"<td>{rec['wer']:.2f}</td><td>{audio_html(load_audio(rec['audio_heard']))}</td></tr>")
+    return ("<table style='border-collapse:collapse;font-size:12px'>" + head + "".join(body) + "</table>"
+            "<p style='font-size:11px;color:#666'>yellow = substituted (said→written), red = dropped, green = inserted.</p>")
+
+
+def long_answer_examples(long_table: pd.DataFrame, n: int = 6, seed: int = 0) -> pd.DataFrame:
+    """`n` rows (seeded) with the reference sentence next to each system's sentence, and whether it names the answer."""
+    if long_table.empty:
+        return long_table
+    wide = long_table.pivot_table(index=["video_id", "id", "question", "reference", "short_answer"], columns="system",
+                                  values="prediction", aggfunc="first")
+    hits = long_table.pivot_table(index=["video_id", "id"], columns="system", values="keyword_hit", aggfunc="first")
+    wide = wide.reset_index().merge(hits.add_suffix(" names it").reset_index(), on=["video_id", "id"])
+    return wide.sample(n=min(n, len(wide)), random_state=seed).reset_index(drop=True)
+
+
 # ---- audio swap: does the graft listen? -----------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,10 @@ def noisy_audio(cfg: Config, ds: Dataset, snr_db: float) -> dict[str, str]:
             for row in ds.rows if row["split"] == "heldout_voice"}
 
 
-def corpus_noisy_audio(cfg: Config, corpus: list[dict], snr_db: float) -> list[dict]:
-    """The same noise for the transcription test (corpus entries with their audio replaced)."""
+def noisy_entries(cfg: Config, entries: list[dict], snr_db: float) -> list[dict]:
+    """The same noise for the transcription test (entries with absolute `audio`, replaced by its noisy copy)."""
     out_dir = cfg.paths.noisy(snr_db)
-    return [{**e, "audio": str(noisy_copy(cfg.paths.data / e["audio"], out_dir, snr_db, cfg.seed))} for e in corpus]
+    return [{**e, "audio": str(noisy_copy(e["audio"], out_dir, snr_db, cfg.seed))} for e in entries]
 
 
 # ---- ASR (faster-whisper with the same Whisper) ------------------------------------------------
@@ -179,14 +180,15 @@ def run_model(model, processor, examples: list[Example], options: EvalConfig, de
 
 
 def asr_pipeline(models: Models, ds: Dataset, options: EvalConfig, audio_override: dict[str, str] | None = None,
-                 desc: str = "asr_pipeline", reuse_transcripts: bool = False, cfg: Config | None = None) -> dict:
+                 desc: str = "asr_pipeline", reuse_transcripts: bool = False, cfg: Config | None = None,
+                 long: bool = False) -> dict:
     """Transcribe each row's audio, then the fine-tuned text model answers the transcript (times add up).
 
     `reuse_transcripts`: rows that share an audio file (the same question by the same voice about
     another clip) reuse its transcript — the same deterministic output, computed once. Accuracy runs
     use it; the speed test does not (every row is transcribed and timed).
     """
-    examples = vqa_examples(ds, "audio", audio_override)
+    examples = vqa_examples(ds, "audio", audio_override, long=long)
     paths = [e.audio for e in examples]
     if reuse_transcripts:
         unique = sorted(set(paths))
@@ -198,7 +200,8 @@ def asr_pipeline(models: Models, ds: Dataset, options: EvalConfig, audio_overrid
     else:
         transcripts, asr_seconds = transcribe_faster_whisper(models.asr, paths, progress=True)
     text_examples = [dataclasses.replace(e, mode="text", question=t or "?", audio=None) for e, t in zip(examples, transcripts)]
-    out = run_model(models.text_finetuned, models.processor, text_examples, options, desc, cfg=cfg)
+    out = run_model(models.text_finetuned, models.processor, text_examples, options, desc, cfg=cfg,
+                    max_new_tokens=options.long_max_new_tokens if long else None)
     # Per batch, the transcription time of its rows is added to the answer time.
     bs = options.batch_size
     batch_asr = [sum(asr_seconds[i : i + bs]) for i in range(0, len(asr_seconds), bs)]
@@ -257,13 +260,17 @@ class EvaluationResult:
     systems: dict[str, dict]
     asr: dict[str, dict]
     transcripts: pd.DataFrame  # transcription test: reference, whisper_base, graft (clean and noisy)
+    long_answers: dict[str, dict] = dataclasses.field(default_factory=dict)  # system -> keyword accuracy, BLEU-4, ROUGE-L
+    long_table: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # one row per (system, row)
 
     def save(self, cfg: Config) -> Path:
         out = cfg.paths.eval
         out.mkdir(parents=True, exist_ok=True)
         self.predictions.to_json(out / "predictions.jsonl", orient="records", lines=True)
         self.transcripts.to_json(out / "transcripts.jsonl", orient="records", lines=True)
-        (out / "systems.json").write_text(json.dumps({"systems": self.systems, "asr": self.asr}, indent=2))
+        self.long_table.to_json(out / "long_answers.jsonl", orient="records", lines=True)
+        (out / "systems.json").write_text(json.dumps({"systems": self.systems, "asr": self.asr,
+                                                      "long_answers": self.long_answers}, indent=2))
         return out
 
 
@@ -331,8 +338,47 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
             entry["types_beating_majority"] = None
         entry.update(speed.get(system, {}))
         systems[system] = entry
-    asr, transcripts = transcription_test(cfg, models.audio_zeroshot, models.processor, models.asr, corpus, options)
-    return EvaluationResult(predictions, systems, asr, transcripts)
+    # The graft as a transcriber: after stage 2 when stage 2 also trained transcription, else after stage 1.
+    transcriber = models.audio_finetuned if cfg.train.transcription_fraction else models.audio_zeroshot
+    asr, transcripts = transcription_test(cfg, transcriber, models.processor, models.asr, corpus, options)
+    long_answers, long_table = long_answer_test(cfg, models, ds, options)
+    return EvaluationResult(predictions, systems, asr, transcripts, long_answers, long_table)
+
+
+LONG_ANSWER_SYSTEMS = ("text_finetuned", "audio_finetuned", "asr_pipeline")
+
+
+def long_answer_test(cfg: Config, models: Models, ds: Dataset, options: EvalConfig) -> tuple[dict, pd.DataFrame]:
+    """The same held-out-video rows answered in a sentence (the long instruction) by the text model, the graft
+    and the ASR pipeline: keyword accuracy (the short answer as a whole phrase of the sentence), BLEU-4 and
+    ROUGE-L against the row's long-form `answer`. The short-answer scoring is untouched by this."""
+    rows = [r for r in ds.rows if r["split"] == "heldout_video"]
+    if not rows or not options.long_answer_rows:
+        return {}, pd.DataFrame()
+    keep = np.random.default_rng(cfg.seed).permutation(len(rows))[: options.long_answer_rows]
+    sub = Dataset([rows[i] for i in sorted(keep)], ds.root, ds.audio_root)
+    budget = options.long_max_new_tokens
+    outputs = {
+        "text_finetuned": run_model(models.text_finetuned, models.processor, vqa_examples(sub, "text", long=True), options,
+                                    "long: text_finetuned", budget, cfg=cfg)["predictions"],
+        "audio_finetuned": run_model(models.audio_finetuned, models.processor, vqa_examples(sub, "audio", long=True), options,
+                                     "long: audio_finetuned", budget, cfg=cfg)["predictions"],
+        "asr_pipeline": asr_pipeline(models, sub, options, desc="long: asr_pipeline", reuse_transcripts=True, cfg=cfg,
+                                     long=True)["predictions"],
+    }
+    refs = [r["answer"] for r in sub.rows]
+    scores, tables = {}, []
+    for system, preds in outputs.items():
+        hits = [metrics.keyword_hit(p, r["short_answer"], r["question_type"]) for p, r in zip(preds, sub.rows)]
+        ci = metrics.bootstrap_ci(hits, n_boot=options.bootstrap, seed=cfg.seed)
+        scores[system] = {"keyword_accuracy": float(np.mean(hits)), "keyword_ci95": [float(ci[0]), float(ci[1])],
+                          "bleu4": metrics.bleu4(preds, refs), "rouge_l": metrics.rouge_l(preds, refs), "n": len(preds)}
+        tables.append(pd.DataFrame({"system": system, "video_id": [r["video_id"] for r in sub.rows],
+                                    "id": [r["id"] for r in sub.rows], "question_type": [r["question_type"] for r in sub.rows],
+                                    "question": [r["question"] for r in sub.rows], "reference": refs,
+                                    "short_answer": [r["short_answer"] for r in sub.rows], "prediction": preds,
+                                    "keyword_hit": hits, "audio": [r.get("audio") for r in sub.rows]}))
+    return scores, pd.concat(tables, ignore_index=True)
 
 
 # ---- speed ----------------------------------------------------------------------------------------
@@ -371,34 +417,63 @@ def speed_test(cfg: Config, models: Models, ds: Dataset, options: EvalConfig) ->
 # ---- transcription --------------------------------------------------------------------------------
 
 
+TRANSCRIPTION_SETS = {
+    "in_domain": "domain questions and answers by held-out voices; stage 1 heard them from training voices only",
+    "unseen": "sentences in no training split, by held-out voices (the corpus test split)",
+}
+
+
+def transcription_sets(corpus: list[dict], data_dir: Path, max_per_set: int | None = None,
+                       seed: int = 0) -> dict[str, list[dict]]:
+    """The two held-out-voice transcription test sets of the speech corpus, with absolute `audio`:
+    in_domain (split `test_in_domain`) and unseen (split `test`). `max_per_set`: a seeded sample of each."""
+    sets = {name: [{**e, "audio": str(Path(data_dir) / e["audio"])} for e in corpus if e["split"] == split]
+            for name, split in (("in_domain", "test_in_domain"), ("unseen", "test"))}
+    if max_per_set is not None:
+        rng = np.random.default_rng(seed)
+        sets = {k: [v[i] for i in sorted(rng.permutation(len(v))[:max_per_set])] for k, v in sets.items()}
+    return sets
+
+
 def transcription_test(cfg: Config, graft_model, processor, asr, corpus: list[dict], options: EvalConfig
                        ) -> tuple[dict, pd.DataFrame]:
-    """WER/CER on held-out voices (corpus test split: unseen texts, unseen voices), clean and with
-    noise: faster-whisper (`asr`, the same Whisper) vs the graft (after stage 1) as a transcriber."""
-    test = [e for e in corpus if e["split"] == "test"]
-    if not test:
-        return {}, pd.DataFrame()
-    noisy = corpus_noisy_audio(cfg, test, options.noise_snr_db)
-    refs = [e["text"] for e in test]
-    table = pd.DataFrame({"id": [e["id"] for e in test], "voice": [e["voice"] for e in test], "reference": refs,
-                          "audio": [str(cfg.paths.data / e["audio"]) for e in test], "audio_noisy": [e["audio"] for e in noisy]})
+    """WER/CER with bootstrap CIs of faster-whisper (`asr`, the same Whisper) and the graft as transcribers,
+    on each held-out-voice set of `transcription_sets`, clean and with operating-room noise.
+
+    Returns ({"whisper_base"|"graft": {set: {"wer", "wer_ci95", "cer", "cer_ci95", "wer_noisy", ..., "n"}}},
+    one row per (set, audio) with the reference and every transcript)."""
+    sets = transcription_sets(corpus, cfg.paths.data, options.max_transcription_rows, cfg.seed)
+    for name in [k for k, v in sets.items() if not v]:
+        warnings.warn(f"transcription test: no {name} entries in the speech corpus ({TRANSCRIPTION_SETS[name]}); "
+                      "that set is left out", stacklevel=2)
+        del sets[name]
     scores: dict[str, dict] = {"whisper_base": {}, "graft": {}}
-    for condition, entries, paths in (("", test, table["audio"].tolist()), ("_noisy", noisy, table["audio_noisy"].tolist())):
-        whisper_texts, _ = transcribe_faster_whisper(asr, paths, cache=transcript_cache(cfg, asr))
-        graft_texts = graft_transcribe(graft_model, processor, entries, cfg.paths.data, options, cfg=cfg)
-        table[f"whisper_base{condition}"] = whisper_texts
-        table[f"graft{condition}"] = graft_texts
-        for system, hyps in (("whisper_base", whisper_texts), ("graft", graft_texts)):
-            r = metrics.wer_cer(hyps, refs)
-            scores[system][f"wer{condition}"] = round(r["wer"], 4)
-            scores[system][f"cer{condition}"] = round(r["cer"], 4)
-    return scores, table
+    tables = []
+    for name, entries in sets.items():
+        noisy = noisy_entries(cfg, entries, options.noise_snr_db)
+        refs = [e["text"] for e in entries]
+        table = pd.DataFrame({"set": name, "id": [e["id"] for e in entries], "voice": [e["voice"] for e in entries],
+                              "reference": refs, "audio": [e["audio"] for e in entries],
+                              "audio_noisy": [e["audio"] for e in noisy]})
+        for condition, items in (("", entries), ("_noisy", noisy)):
+            whisper_texts, _ = transcribe_faster_whisper(asr, [e["audio"] for e in items], cache=transcript_cache(cfg, asr))
+            graft_texts = graft_transcribe(graft_model, processor, items, Path("/"), options, cfg=cfg)
+            table[f"whisper_base{condition}"] = whisper_texts
+            table[f"graft{condition}"] = graft_texts
+            for system, hyps in (("whisper_base", whisper_texts), ("graft", graft_texts)):
+                r = metrics.wer_cer_ci(hyps, refs, n_boot=options.bootstrap, seed=cfg.seed)
+                entry = scores[system].setdefault(name, {"n": r["n"]})
+                for key in ("wer", "cer"):
+                    entry[f"{key}{condition}"] = round(r[key], 4)
+                    entry[f"{key}{condition}_ci95"] = [round(x, 4) for x in r[f"{key}_ci95"]]
+        tables.append(table)
+    return scores, (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
 
 
-def graft_transcribe(model, processor, entries: list[dict], audio_root: Path, options: EvalConfig,
+def graft_transcribe(model, processor, entries: list[dict], audio_root: Path | None, options: EvalConfig,
                      max_new_tokens: int = 48, cfg: Config | None = None) -> list[str]:
-    """The graft as a transcriber ("Transcribe the speech.")."""
-    examples = transcription_examples(entries, audio_root)
+    """The graft as a transcriber ("Transcribe the speech."); `audio_root` None: the entries' paths are absolute."""
+    examples = transcription_examples(entries, audio_root if audio_root is not None else "")
     return run_model(model, processor, examples, options, "graft transcribes", max_new_tokens, cfg=cfg)["predictions"]
 
 

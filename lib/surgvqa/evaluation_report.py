@@ -95,22 +95,40 @@ def plot_accuracy_vs_speed(systems: dict[str, dict]):
     return fig
 
 
+def asr_table(asr: dict[str, dict]) -> pd.DataFrame:
+    """WER/CER (%) with 95% CI per (transcriber, sentence set): one row each, clean and noisy columns."""
+    rows = {}
+    for system, per_set in asr.items():
+        for name, r in per_set.items():
+            row = {"n": r.get("n")}
+            for key in ("wer", "cer", "wer_noisy", "cer_noisy"):
+                ci = r.get(f"{key}_ci95") or [np.nan, np.nan]
+                row[key.upper().replace("_NOISY", " noisy")] = f"{100 * r[key]:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" \
+                    if key in r else None
+            rows[(system, name)] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["transcriber", "sentences"])
+
+
 def plot_wer(asr: dict[str, dict]):
-    """WER and CER (%) per transcriber, clean vs noisy."""
+    """WER (%) per transcriber on each held-out-voice sentence set, clean vs noisy, with 95% CIs."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    systems = list(asr)
-    for ax, metric in zip(axes, ("wer", "cer")):
+    sets = list(dict.fromkeys(name for per_set in asr.values() for name in per_set))
+    fig, axes = plt.subplots(1, max(1, len(sets)), figsize=(4.6 * max(1, len(sets)), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        systems = [s for s in asr if name in asr[s]]
         x = np.arange(len(systems))
-        for j, (suffix, label) in enumerate((("", "clean"), ("_noisy", "noisy"))):
-            vals = [100 * asr[s].get(metric + suffix, np.nan) for s in systems]
-            ax.bar(x + (j - 0.5) * 0.38, vals, 0.38, label=label)
+        for j, (suffix, label) in enumerate((("", "clean"), ("_noisy", "OR noise"))):
+            vals = np.array([100 * asr[s][name].get("wer" + suffix, np.nan) for s in systems])
+            cis = np.array([asr[s][name].get(f"wer{suffix}_ci95") or [np.nan, np.nan] for s in systems], dtype=float) * 100
+            err = np.vstack([vals - cis[:, 0], cis[:, 1] - vals])
+            ax.bar(x + (j - 0.5) * 0.38, vals, 0.38, label=label, yerr=np.nan_to_num(err), capsize=3)
             for xi, v in zip(x, vals):
                 ax.text(xi + (j - 0.5) * 0.38, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(x, systems)
-        ax.set(ylabel=f"{metric.upper()} (%)", title=f"{metric.upper()} on held-out voices")
-        ax.legend()
+        n = asr[systems[0]][name].get("n") if systems else None
+        ax.set(ylabel="WER (%)", title=f"{name.replace('_', '-')} sentences, held-out voices (n={n})")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -133,7 +151,7 @@ def heldout_accuracy(predictions: pd.DataFrame, system: str) -> float:
 
 
 def targets(predictions: pd.DataFrame, systems: dict[str, dict], speed: dict[str, float],
-            floors: dict[str, dict] | None = None) -> dict[str, Any]:
+            floors: dict[str, dict] | None = None, asr: dict[str, dict] | None = None) -> dict[str, Any]:
     """The project's targets, each with its measured value and whether it is met."""
     acc = {s: heldout_accuracy(predictions, s) for s in ("audio_finetuned", "text_finetuned", "majority", "asr_pipeline")}
     noisy = {s: (systems.get(s, {}).get("accuracy") or {}).get(NOISY) for s in ("audio_finetuned", "asr_pipeline")}
@@ -167,6 +185,7 @@ def targets(predictions: pd.DataFrame, systems: dict[str, dict], speed: dict[str
         out[f"graft_minus_text_macro_balanced_points_{split}"] = _points(graft, text)
         out[f"graft_within_3_points_of_text_balanced_{split}"] = bool(text is not None and graft is not None
                                                                       and 100 * (text - graft) <= 3.0)
+    out.update(transcription_targets(asr or {}))
     beating = systems.get("text_finetuned", {}).get("types_beating_majority")
     out["text_types_beating_majority_heldout_video"] = beating
     out["text_beats_majority_on_at_least_14_types"] = bool(beating is not None and beating >= 14)
@@ -175,6 +194,39 @@ def targets(predictions: pd.DataFrame, systems: dict[str, dict], speed: dict[str
             out[f"{key}_speed"] = speed[key]
             out[f"{key}_at_least_{goal:g}x"] = bool(speed[key] >= goal)
     return out
+
+
+def transcription_targets(asr: dict[str, dict]) -> dict[str, Any]:
+    """The graft as a transcriber vs whisper-base on the same held-out-voice clips: in-domain sentences
+    at most half whisper's WER clean and below it with noise; unseen sentences at most whisper's WER."""
+    graft, whisper = asr.get("graft", {}), asr.get("whisper_base", {})
+    out: dict[str, Any] = {}
+    for name, key, factor in (("in_domain", "wer", 0.5), ("in_domain", "wer_noisy", 1.0), ("unseen", "wer", 1.0)):
+        g, w = graft.get(name, {}).get(key), whisper.get(name, {}).get(key)
+        if g is None or w is None:
+            continue
+        out[f"graft_vs_whisper_{name}_{key}"] = [g, w]
+        out[f"graft_{name}_{key}_at_most_{factor:g}x_whisper"] = bool(g <= factor * w)
+    return out
+
+
+def long_answer_targets(long_answers: dict[str, dict]) -> dict[str, Any]:
+    """The graft's keyword accuracy on long answers within 5 points of the text model's."""
+    graft = long_answers.get("audio_finetuned", {}).get("keyword_accuracy")
+    text = long_answers.get("text_finetuned", {}).get("keyword_accuracy")
+    if graft is None or text is None:
+        return {}
+    return {"long_keyword_graft_minus_text_points": _points(graft, text),
+            "long_keyword_graft_within_5_points_of_text": bool(100 * (text - graft) <= 5.0)}
+
+
+def long_answers_table(long_answers: dict[str, dict]) -> pd.DataFrame:
+    """Keyword accuracy (with CI), BLEU-4, ROUGE-L (%) per system."""
+    rows = {s: {"keyword accuracy": f"{100 * r['keyword_accuracy']:.1f} [{100 * r['keyword_ci95'][0]:.1f}, "
+                                    f"{100 * r['keyword_ci95'][1]:.1f}]",
+                "BLEU-4": round(100 * r["bleu4"], 1), "ROUGE-L": round(100 * r["rouge_l"], 1), "n": r["n"]}
+            for s, r in long_answers.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("system")
 
 
 def training_majority(predictions: pd.DataFrame) -> dict[str, str]:
@@ -249,10 +301,12 @@ def evaluation_metrics(cfg: Config, result: EvaluationResult, rows: Dataset) -> 
     return {
         "systems": result.systems,
         "asr": result.asr,
+        "long_answers": result.long_answers,
         "per_type_accuracy": per_type_accuracy(result.predictions).to_dict(),
         "accuracy_by_template": accuracy_by_template(result.predictions).to_dict(),
         "speed_ratios": speed,
-        "targets": targets(result.predictions, result.systems, speed, floors),
+        "targets": {**targets(result.predictions, result.systems, speed, floors, result.asr),
+                    **long_answer_targets(result.long_answers)},
         "floors": floors,
         "per_type_balance_heldout_video": {f"{s}|{t}": {k: _round(v) for k, v in row.items()}
                                            for (s, t), row in balance.iterrows()},

@@ -170,6 +170,45 @@ def wer_cer(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, f
     return {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps))}
 
 
+def edit_counts(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per utterance, on whisper-normalised text: word and character edit errors (S + D + I) and
+    reference lengths — the parts corpus WER/CER are sums of (what a bootstrap over utterances resamples)."""
+    if _check_lengths(hypotheses=hypotheses, references=references) == 0:
+        raise ValueError("edit_counts needs at least one reference")
+    refs = [whisper_normalize(r) for r in references]
+    hyps = [whisper_normalize(h) for h in hypotheses]
+    out = {k: np.zeros(len(refs), dtype=np.int64) for k in ("word_errors", "words", "char_errors", "chars")}
+    for i, (r, h) in enumerate(zip(refs, hyps)):
+        if not r.strip():
+            raise ValueError(f"reference {i} is empty after normalisation: {references[i]!r}")
+        w = jiwer.process_words(r, h)
+        c = jiwer.process_characters(r, h)
+        out["word_errors"][i] = w.substitutions + w.deletions + w.insertions
+        out["words"][i] = w.substitutions + w.deletions + w.hits
+        out["char_errors"][i] = c.substitutions + c.deletions + c.insertions
+        out["chars"][i] = c.substitutions + c.deletions + c.hits
+    return out
+
+
+def wer_cer_ci(hypotheses: Sequence[str], references: Sequence[str], n_boot: int = 1000, seed: int = 0,
+               level: float = 0.95) -> dict[str, Any]:
+    """Corpus WER and CER with percentile bootstrap CIs over utterances (each resample re-sums errors
+    and reference lengths, so long utterances weigh as they do in the corpus figure).
+
+    {"wer", "wer_ci95": [lo, hi], "cer", "cer_ci95", "n"}; the point values equal `wer_cer`'s."""
+    counts = edit_counts(hypotheses, references)
+    n = len(counts["words"])
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    out: dict[str, Any] = {"n": n}
+    for name, errors, length in (("wer", "word_errors", "words"), ("cer", "char_errors", "chars")):
+        e, l = counts[errors], counts[length]
+        boot = e[idx].sum(1) / np.maximum(l[idx].sum(1), 1)
+        lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+        out[name] = float(e.sum() / l.sum())
+        out[f"{name}_ci95"] = [float(lo), float(hi)]
+    return out
+
+
 _DIFF_STYLE = {
     "substitute": "background:#ffd",
     "delete": "background:#fdd;text-decoration:line-through",

@@ -13,6 +13,7 @@ from qwen2_vl_audio.processing_qwen2_vl_audio import IM_END, IM_START
 Mode = Literal["audio", "text"]
 
 VQA_INSTRUCTION = "Answer the question about the endoscopy clip in a few words."
+LONG_INSTRUCTION = "Answer the question about the endoscopy clip in a full sentence."  # the long-form `answer`
 TRANSCRIBE_INSTRUCTION = "Transcribe the speech."
 REPEAT_INSTRUCTION = "Repeat the sentence."
 CAPTION_INSTRUCTION = "Describe the clip."
@@ -22,15 +23,17 @@ class PromptLeakError(AssertionError):
     """The question text found its way into an audio-mode prompt."""
 
 
-def vqa_messages(mode: Mode, question: str | None = None, video: bool = True, answer: str | None = None) -> list[dict]:
-    """Chat messages for video QA. mode="audio": the question is heard, so `question` must be None."""
+def vqa_messages(mode: Mode, question: str | None = None, video: bool = True, answer: str | None = None,
+                 long: bool = False) -> list[dict]:
+    """Chat messages for video QA. mode="audio": the question is heard, so `question` must be None.
+    `long`: the instruction asks for a sentence (the long-form answer) instead of a few words."""
     if mode == "audio" and question is not None:
         raise PromptLeakError("audio mode: the question is spoken; its text must not be passed to the prompt")
     if mode == "text" and not question:
         raise ValueError("text mode needs the question text")
     content = [{"type": "video"}] if video else []
     content.append({"type": "audio"} if mode == "audio" else {"type": "text", "text": f"Question: {question}"})
-    content.append({"type": "text", "text": VQA_INSTRUCTION})
+    content.append({"type": "text", "text": LONG_INSTRUCTION if long else VQA_INSTRUCTION})
     return _with_answer([{"role": "user", "content": content}], answer)
 
 

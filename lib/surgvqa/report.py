@@ -32,6 +32,7 @@ from .systems import SPLIT_TITLES, SYSTEMS, TEST_SPLITS
 EVAL_STEM = "04_evaluation"
 ASR_ORDER = ("whisper_base", "graft")
 ASR_COLUMNS = (("wer", "WER clean"), ("cer", "CER clean"), ("wer_noisy", "WER noisy"), ("cer_noisy", "CER noisy"))
+ASR_SETS = {"in_domain": "in-domain sentences", "unseen": "unseen sentences"}  # evaluate.TRANSCRIPTION_SETS
 TRAINING_PREFIXES = ("02_", "03_")
 FIGURE_PREFIXES = ("02_", "03_", "04_", "05_")
 NOTEBOOK_HTML = re.compile(r"^\d\d_.+\.html$")
@@ -79,6 +80,7 @@ def merge_metrics(cfg: Config, timings: list[dict] | None = None) -> dict:
         "timings": list(timings or []),
         "systems": systems,
         "asr": evaluation.get("asr") or {},
+        "long_answers": evaluation.get("long_answers") or {},
     }
 
 
@@ -266,16 +268,41 @@ def _systems_table(merged: dict, key: str = "accuracy", ci_key: str = "ci95", ti
 
 
 def _asr_table(merged: dict) -> str:
+    """WER/CER (%, 95% CI) per transcriber and held-out-voice sentence set, clean and with noise."""
     asr = merged.get("asr") or {}
     if not asr:
         return ""
     head = "".join(f"<th>{_e(t)} %</th>" for _, t in ASR_COLUMNS)
     rows = []
     for aid in _ordered(asr, ASR_ORDER):
-        a = asr[aid] if isinstance(asr[aid], dict) else {}
-        cells = "".join(f'<td class="num">{_e(fmt_pct(a.get(k)))}</td>' for k, _ in ASR_COLUMNS)
-        rows.append(f"<tr><td>{_e(a.get('label') or aid)}</td>{cells}</tr>")
-    return f"<h2>Speech recognition</h2>\n<table><tr><th>ASR</th>{head}</tr>\n" + "\n".join(rows) + "\n</table>\n"
+        per_set = asr[aid] if isinstance(asr[aid], dict) else {}
+        for set_id in _ordered(per_set, tuple(ASR_SETS)):
+            a = per_set[set_id] if isinstance(per_set[set_id], dict) else {}
+            cells = "".join(f'<td class="num">{_e(fmt_acc_ci(a.get(k), a.get(f"{k}_ci95")))}</td>' for k, _ in ASR_COLUMNS)
+            rows.append(f"<tr><td>{_e(aid)}</td><td>{_e(ASR_SETS.get(set_id, set_id))} (n={_e(_fmt_int(a.get('n')))})</td>"
+                        f"{cells}</tr>")
+    return ("<h2>Speech recognition (held-out voices)</h2>\n<p class=\"meta\">Word and character error rates in percent "
+            "with 95% bootstrap CI over utterances; lower is better.</p>\n"
+            f"<table><tr><th>Transcriber</th><th>Sentences</th>{head}</tr>\n" + "\n".join(rows) + "\n</table>\n")
+
+
+def _long_answers_table(merged: dict) -> str:
+    """Keyword accuracy (with CI), BLEU-4 and ROUGE-L of each system's sentence answers."""
+    long = merged.get("long_answers") or {}
+    if not long:
+        return ""
+    labels = {k: (v or {}).get("label") for k, v in (merged.get("systems") or {}).items()}
+    rows = []
+    for sid in _ordered(long, SYSTEMS):
+        a = long[sid] if isinstance(long[sid], dict) else {}
+        rows.append(f"<tr><td>{_e(labels.get(sid) or sid)}</td>"
+                    f'<td class="num">{_e(fmt_acc_ci(a.get("keyword_accuracy"), a.get("keyword_ci95")))}</td>'
+                    f'<td class="num">{_e(fmt_pct(a.get("bleu4")))}</td><td class="num">{_e(fmt_pct(a.get("rouge_l")))}</td>'
+                    f'<td class="num">{_e(_fmt_int(a.get("n")))}</td></tr>')
+    return ("<h2>Long answers (held-out video)</h2>\n<p class=\"meta\">The same rows answered in a sentence: keyword "
+            "accuracy (the short answer as a whole phrase, 95% CI), BLEU-4 and ROUGE-L against the reference sentence, "
+            "in percent.</p>\n<table><tr><th>System</th><th>Keyword accuracy %</th><th>BLEU-4 %</th><th>ROUGE-L %</th>"
+            "<th>Rows</th></tr>\n" + "\n".join(rows) + "\n</table>\n")
 
 
 def _training(merged: dict) -> str:
@@ -316,7 +343,7 @@ def render_index(cfg: Config, merged: dict, figures: list[str] | None = None) ->
     body = (
         _header(cfg, merged) + _stale_box(merged) + _notebook_links(cfg, merged) + _headline(merged) + _systems_table(merged)
         + _systems_table(merged, "balanced_accuracy", "balanced_ci95", "Balanced accuracy", "Macro balanced accuracy", speed=False)
-        + _asr_table(merged) + _training(merged) + _figures(cfg, figures)
+        + _asr_table(merged) + _long_answers_table(merged) + _training(merged) + _figures(cfg, figures)
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'

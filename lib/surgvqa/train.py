@@ -104,6 +104,7 @@ class StageResult:
     peak_memory_mb: float = 0.0
     final_train_loss: float | None = None
     best_eval_loss: float | None = None
+    best_eval_wer: float | None = None  # stage 1: the val WER of the kept checkpoint
     best_checkpoint: str | None = None
     resumed_from: str | None = None
     stopped_early: bool = False
@@ -210,6 +211,27 @@ class StageTrainer(Trainer):
         self._load_full_model(self.state.best_model_checkpoint)
 
 
+class WERTrainer(StageTrainer):
+    """Stage 1: every evaluation also transcribes the val speech (greedy) and adds its corpus WER as `eval_wer`,
+    which (STAGE_DEFAULTS) picks the best checkpoint and drives early stopping."""
+
+    def __init__(self, *args, wer_examples: list[Example], wer_collator: Collator, max_new_tokens: int = 48, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.wer_examples, self.wer_collator, self.wer_max_new_tokens = wer_examples, wer_collator, max_new_tokens
+
+    def evaluation_loop(self, *args, **kwargs):
+        from .infer import predict
+        from .metrics import wer_cer
+
+        output = super().evaluation_loop(*args, **kwargs)
+        was_training = self.model.training
+        hyps = predict(self.model, self.wer_collator, self.wer_examples, batch_size=self.args.per_device_eval_batch_size,
+                       max_new_tokens=self.wer_max_new_tokens, progress=False)["predictions"]
+        self.model.train(was_training)
+        output.metrics[f"{kwargs.get('metric_key_prefix', 'eval')}_wer"] = wer_cer(hyps, [e.answer for e in self.wer_examples])["wer"]
+        return output
+
+
 def _is_peft(model) -> bool:
     from peft import PeftModel
 
@@ -228,6 +250,7 @@ class ResampleEachEpoch(TrainerCallback):
 
 def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Example] | ClipDialogues, evaluate: list[Example],
               output_dir: Path, stamp: str, resume: bool = True, stop_after_steps: int | None = None,
+              trainer_class: type[StageTrainer] = StageTrainer, trainer_kwargs: dict | None = None,
               **arg_overrides) -> tuple[Trainer, StageResult]:
     """Train `model` with HF Trainer; resume an interrupted run; best checkpoint (by eval loss) at the end."""
     args = training_arguments(cfg, stage, output_dir, **arg_overrides)  # also sets up the process group
@@ -241,7 +264,7 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
         callbacks.append(StopAfterSteps(stop_after_steps))
     if isinstance(train, ClipDialogues):
         callbacks.append(ResampleEachEpoch(train))
-    trainer = StageTrainer(model=model, args=args, data_collator=collator,
+    trainer = trainer_class(model=model, args=args, data_collator=collator, **(trainer_kwargs or {}),
                            train_dataset=train if isinstance(train, ClipDialogues) else ExampleDataset(train),
                            eval_dataset=ExampleDataset(evaluate) if evaluate else None, callbacks=callbacks)
     trainable, frozen = count_parameters(model)
@@ -250,12 +273,15 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
     wall = time.perf_counter() - start
     state = trainer.state
     train_losses = [h["loss"] for h in state.log_history if "loss" in h]
+    eval_losses = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
     result = StageResult(
         stage=stage, output_dir=str(output_dir), stamp=stamp, train_examples=len(train), eval_examples=len(evaluate),
         global_step=state.global_step, epochs=round(state.epoch or 0.0, 3), wall_time_s=round(wall, 2),
         train_samples_per_s=round(output.metrics.get("train_samples_per_second", 0.0), 2),
         peak_memory_mb=round(peak_memory_mb(), 1), final_train_loss=train_losses[-1] if train_losses else output.training_loss,  # short runs log no step
-        best_eval_loss=state.best_metric, best_checkpoint=state.best_model_checkpoint, resumed_from=resume_from,
+        best_eval_loss=min(eval_losses) if eval_losses else None,
+        best_eval_wer=state.best_metric if args.metric_for_best_model == "eval_wer" else None,
+        best_checkpoint=state.best_model_checkpoint, resumed_from=resume_from,
         stopped_early=bool(state.global_step < state.max_steps and not stop_after_steps),
         trainable_parameters=trainable, frozen_parameters=frozen, log_history=state.log_history,
     )
@@ -309,11 +335,11 @@ def new_tiny_processor(tokenizer, image_processor):
 
 
 def vqa_training_examples(cfg: Config, splits: dict, mode: str, fixed: list[Example] | None = None,
-                          caption: bool = False) -> tuple[ClipDialogues, list[Example]]:
+                          caption: bool = False, long_fraction: float = 0.0) -> tuple[ClipDialogues, list[Example]]:
     """Training conversations about each clip (re-drawn each epoch) and a fixed sample of val questions."""
     t = cfg.train
     train = ClipDialogues(vqa_examples(splits["train"], mode), t.questions_per_clip, t.balanced_fraction,
-                          fixed=fixed, seed=cfg.seed, caption=caption)
+                          fixed=fixed, seed=cfg.seed, caption=caption, long_fraction=long_fraction)
     val = vqa_examples(splits["val"], mode)
     keep = sorted(torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: t.eval_rows].tolist())
     return train, [val[i] for i in keep]
@@ -400,8 +426,10 @@ def train_projector(cfg: Config, model, processor, corpus: list[dict], resume: b
     model.train()
     cache = (cache or feature_cache(cfg, model, processor)) if use_feature_cache else None
     train, evaluate = stage1_examples(cfg, corpus)
+    wer = dict(wer_examples=evaluate, wer_collator=Collator(processor, training=False, feature_cache=cache))
     trainer, result = run_stage(cfg, "stage1", model, Collator(processor, feature_cache=cache), train, evaluate, out,
-                                stamp, resume=resume, stop_after_steps=stop_after_steps)
+                                stamp, resume=resume, stop_after_steps=stop_after_steps, trainer_class=WERTrainer,
+                                trainer_kwargs=wer)
     if not stop_after_steps and is_main_process():
         build.save_graft(trainer.model, processor, out / "final")
         result.save()
@@ -438,12 +466,27 @@ def add_lora(cfg: Config, model, with_projector: bool):
     return peft_model
 
 
-def stage2_examples(cfg: Config, splits: dict, mode: str) -> tuple[ClipDialogues, list[Example]]:
-    return vqa_training_examples(cfg, splits, mode)
+def stage2_examples(cfg: Config, splits: dict, mode: str, corpus: list[dict] | None = None
+                    ) -> tuple[ClipDialogues, list[Example]]:
+    """Conversations about the training clips (a share asking for long answers: `train.long_answer_fraction`);
+    for the graft also transcription of the training corpus (`train.transcription_fraction` of the examples),
+    so one model answers and transcribes and the prompt picks the task."""
+    t = cfg.train
+    fixed: list[Example] = []
+    if mode == "audio" and t.transcription_fraction:
+        if not corpus:
+            raise ValueError("train.transcription_fraction > 0 needs the speech corpus (train_lora(..., corpus=...))")
+        pool = transcription_examples([e for e in corpus if e["split"] == "train"], cfg.paths.data)
+        clips = len({ex.frames for ex in vqa_examples(splits["train"], mode)})
+        n = int(round(clips * t.transcription_fraction / (1 - t.transcription_fraction)))
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+        fixed = [pool[order[i % len(pool)]] for i in range(n)]
+    return vqa_training_examples(cfg, splits, mode, fixed=fixed, long_fraction=t.long_answer_fraction)
 
 
 def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: bool = True,
-               stop_after_steps: int | None = None, use_feature_cache: bool = True) -> tuple[Any, StageResult]:
+               stop_after_steps: int | None = None, use_feature_cache: bool = True,
+               corpus: list[dict] | None = None) -> tuple[Any, StageResult]:
     """Stage 2 for the audio graft (mode="audio", dir stage2/) or the text model (mode="text", dir stage2_text/).
 
     Same LoRA, data and TrainingArguments for both. Saves `adapter/` and a merged model `merged/`.
@@ -457,7 +500,7 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
     peft_model.train()
     inner = peft_model.base_model.model
     cache = feature_cache(cfg, inner, processor) if (use_feature_cache and mode == "audio") else None
-    train, evaluate = stage2_examples(cfg, splits, mode)
+    train, evaluate = stage2_examples(cfg, splits, mode, corpus)
     collator = Collator(processor, feature_cache=cache, vision_cache=vision_cache(cfg, inner, processor))
     trainer, result = run_stage(cfg, "stage2", peft_model, collator, train, evaluate,
                                 out, stamp, resume=resume, stop_after_steps=stop_after_steps)
@@ -499,7 +542,7 @@ def run_stages(cfg: Config, stages: list[str], resume: bool = True, build_data: 
         _, results["stage1"] = train_projector(cfg, model, processor, corpus, resume=resume)
     if "stage2" in stages:
         model, processor = build.load_graft(stage_dir(cfg, "stage1") / "final", **build.load_kwargs(cfg))
-        _, results["stage2"] = train_lora(cfg, model, processor, splits, "audio", resume=resume)
+        _, results["stage2"] = train_lora(cfg, model, processor, splits, "audio", resume=resume, corpus=corpus)
     if "stage2_text" in stages:
         processor = build.load_graft_processor(stage_dir(cfg, "stage1") / "final")
         _, results["stage2_text"] = train_lora(cfg, load_text_base(cfg), processor, splits, "text", resume=resume)

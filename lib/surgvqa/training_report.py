@@ -128,7 +128,9 @@ def stage1_metrics(stage0: StageResult | None, stage1: StageResult, feature_cach
         "frozen_parameters": stage1.frozen_parameters,
         "wall_time_s": stage1.wall_time_s + (stage0.wall_time_s if stage0 and not stage0.reused else 0.0),
         "feature_cache": feature_cache,
-        "wer": asr["graft"]["wer"], "cer": asr["graft"]["cer"],
+        # the graft after stage 1 on held-out voices, per sentence set (`evaluate.transcription_test`)
+        **{f"wer_{name}": r["wer"] for name, r in asr["graft"].items()},
+        **{f"cer_{name}": r["cer"] for name, r in asr["graft"].items()},
         "asr": asr,
         "transcription_rows": len(transcripts),
     }

@@ -1,0 +1,85 @@
+"""Long answers and the stage-2 mixture: the prompt picks the task and the target follows it."""
+from __future__ import annotations
+
+import pytest
+
+from surgvqa import prompts
+from surgvqa.collate import ClipDialogues, Collator, Example, long_form, transcription_examples
+from surgvqa.config import Config, ConfigError
+
+from test_model import speech_like
+from test_vision_training import grafted  # noqa: F401  (a fixture)
+
+LONG = {"yes": "Yes, a catheter is in view.", "no": "No, there is no catheter in view."}
+
+
+def rows(n_clips: int) -> list[Example]:
+    out = []
+    for c in range(n_clips):
+        short = "yes" if c % 3 == 0 else "no"
+        for q in ("is a catheter visible", "can you see a catheter"):
+            out.append(Example("vqa", short, question=q, frames=(f"clip{c}",),
+                               meta={"question_type": "tool_catheter_check", "answer": LONG[short], "id": f"{c}{q}"}))
+        out.append(Example("vqa", "no", question="is there blue dye", frames=(f"clip{c}",),
+                           meta={"question_type": "blue_dye_presence", "answer": "No blue dye is seen.", "id": f"{c}d"}))
+    return out
+
+
+def pairs(conv: Example) -> list[tuple[str, str]]:
+    """(instruction of each user turn, the assistant's target) as the collator writes them."""
+    messages = Collator(processor=None).messages(conv)
+    out = []
+    for user, assistant in zip(messages[::2], messages[1::2]):
+        instruction = user["content"][-1]["text"]
+        out.append((instruction, assistant["content"][0]["text"]))
+    return out
+
+
+def test_short_prompt_never_has_a_long_target_and_long_prompt_always_does():
+    ds = ClipDialogues(rows(30), questions_per_clip=2, seed=0, long_fraction=0.4)
+    seen = {prompts.VQA_INSTRUCTION: 0, prompts.LONG_INSTRUCTION: 0}
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for conv in ds.examples:
+            for (instruction, target), turn in zip(pairs(conv), conv.turns):
+                seen[instruction] += 1
+                if instruction == prompts.LONG_INSTRUCTION:
+                    assert turn.long and target == turn.meta["answer"] and target not in ("yes", "no")
+                else:
+                    assert instruction == prompts.VQA_INSTRUCTION and not turn.long and target in ("yes", "no")
+    share = seen[prompts.LONG_INSTRUCTION] / sum(seen.values())
+    assert 0.3 < share < 0.5  # about long_fraction of the questions
+
+
+def test_without_long_answers_the_draws_are_unchanged():
+    plain = ClipDialogues(rows(12), questions_per_clip=2, seed=5)
+    zero = ClipDialogues(rows(12), questions_per_clip=2, seed=5, long_fraction=0.0)
+    assert [[t.meta["id"] for t in c.turns] for c in plain.examples] == [[t.meta["id"] for t in c.turns] for c in zero.examples]
+    assert not any(t.long for c in zero.examples for t in c.turns)
+
+
+def test_long_form_needs_a_long_answer_and_only_vqa_has_one():
+    with pytest.raises(ValueError, match="no long-form answer"):
+        long_form(Example("vqa", "no", question="q", meta={"id": "r1", "question_type": "t"}))
+    with pytest.raises(ValueError, match="only vqa"):
+        Example("repeat", "a sentence", long=True)
+
+
+def test_transcription_in_the_mixture_is_labelled_on_the_transcript_only(grafted, tmp_path):
+    from surgvqa.audio import write_wav
+
+    _, processor = grafted
+    write_wav(tmp_path / "s.wav", speech_like(1.0, 1))
+    (example,) = transcription_examples([{"id": "sc1", "kind": "question", "text": "is there blue dye",
+                                          "voice": "v", "audio": "s.wav", "split": "train"}], tmp_path)
+    batch = Collator(processor)([example])
+    labelled = processor.tokenizer.decode(batch["labels"][0][batch["labels"][0] != -100])
+    assert labelled == "is there blue dye<|im_end|>"
+    assert prompts.TRANSCRIBE_INSTRUCTION in processor.tokenizer.decode(batch["input_ids"][0])
+
+
+@pytest.mark.parametrize("key", ["long_answer_fraction", "transcription_fraction"])
+@pytest.mark.parametrize("value", [-0.1, 1.0, "half", True])
+def test_mixture_shares_are_checked(key, value):
+    with pytest.raises(ConfigError, match=f"train.{key}"):
+        Config.from_params({"profile": "unit", "train": {key: value}})

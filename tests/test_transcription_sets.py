@@ -1,0 +1,44 @@
+"""The two held-out-voice transcription test sets: in-domain sentences (trained texts, new voices) and unseen ones."""
+import pytest
+
+from surgvqa import datastep, speech
+from surgvqa.evaluate import transcription_sets
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    audio_dir = tmp_path_factory.mktemp("corpus") / "audio"
+    audio_dir.mkdir()
+    voices = speech.VOICES[:4]
+    return datastep.build_speech_corpus(
+        ["Is there blue dye?", "Is the scope advancing?", "Can you see a polyp?", "Is a snare visible?"],
+        ["Yes, there is.", "No, it is not."], ["The scope is withdrawn slowly.", "Flushing the lumen now."],
+        train_voices=voices[:2], heldout_voices=voices[2:], audio_dir=audio_dir, seed=3, val_fraction=0.4,
+        voices_per_text=1, noise_snr_db=None, cache={}), voices, audio_dir.parent
+
+
+def test_in_domain_set_is_trained_text_by_heldout_voices(corpus):
+    entries, voices, _ = corpus
+    heldout = {v.name for v in voices[2:]}
+    trained = {e["text"] for e in entries if e["split"] == "train"}
+    in_domain = [e for e in entries if e["split"] == "test_in_domain"]
+    unseen = [e for e in entries if e["split"] == "test"]
+    assert in_domain and unseen
+    assert {e["voice"] for e in in_domain} == heldout == {e["voice"] for e in unseen}
+    assert {e["text"] for e in in_domain} <= trained  # heard in stage 1, from other voices only
+    assert not {e["text"] for e in unseen} & trained
+    assert all(e["kind"] != "narration" for e in in_domain)
+    assert len(in_domain) == len(unseen)  # as many sentences in each set, each spoken by every held-out voice
+    assert len({e["id"] for e in entries}) == len(entries)
+
+
+def test_transcription_sets_pick_their_split_with_absolute_audio(corpus):
+    entries, _, data_dir = corpus
+    sets = transcription_sets(entries, data_dir)
+    assert set(sets) == {"in_domain", "unseen"}
+    assert [e["id"] for e in sets["in_domain"]] == [e["id"] for e in entries if e["split"] == "test_in_domain"]
+    assert all((data_dir / e["audio"]).is_file() for e in entries)
+    assert all(e["audio"].startswith(str(data_dir)) for s in sets.values() for e in s)
+    capped = transcription_sets(entries, data_dir, max_per_set=1, seed=0)
+    assert all(len(v) == 1 for v in capped.values())
+    assert capped == transcription_sets(entries, data_dir, max_per_set=1, seed=0)  # seeded
