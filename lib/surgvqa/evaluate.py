@@ -345,9 +345,6 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
     return EvaluationResult(predictions, systems, asr, transcripts, long_answers, long_table)
 
 
-LONG_ANSWER_SYSTEMS = ("text_finetuned", "audio_finetuned", "asr_pipeline")
-
-
 def long_answer_test(cfg: Config, models: Models, ds: Dataset, options: EvalConfig) -> tuple[dict, pd.DataFrame]:
     """The same held-out-video rows answered in a sentence (the long instruction) by the text model, the graft
     and the ASR pipeline: keyword accuracy (the short answer as a whole phrase of the sentence), BLEU-4 and
@@ -449,6 +446,7 @@ def transcription_test(cfg: Config, graft_model, processor, asr, corpus: list[di
         del sets[name]
     scores: dict[str, dict] = {"whisper_base": {}, "graft": {}}
     tables = []
+    cache = transcript_cache(cfg, asr)
     for name, entries in sets.items():
         noisy = noisy_entries(cfg, entries, options.noise_snr_db)
         refs = [e["text"] for e in entries]
@@ -456,8 +454,8 @@ def transcription_test(cfg: Config, graft_model, processor, asr, corpus: list[di
                               "reference": refs, "audio": [e["audio"] for e in entries],
                               "audio_noisy": [e["audio"] for e in noisy]})
         for condition, items in (("", entries), ("_noisy", noisy)):
-            whisper_texts, _ = transcribe_faster_whisper(asr, [e["audio"] for e in items], cache=transcript_cache(cfg, asr))
-            graft_texts = graft_transcribe(graft_model, processor, items, Path("/"), options, cfg=cfg)
+            whisper_texts, _ = transcribe_faster_whisper(asr, [e["audio"] for e in items], cache=cache)
+            graft_texts = graft_transcribe(graft_model, processor, items, None, options, cfg=cfg)
             table[f"whisper_base{condition}"] = whisper_texts
             table[f"graft{condition}"] = graft_texts
             for system, hyps in (("whisper_base", whisper_texts), ("graft", graft_texts)):

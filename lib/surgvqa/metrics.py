@@ -155,26 +155,22 @@ def whisper_normalize(text: str) -> str:
 
 
 def wer_cer(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus WER and CER (jiwer) on whisper-normalised text.
+    """Corpus WER and CER on whisper-normalised text: summed edit errors over summed reference lengths
+    (`edit_counts`, what jiwer's corpus figures are).
 
     A reference that is (or normalises to) empty raises ValueError naming its index, since the
     error rate has no denominator for it; an empty hypothesis is fine (all deletions).
     """
-    if _check_lengths(hypotheses=hypotheses, references=references) == 0:
-        raise ValueError("wer_cer needs at least one reference")
-    refs = [whisper_normalize(r) for r in references]
-    hyps = [whisper_normalize(h) for h in hypotheses]
-    for i, r in enumerate(refs):
-        if not r.strip():
-            raise ValueError(f"reference {i} is empty after normalisation: {references[i]!r}")
-    return {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps))}
+    counts = edit_counts(hypotheses, references)
+    return {"wer": float(counts["word_errors"].sum() / counts["words"].sum()),
+            "cer": float(counts["char_errors"].sum() / counts["chars"].sum())}
 
 
 def edit_counts(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
     """Per utterance, on whisper-normalised text: word and character edit errors (S + D + I) and
     reference lengths — the parts corpus WER/CER are sums of (what a bootstrap over utterances resamples)."""
     if _check_lengths(hypotheses=hypotheses, references=references) == 0:
-        raise ValueError("edit_counts needs at least one reference")
+        raise ValueError("WER/CER needs at least one reference")
     refs = [whisper_normalize(r) for r in references]
     hyps = [whisper_normalize(h) for h in hypotheses]
     out = {k: np.zeros(len(refs), dtype=np.int64) for k in ("word_errors", "words", "char_errors", "chars")}

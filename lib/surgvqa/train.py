@@ -31,7 +31,7 @@ from .datastep import load_run_data
 from .collate import (ClipDialogues, Collator, Example, ExampleDataset, repeat_examples, transcription_examples,
                       vqa_examples)
 from .config import Config
-from .data import load_frames
+from .data import clip_key, load_frames
 from .features import FeatureCache, VisionCache
 
 COMMON_ARGS: dict[str, Any] = dict(
@@ -477,7 +477,7 @@ def stage2_examples(cfg: Config, splits: dict, mode: str, corpus: list[dict] | N
         if not corpus:
             raise ValueError("train.transcription_fraction > 0 needs the speech corpus (train_lora(..., corpus=...))")
         pool = transcription_examples([e for e in corpus if e["split"] == "train"], cfg.paths.data)
-        clips = len({ex.frames for ex in vqa_examples(splits["train"], mode)})
+        clips = len({clip_key(r) for r in splits["train"].rows})
         n = int(round(clips * t.transcription_fraction / (1 - t.transcription_fraction)))
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         fixed = [pool[order[i % len(pool)]] for i in range(n)]
