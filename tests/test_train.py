@@ -219,3 +219,28 @@ def test_interrupted_stage0_resumes_to_the_same_weights(cfg):
     assert uninterrupted.keys() == resumed.keys()
     diff = max(float((uninterrupted[k].float() - resumed[k].float()).abs().max()) for k in uninterrupted)
     assert diff < 1e-5, f"resumed run differs by {diff}"
+
+
+def test_wer_tiebreak_orders_equal_wers_by_loss_and_never_overrides_a_word():
+    from surgvqa.train import LOSS_CAP, wer_tiebroken
+
+    words = 400
+    # a model that cannot write scores the same WER every epoch: the lower loss wins
+    assert wer_tiebroken(399, words, 2.0) < wer_tiebroken(399, words, 3.0)
+    # one word fewer wrong beats any loss, even a saturated one against zero
+    assert wer_tiebroken(398, words, LOSS_CAP * 10) < wer_tiebroken(399, words, 0.0)
+    assert wer_tiebroken(0, words, 0.0) == 0.0
+    assert abs(wer_tiebroken(100, words, 1.0) - 100 / words) < 0.5 / words
+
+
+def test_best_logged_reads_the_kept_checkpoints_evaluation():
+    from types import SimpleNamespace
+
+    from surgvqa.train import best_logged
+
+    history = [{"loss": 3.0, "step": 10}, {"eval_wer": 0.9, "step": 10}, {"eval_wer": 0.8, "step": 20},
+               {"eval_wer": 0.85, "step": 30}]
+    state = SimpleNamespace(log_history=history, best_model_checkpoint="/x/checkpoint-20")
+    assert best_logged(state, "eval_wer") == 0.8
+    assert best_logged(state, "eval_missing") is None
+    assert best_logged(SimpleNamespace(log_history=history, best_model_checkpoint=None), "eval_wer") == 0.85

@@ -153,9 +153,10 @@ class LoraConfig:
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     # 1e-3 with conversations of 6 questions: 2e-3 diverged on single questions from scratch (measured)
     "stage0": dict(num_train_epochs=10, learning_rate=1e-3, per_device_train_batch_size=8, warmup_steps=0.05),
-    # stage 1 keeps the checkpoint (and stops early) by the val speech's WER, what it is for, not by a loss on unseen text
+    # stage 1 keeps the checkpoint (and stops early) by the val speech's WER, what it is for, not by a loss on unseen
+    # text; ties in WER go to the lower loss (train.wer_tiebroken)
     "stage1": dict(num_train_epochs=20, learning_rate=2e-3, per_device_train_batch_size=16, warmup_steps=0.05,
-                   metric_for_best_model="eval_wer", greater_is_better=False),
+                   metric_for_best_model="eval_wer_tiebroken", greater_is_better=False),
     "stage2": dict(num_train_epochs=6, learning_rate=1e-3, per_device_train_batch_size=16, warmup_steps=0.05),
 }
 

@@ -213,7 +213,11 @@ class StageTrainer(Trainer):
 
 class WERTrainer(StageTrainer):
     """Stage 1: every evaluation also transcribes the val speech (greedy) and adds its corpus WER as `eval_wer`,
-    which (STAGE_DEFAULTS) picks the best checkpoint and drives early stopping."""
+    and `eval_wer_tiebroken`, which (STAGE_DEFAULTS) picks the best checkpoint and drives early stopping.
+
+    `eval_wer_tiebroken` orders by WER, then by loss: a language model that cannot write yet (the embedded one
+    before stage 2) scores the same WER every epoch, and without the tie-break stage 1 would stop after
+    `patience` epochs and keep its least aligned projector."""
 
     def __init__(self, *args, wer_examples: list[Example], wer_collator: Collator, max_new_tokens: int = 48, **kwargs):
         super().__init__(*args, **kwargs)
@@ -221,15 +225,27 @@ class WERTrainer(StageTrainer):
 
     def evaluation_loop(self, *args, **kwargs):
         from .infer import predict
-        from .metrics import wer_cer
+        from .metrics import edit_counts
 
         output = super().evaluation_loop(*args, **kwargs)
         was_training = self.model.training
         hyps = predict(self.model, self.wer_collator, self.wer_examples, batch_size=self.args.per_device_eval_batch_size,
                        max_new_tokens=self.wer_max_new_tokens, progress=False)["predictions"]
         self.model.train(was_training)
-        output.metrics[f"{kwargs.get('metric_key_prefix', 'eval')}_wer"] = wer_cer(hyps, [e.answer for e in self.wer_examples])["wer"]
+        prefix = kwargs.get("metric_key_prefix", "eval")
+        counts = edit_counts(hyps, [e.answer for e in self.wer_examples])
+        errors, words = int(counts["word_errors"].sum()), int(counts["words"].sum())
+        output.metrics[f"{prefix}_wer"] = errors / words
+        output.metrics[f"{prefix}_wer_tiebroken"] = wer_tiebroken(errors, words, output.metrics[f"{prefix}_loss"])
         return output
+
+
+def wer_tiebroken(errors: int, words: int, loss: float) -> float:
+    """Corpus WER plus a loss term below half of one word's step (1 / words): it only orders equal WERs."""
+    return (errors + 0.5 * min(max(loss, 0.0), LOSS_CAP) / LOSS_CAP) / words
+
+
+LOSS_CAP = 50.0  # token cross-entropy above this is a broken run; past it the tie-break saturates
 
 
 def _is_peft(model) -> bool:
@@ -280,12 +296,22 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
         train_samples_per_s=round(output.metrics.get("train_samples_per_second", 0.0), 2),
         peak_memory_mb=round(peak_memory_mb(), 1), final_train_loss=train_losses[-1] if train_losses else output.training_loss,  # short runs log no step
         best_eval_loss=min(eval_losses) if eval_losses else None,
-        best_eval_wer=state.best_metric if args.metric_for_best_model == "eval_wer" else None,
+        best_eval_wer=best_logged(state, "eval_wer"),
         best_checkpoint=state.best_model_checkpoint, resumed_from=resume_from,
         stopped_early=bool(state.global_step < state.max_steps and not stop_after_steps),
         trainable_parameters=trainable, frozen_parameters=frozen, log_history=state.log_history,
     )
     return trainer, result
+
+
+def best_logged(state, key: str) -> float | None:
+    """`key` as logged at the kept (best) checkpoint's evaluation; None when never logged."""
+    logged = [h for h in state.log_history if key in h]
+    if not logged:
+        return None
+    step = int(state.best_model_checkpoint.rsplit("-", 1)[-1]) if state.best_model_checkpoint else None
+    at_best = [h[key] for h in logged if h.get("step") == step]
+    return at_best[-1] if at_best else logged[-1][key]
 
 
 def tensorboard_callback(log_dir: Path, fresh: bool) -> TrainerCallback:
