@@ -185,6 +185,9 @@ class TrainConfig:
     long_answer_fraction: float = 0.0
     # Stage 2 of the graft: this share of its training examples is transcription (train corpus, "Transcribe the speech.")
     transcription_fraction: float = 0.0
+    # Every stage: each answer span (a turn's answer, a transcript) weighs the same in the loss, whatever its
+    # length; off, the loss is the mean over answer tokens, where a sentence outweighs a one-word answer 5-15x
+    loss_per_answer: bool = False
     # Where Trainer logs go (TensorBoard event files under the run dir by default); e.g. [wandb] or [].
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
@@ -193,6 +196,8 @@ class TrainConfig:
         _at_least("train.repeat_sentences", self.repeat_sentences, 0)
         _at_least("train.questions_per_clip", self.questions_per_clip, 1)
         _at_least("train.eval_rows", self.eval_rows, 1)
+        if not isinstance(self.loss_per_answer, bool):
+            raise ConfigError(f"train.loss_per_answer must be true or false, got {self.loss_per_answer!r}")
         if not isinstance(self.stage0_caption, bool):
             raise ConfigError(f"train.stage0_caption must be true or false, got {self.stage0_caption!r}")
         if self.stage0_vision_tower not in ("frozen", "trained"):

@@ -196,6 +196,15 @@ class StageTrainer(Trainer):
     in-memory names and silently matches nothing. PEFT adapters are unaffected.
     """
 
+    loss_per_answer = False  # set from `train.loss_per_answer` by run_stage
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.loss_per_answer:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})  # Trainer may read inputs["labels"] after
+        loss = per_answer_loss(outputs.logits, inputs["labels"])
+        return (loss, outputs) if return_outputs else loss
+
     def _load_full_model(self, checkpoint: str) -> None:
         loaded = type(self.model).from_pretrained(checkpoint, dtype=self.model.dtype)
         self.model.load_state_dict(loaded.state_dict(), strict=True)
@@ -209,6 +218,23 @@ class StageTrainer(Trainer):
         if _is_peft(self.model):
             return super()._load_best_model()
         self._load_full_model(self.state.best_model_checkpoint)
+
+
+def per_answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy where each answer span (a contiguous run of labelled tokens) weighs the same:
+    the mean over spans of each span's mean token loss."""
+    targets = labels[:, 1:]
+    token_loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
+                                                   ignore_index=-100, reduction="none")
+    labelled = targets != -100
+    before = torch.zeros_like(labelled)
+    before[:, 1:] = labelled[:, :-1]  # a span never continues across rows
+    span = torch.cumsum((labelled & ~before).flatten(), 0)[labelled.flatten()]
+    if span.numel() == 0:
+        return logits.sum() * 0.0
+    lengths = torch.bincount(span)
+    weights = 1.0 / lengths[span].float()
+    return (token_loss.flatten()[labelled.flatten()] * weights).sum() / (lengths > 0).sum()
 
 
 class WERTrainer(StageTrainer):
@@ -283,6 +309,7 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
     trainer = trainer_class(model=model, args=args, data_collator=collator, **(trainer_kwargs or {}),
                            train_dataset=train if isinstance(train, ClipDialogues) else ExampleDataset(train),
                            eval_dataset=ExampleDataset(evaluate) if evaluate else None, callbacks=callbacks)
+    trainer.loss_per_answer = cfg.train.loss_per_answer
     trainable, frozen = count_parameters(model)
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
