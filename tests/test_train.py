@@ -240,7 +240,7 @@ def test_best_logged_reads_the_kept_checkpoints_evaluation():
 
     history = [{"loss": 3.0, "step": 10}, {"eval_wer": 0.9, "step": 10}, {"eval_wer": 0.8, "step": 20},
                {"eval_wer": 0.85, "step": 30}]
-    state = SimpleNamespace(log_history=history, best_model_checkpoint="/x/checkpoint-20")
+    state = SimpleNamespace(log_history=history, best_global_step=20)
     assert best_logged(state, "eval_wer") == 0.8
     assert best_logged(state, "eval_missing") is None
-    assert best_logged(SimpleNamespace(log_history=history, best_model_checkpoint=None), "eval_wer") == 0.85
+    assert best_logged(SimpleNamespace(log_history=history, best_global_step=None), "eval_wer") == 0.85

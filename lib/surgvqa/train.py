@@ -196,7 +196,9 @@ class StageTrainer(Trainer):
     in-memory names and silently matches nothing. PEFT adapters are unaffected.
     """
 
-    loss_per_answer = False  # set from `train.loss_per_answer` by run_stage
+    def __init__(self, *args, loss_per_answer: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_per_answer = loss_per_answer  # `train.loss_per_answer`
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.loss_per_answer:
@@ -229,12 +231,12 @@ def per_answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     labelled = targets != -100
     before = torch.zeros_like(labelled)
     before[:, 1:] = labelled[:, :-1]  # a span never continues across rows
-    span = torch.cumsum((labelled & ~before).flatten(), 0)[labelled.flatten()]
+    mask = labelled.flatten()
+    span = torch.cumsum((labelled & ~before).flatten(), 0)[mask]  # 1, 1, 2, 3, 3, ...: each token's span
     if span.numel() == 0:
         return logits.sum() * 0.0
-    lengths = torch.bincount(span)
-    weights = 1.0 / lengths[span].float()
-    return (token_loss.flatten()[labelled.flatten()] * weights).sum() / (lengths > 0).sum()
+    weights = 1.0 / torch.bincount(span)[span].float()
+    return (token_loss.flatten()[mask] * weights).sum() / span[-1]
 
 
 class WERTrainer(StageTrainer):
@@ -308,8 +310,8 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
         callbacks.append(ResampleEachEpoch(train))
     trainer = trainer_class(model=model, args=args, data_collator=collator, **(trainer_kwargs or {}),
                            train_dataset=train if isinstance(train, ClipDialogues) else ExampleDataset(train),
-                           eval_dataset=ExampleDataset(evaluate) if evaluate else None, callbacks=callbacks)
-    trainer.loss_per_answer = cfg.train.loss_per_answer
+                           eval_dataset=ExampleDataset(evaluate) if evaluate else None, callbacks=callbacks,
+                           loss_per_answer=cfg.train.loss_per_answer)
     trainable, frozen = count_parameters(model)
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
@@ -336,8 +338,7 @@ def best_logged(state, key: str) -> float | None:
     logged = [h for h in state.log_history if key in h]
     if not logged:
         return None
-    step = int(state.best_model_checkpoint.rsplit("-", 1)[-1]) if state.best_model_checkpoint else None
-    at_best = [h[key] for h in logged if h.get("step") == step]
+    at_best = [h[key] for h in logged if h.get("step") == state.best_global_step]
     return at_best[-1] if at_best else logged[-1][key]
 
 
