@@ -104,6 +104,11 @@ def config_balanced_fraction_above_one(tmp):
 
 
 @case
+def config_question_rarity_negative(tmp):
+    return _config({"train": {"question_rarity": -1}}), ConfigError, ["params/smoke.yaml", "train.question_rarity", "-1"]
+
+
+@case
 def config_questions_per_clip_zero(tmp):
     return _config({"train": {"questions_per_clip": 0}}), ConfigError, ["params/smoke.yaml", "train.questions_per_clip", "0"]
 

@@ -42,3 +42,29 @@ def test_pixel_probe_reads_lighting_and_a_shuffled_label_does_not(clips):
     assert np.isnan(lighting) or lighting >= 0.75  # NaN only when the held-out clips show one lighting
     noise = {"pixels": {c: np.random.default_rng(i).normal(size=16).astype(np.float32) for i, c in enumerate(order)}}
     assert table["pixels"].mean() > sight.probe_table(noise, labels, order[:14], order[14:])["pixels"].mean()
+
+
+class _Ex:  # the two attributes ranking_table reads
+    def __init__(self, qtype, answer):
+        self.meta, self.answer = {"question_type": qtype}, answer
+
+
+def test_ranking_table_tells_a_prior_bound_model_from_a_blind_one():
+    from collections import Counter
+    candidates = {"flush_action": Counter(yes=10, no=90), "blue_dye_presence": Counter(yes=10, no=90),
+                  "lighting_mode": Counter({"white light": 5})}
+    examples, scores = [], []
+    for truth in ["yes"] * 3 + ["no"] * 7:
+        # flush: the scores separate the classes, but "no" always tops them (a prior-bound model)
+        examples.append(_Ex("flush_action", truth))
+        scores.append({"yes": -3.0, "no": -1.0} if truth == "yes" else {"yes": -5.0, "no": -0.1})
+        # blue dye: the same scores whatever the clip (a blind model)
+        examples.append(_Ex("blue_dye_presence", truth))
+        scores.append({"yes": -4.0, "no": -0.2})
+    examples.append(_Ex("lighting_mode", "white light"))  # one answer on the split: not scored
+    scores.append({"white light": -0.1})
+    table = sight.ranking_table(examples, scores, candidates)
+    assert set(table.index) == {"flush_action", "blue_dye_presence"}
+    flush, dye = table.loc["flush_action"], table.loc["blue_dye_presence"]
+    assert flush.ranking_auroc == 1.0 and flush.likelihood_balanced == 0.5 and flush.prior_divided_balanced == 1.0
+    assert dye.ranking_auroc == 0.5 and dye.likelihood_balanced == 0.5 and dye.prior_divided_balanced == 0.5

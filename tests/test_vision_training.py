@@ -48,6 +48,29 @@ def text_examples(clips) -> list[Example]:
                                             ("is there blue dye visible in the clip", "blue_dye_presence", "no"))]
 
 
+def test_answer_scores_are_each_candidates_own_log_likelihood(grafted, clips):
+    from collections import Counter
+    from dataclasses import replace
+    from surgvqa.sight import answer_scores
+
+    model, processor = grafted
+    exs = text_examples(clips[:2])
+    candidates = {"tool_catheter_check": Counter(yes=1, no=3), "blue_dye_presence": Counter({"no": 2, "yes, blue dye": 1})}
+    collator = Collator(processor)
+    scores = answer_scores(model, collator, exs, candidates, batch_size=3, progress=False)  # batches of mixed lengths
+    assert [sorted(s) for s in scores] == [sorted(candidates[e.meta["question_type"]]) for e in exs]
+    for ex, got in zip(exs, scores):
+        for cand, value in got.items():  # alone, unpadded: the same sum of the answer's token log-probs
+            batch = collator([replace(ex, answer=cand)])
+            labels = batch.pop("labels")[0, 1:]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(**batch).logits[0, :-1].float(), -1)
+            keep = labels != -100
+            assert value == pytest.approx(logp[keep.nonzero()[:, 0], labels[keep]].sum().item(), abs=1e-3)
+    with pytest.raises(ValueError, match="training collator"):
+        answer_scores(model, Collator(processor, training=False), exs, candidates)
+
+
 def test_vision_cache_hits_misses_and_invalidates_with_the_tower(grafted, clips, tmp_path):
     model, processor = grafted
     cache = VisionCache(tmp_path, model, processor, load_frames)
@@ -145,6 +168,36 @@ def test_clip_dialogues_redraw_each_epoch_and_balance_rare_answers(clips):
     balanced = ClipDialogues(examples, questions_per_clip=2, balanced=1.0, seed=0)
     assert rare_share(natural) == pytest.approx(0.1) and rare_share(balanced) > 0.35
     assert len(balanced) == 40
+
+
+def test_question_rarity_asks_about_a_clips_rare_answer_more_often():
+    # 60 clips, 3 types, 1 question each: a rare "yes" (6 clips) on "tool", common answers elsewhere
+    examples = []
+    for c in range(60):
+        clip = (f"clip{c}",)
+        examples += [Example("vqa", "yes" if c < 6 else "no", question="is a tool visible", frames=clip,
+                             meta={"question_type": "tool"}),
+                     Example("vqa", "white light", question="what light", frames=clip, meta={"question_type": "light"}),
+                     Example("vqa", "no" if c % 2 else "yes", question="is it blurred", frames=clip,
+                             meta={"question_type": "blur"})]
+
+    def tool_yes_asked(rarity):
+        counts = collections.Counter()
+        for epoch in range(20):
+            ds = ClipDialogues(examples, questions_per_clip=1, seed=0, rarity=rarity)
+            ds.set_epoch(epoch)
+            counts.update(t.answer for conv in ds.examples for t in conv.turns if t.meta["question_type"] == "tool")
+        return counts["yes"] / (6 * 20)  # share of (rare clip, epoch) pairs asked about the tool
+
+    uniform, rare = tool_yes_asked(0.0), tool_yes_asked(1.0)
+    assert 0.2 < uniform < 0.5  # 1 of 3 types
+    # weights on a tool clip: tool 10, light 1, blur 2 -> the tool is asked 10/13 of the time
+    assert rare > 0.65 and rare > 2 * uniform
+    ds = ClipDialogues(examples, questions_per_clip=3, seed=0, rarity=1.0)
+    assert all(len({t.meta["question_type"] for t in conv.turns}) == 3 for conv in ds.examples)  # still every type once
+    plain = ClipDialogues(examples, questions_per_clip=2, seed=4)
+    assert [[t.question for t in c.turns] for c in plain.examples] == \
+        [[t.question for t in c.turns] for c in ClipDialogues(examples, questions_per_clip=2, seed=4, rarity=0.0).examples]
 
 
 def test_caption_names_every_answer_of_the_scene():

@@ -112,14 +112,18 @@ class ClipDialogues(torch.utils.data.Dataset):
     random order, each in a random wording/voice of that type. A fraction `balanced` of the
     conversations is drawn class-balanced instead (a question type, then one of its answers,
     then a clip with that answer, whose question comes first): rare answers (a tool, dye, a
-    polyp's site) are seen as often as common ones. `fixed` examples are in every epoch.
+    polyp's site) are seen as often as common ones. With `rarity` > 0 a conversation's types are
+    drawn with weight (share of clips with this clip's answer to the type) ** -rarity instead of
+    uniformly: a clip with blue dye is asked about the dye in most epochs, not in 6 of 20.
+    `fixed` examples are in every epoch.
     A share `long_fraction` of the questions asks for the long-form answer instead (the long
     instruction, the row's `answer` sentence as target); a short-answer prompt never has a long target.
     Deterministic given (seed, epoch); the length never changes, so Trainer's schedule holds.
     """
 
     def __init__(self, examples: list[Example], questions_per_clip: int, balanced: float = 0.0,
-                 fixed: list[Example] | None = None, seed: int = 0, caption: bool = False, long_fraction: float = 0.0):
+                 fixed: list[Example] | None = None, seed: int = 0, caption: bool = False, long_fraction: float = 0.0,
+                 rarity: float = 0.0):
         clips: dict[tuple[str, ...], dict[str, list[Example]]] = {}
         for ex in examples:
             clips.setdefault(ex.frames, {}).setdefault(ex.meta["question_type"], []).append(ex)
@@ -131,6 +135,11 @@ class ClipDialogues(torch.utils.data.Dataset):
                     self.by_answer.setdefault(qtype, {}).setdefault(answer, []).append(i)
         self.questions_per_clip = questions_per_clip
         self.balanced = balanced
+        self.rarity = rarity
+        totals = {qtype: sum(map(len, by.values())) for qtype, by in self.by_answer.items()}
+        share = {(qtype, a): len(c) / totals[qtype] for qtype, by in self.by_answer.items() for a, c in by.items()}
+        # per clip, its types' draw weights (a clip has one answer per type)
+        self.weights = [{t: share[t, exs[0].answer] ** -rarity for t, exs in by_type.items()} for by_type in self.clips]
         self.caption = caption  # close each conversation with the clip's dense caption (`wording.clip_caption`)
         self.long_fraction = long_fraction
         self.fixed = list(fixed or [])
@@ -148,12 +157,17 @@ class ClipDialogues(torch.utils.data.Dataset):
             answers = sorted(self.by_answer[qtype])
             clips = self.by_answer[qtype][answers[rng.integers(len(answers))]]
             draws.append((int(clips[rng.integers(len(clips))]), qtype))
-        self.examples = [self._conversation(rng, self.clips[i], first) for i, first in draws] + self.fixed
+        self.examples = [self._conversation(rng, self.clips[i], first, self.weights[i]) for i, first in draws] + self.fixed
         self.epoch = int(epoch)
 
-    def _conversation(self, rng, by_type: dict[str, list[Example]], first: str | None) -> Example:
+    def _conversation(self, rng, by_type: dict[str, list[Example]], first: str | None, weights: dict[str, float]) -> Example:
         types = [t for t in sorted(by_type) if t != first]
-        types = ([first] if first else []) + [types[i] for i in rng.permutation(len(types))]
+        if self.rarity:  # drawn only when asked for, so runs without it keep their draws
+            w = np.array([weights[t] for t in types])
+            order = rng.choice(len(types), size=len(types), replace=False, p=w / w.sum())
+        else:
+            order = rng.permutation(len(types))
+        types = ([first] if first else []) + [types[i] for i in order]
         picks = [by_type[t][rng.integers(len(by_type[t]))] for t in types[: self.questions_per_clip]]
         if first is None:
             picks = [picks[i] for i in rng.permutation(len(picks))]

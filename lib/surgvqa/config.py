@@ -179,6 +179,9 @@ class TrainConfig:
     # VQA training examples (stages 0 and 2) are conversations about one clip, re-drawn each epoch:
     questions_per_clip: int = 6  # questions per conversation (each of a different type)
     balanced_fraction: float = 0.0  # share of conversations drawn class-balanced (type -> answer -> clip)
+    # types of a conversation drawn with weight (share of clips with the clip's answer) ** -question_rarity:
+    # 0 = uniform; 1 = a rare answer (dye, a tool) is asked about in most epochs of its clip
+    question_rarity: float = 0.0
     stage0_caption: bool = False  # stage 0's conversations close with the clip's dense caption (every attribute)
     eval_rows: int = 400  # val rows (a fixed sample) the stages' eval loss runs on
     # Stage 2's mixture (graft and text model alike): this share of the questions asks for the long-form answer
@@ -202,6 +205,8 @@ class TrainConfig:
             raise ConfigError(f"train.stage0_caption must be true or false, got {self.stage0_caption!r}")
         if self.stage0_vision_tower not in ("frozen", "trained"):
             raise ConfigError(f"train.stage0_vision_tower must be 'frozen' or 'trained', got {self.stage0_vision_tower!r}")
+        if not 0.0 <= self.question_rarity <= 2.0:
+            raise ConfigError(f"train.question_rarity must be in [0, 2], got {self.question_rarity}")
         if not 0.0 <= self.balanced_fraction <= 1.0:
             raise ConfigError(f"train.balanced_fraction must be in [0, 1], got {self.balanced_fraction}")
         for key in ("long_answer_fraction", "transcription_fraction"):

@@ -128,6 +128,7 @@ class Dataset:
     root: Path
     audio_root: Path | None = None
     summary: DataSummary = field(default_factory=DataSummary)
+    _resolved_clips: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -139,7 +140,11 @@ class Dataset:
         return self.rows[i]
 
     def frame_paths(self, row: dict) -> list[Path]:
-        return [resolve_under(self.root, f, self.root, None, "frames") for f in row["frames"]]
+        # ~20 rows share a clip: resolve its frames once (resolving walks every path component)
+        key = tuple(row["frames"])
+        if key not in self._resolved_clips:
+            self._resolved_clips[key] = [resolve_under(self.root, f, self.root, None, "frames") for f in key]
+        return list(self._resolved_clips[key])
 
     def audio_path(self, row: dict) -> Path | None:
         root = self.audio_root or self.root

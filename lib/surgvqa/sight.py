@@ -11,11 +11,18 @@ Three diagnostics, each a pure function of data + model:
   tower, whether the architecture keeps it; on the model's own tower (trained, or frozen at its
   initialisation: `train.stage0_vision_tower`), whether what the language model is given holds it.
 
+* `answer_scores` + `ranking_table` - the model's own ranking of the answers: per row, the log-likelihood of
+  every training answer of its type. Per type, its one-vs-rest AUROC (0.5: the scores carry nothing about
+  the clip) and the balanced accuracy of the top-scored answer with the training prior divided out (the
+  decision rule for balanced accuracy). A constant answer with a high AUROC sees but decides by the prior;
+  with an AUROC near 0.5 it does not see.
+
 Features are per clip (8 frames): one row per clip, never per question.
 """
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -45,6 +52,91 @@ def prediction_distribution(df: pd.DataFrame, pred_col: str = "prediction", top:
             "predicted": ", ".join(f"{a} {c / n:.0%}" for a, c in pred.most_common(top)),
             "truth": ", ".join(f"{a} {c / n:.0%}" for a, c in true.most_common(top)),
         }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# ---- the model's own ranking of the answers ------------------------------------------------------------
+
+
+def answer_candidates(train_rows: Iterable[dict]) -> dict[str, Counter]:
+    """Per question type, the training short answers with their counts (the candidates, and the prior)."""
+    out: dict[str, Counter] = defaultdict(Counter)
+    for r in train_rows:
+        out[r["question_type"]][r["short_answer"]] += 1
+    return dict(out)
+
+
+@torch.no_grad()
+def answer_scores(model, collator, examples: Sequence, candidates: dict[str, Counter], batch_size: int = 64,
+                  progress: bool = True) -> list[dict[str, float]]:
+    """Per example, {candidate: summed log-likelihood of its answer tokens} over its type's candidates
+    (teacher-forced with the training collator: the same prompt as the greedy answer)."""
+    from tqdm.auto import tqdm
+
+    if not collator.training:
+        raise ValueError("answer_scores needs a training collator (the candidate answer in the prompt, labels on it)")
+    model.eval()
+    items = [(i, c) for i, ex in enumerate(examples) for c in sorted(candidates[ex.meta["question_type"]])]
+    scores: list[dict[str, float]] = [{} for _ in examples]
+    for start in tqdm(range(0, len(items), batch_size), desc="answer scores", disable=not progress, leave=False):
+        chunk = items[start:start + batch_size]
+        batch = collator([replace(examples[i], answer=c) for i, c in chunk])
+        labels = batch.pop("labels")[:, 1:]
+        batch = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in batch.items()}
+        logp = torch.log_softmax(model(**batch).logits[:, :-1].float(), -1).cpu()
+        mask = labels != -100
+        token = logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+        for (i, c), total in zip(chunk, (token * mask).sum(-1).tolist()):
+            scores[i][c] = total
+    return scores
+
+
+def text_ranking(model, processor, splits: dict, eval_rows, split: str = "heldout_video", vision_cache=None,
+                 batch_size: int = 64) -> pd.DataFrame:
+    """`ranking_table` of a model reading the questions, on the evaluation's rows of `split`."""
+    from .collate import Collator, vqa_examples
+    from .data import Dataset
+
+    rows = [r for r in eval_rows.rows if r["split"] == split]
+    examples = vqa_examples(Dataset(rows, eval_rows.root, eval_rows.audio_root), "text")
+    candidates = answer_candidates(splits["train"].rows)
+    scores = answer_scores(model, Collator(processor, vision_cache=vision_cache), examples, candidates, batch_size)
+    return ranking_table(examples, scores, candidates)
+
+
+def _auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
+    """P(a positive outscores a negative), ties counting half (Mann-Whitney)."""
+    pos, neg = np.asarray(positive, float)[:, None], np.asarray(negative, float)[None, :]
+    return float(((pos > neg) + 0.5 * (pos == neg)).mean())
+
+
+def ranking_table(examples: Sequence, scores: Sequence[dict[str, float]], candidates: dict[str, Counter]) -> pd.DataFrame:
+    """Per question type whose rows' answers vary: `ranking_auroc` (one-vs-rest over the classes present, on
+    scores normalised over the candidates), `likelihood_balanced` (the top-scored answer) and
+    `prior_divided_balanced` (the top of score - log training prior)."""
+    by_type: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        by_type[ex.meta["question_type"]].append(i)
+    rows = {}
+    for qtype, idx in sorted(by_type.items()):
+        truth = [examples[i].answer for i in idx]
+        if len(set(canonical_answer(t, qtype) for t in truth)) < 2:
+            continue
+        total = sum(candidates[qtype].values())
+        log_prior = {c: np.log(n / total) for c, n in candidates[qtype].items()}
+        top = [max(scores[i], key=scores[i].get) for i in idx]
+        adjusted = [max(scores[i], key=lambda c: scores[i][c] - log_prior[c]) for i in idx]
+        normalised = [{c: v - np.logaddexp.reduce(list(scores[i].values())) for c, v in scores[i].items()} for i in idx]
+        aucs = []
+        for cls in sorted(set(truth)):
+            if cls not in candidates[qtype]:
+                continue  # an answer never trained has no score
+            pos = [n[cls] for n, t in zip(normalised, truth) if t == cls]
+            neg = [n[cls] for n, t in zip(normalised, truth) if t != cls]
+            aucs.append(_auroc(pos, neg))
+        rows[qtype] = {"ranking_auroc": float(np.mean(aucs)) if aucs else float("nan"),
+                       "likelihood_balanced": balanced_accuracy(top, truth, qtype),
+                       "prior_divided_balanced": balanced_accuracy(adjusted, truth, qtype)}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -212,9 +304,10 @@ def probe_features(ds, model, processor, clips: Sequence[str], frames: dict[str,
 
 
 def sight_check(splits: dict, model, processor, predictions: pd.DataFrame, system: str = "text_finetuned",
-                split: str = "heldout_video", frame_size: int | None = None) -> dict:
+                split: str = "heldout_video", frame_size: int | None = None, ranking: pd.DataFrame | None = None) -> dict:
     """Where sight is lost: per question type, the spread of `system`'s answers on `split`, and linear probes
-    (training clips -> held-out-video clips) on pixels, on a random-init tower and on the model's tower."""
+    (training clips -> held-out-video clips) on pixels, on a random-init tower and on the model's tower;
+    with `ranking` (`ranking_table` of the same model and rows), its own ranking of the answers too."""
     train_rows = splits["train"].rows
     test_rows = [r for r in splits["test"].rows if r.get("group") == split]
     order_tr, frames_tr, labels_tr = clip_labels(train_rows)
@@ -225,6 +318,8 @@ def sight_check(splits: dict, model, processor, predictions: pd.DataFrame, syste
     probes = probe_table(features, {**labels_tr, **labels_te}, order_tr, order_te)
     spread = prediction_distribution(predictions[(predictions.system == system) & (predictions.split == split)])
     table = probes.join(spread[["distinct_predictions", "constant", "predicted", "truth"]], how="left")
+    if ranking is not None:
+        table = table.join(ranking, how="left")
     table.index.name = "question_type"
     return {"system": system, "split": split, "train_clips": len(order_tr), "eval_clips": len(order_te), "table": table}
 
@@ -235,9 +330,12 @@ def sight_metrics(check: dict) -> dict:
     per_type = {t: {k: (None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v))
                     for k, v in row.items()} for t, row in table.iterrows()}
     probed = table[["pixels", "colour_texture", "random_tower", "model_tower"]]
+    ranked = table[[c for c in ("ranking_auroc", "likelihood_balanced", "prior_divided_balanced") if c in table]]
     return {k: check[k] for k in ("system", "split", "train_clips", "eval_clips")} | {
         "per_type": per_type,
         "mean_probe": {c: (None if np.isnan(v) else float(v)) for c, v in probed.mean().items()},
+        # over the types whose answers vary on the split (the headline's types)
+        "mean_ranking": {c: (None if np.isnan(v) else float(v)) for c, v in ranked.mean().items()},
         "constant_types": int(table["constant"].fillna(False).astype(bool).sum()),
     }
 
@@ -252,6 +350,9 @@ def plot_sight(check: dict):
     fig, ax = plt.subplots(figsize=(11, 4.2))
     (table[cols] * 100).plot.bar(ax=ax, width=0.8)
     ax.scatter(np.arange(len(table)), table["chance"] * 100, marker="_", s=300, color="black", zorder=3, label="chance")
+    if "ranking_auroc" in table:
+        ax.scatter(np.arange(len(table)), table["ranking_auroc"] * 100, marker="D", s=22, color="black", zorder=4,
+                   label=f"{check['system']}'s answer ranking: AUROC (chance 50)")
     constant = table["constant"].fillna(False).astype(bool).to_numpy()
     for i in np.flatnonzero(constant):
         ax.annotate("const", (i, 101), ha="center", fontsize=7, color="tab:red")

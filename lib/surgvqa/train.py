@@ -393,7 +393,8 @@ def vqa_training_examples(cfg: Config, splits: dict, mode: str, fixed: list[Exam
     """Training conversations about each clip (re-drawn each epoch) and a fixed sample of val questions."""
     t = cfg.train
     train = ClipDialogues(vqa_examples(splits["train"], mode), t.questions_per_clip, t.balanced_fraction,
-                          fixed=fixed, seed=cfg.seed, caption=caption, long_fraction=long_fraction)
+                          fixed=fixed, seed=cfg.seed, caption=caption, long_fraction=long_fraction,
+                          rarity=t.question_rarity)
     val = vqa_examples(splits["val"], mode)
     keep = sorted(torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: t.eval_rows].tolist())
     return train, [val[i] for i in keep]
