@@ -233,6 +233,21 @@ def test_wer_tiebreak_orders_equal_wers_by_loss_and_never_overrides_a_word():
     assert abs(wer_tiebroken(100, words, 1.0) - 100 / words) < 0.5 / words
 
 
+def test_stage1_selection_caps_each_utterances_errors_at_its_words():
+    from surgvqa.metrics import edit_counts
+    from surgvqa.train import capped_word_errors, wer_tiebroken
+
+    refs = ["is the scope outside", "flush the lumen now"]
+    empty = edit_counts(["", ""], refs)  # epoch 1: writes nothing
+    babble = edit_counts(["yes no the the polyp is seen here", "withdraw slowly a b c d e"], refs)  # later: writes, wrongly
+    assert babble["word_errors"].sum() > empty["word_errors"].sum()  # uncapped, the empty projector looks better
+    assert capped_word_errors(babble) == capped_word_errors(empty) == 8
+    # capped, the two tie and the lower loss (the further-trained projector) wins
+    assert wer_tiebroken(capped_word_errors(babble), 8, 6.6) < wer_tiebroken(capped_word_errors(empty), 8, 7.5)
+    close = edit_counts(["is the scope outside", "flush the lumen"], refs)
+    assert capped_word_errors(close) == 1 and wer_tiebroken(1, 8, 9.0) < wer_tiebroken(8, 8, 0.0)
+
+
 def test_best_logged_reads_the_kept_checkpoints_evaluation():
     from types import SimpleNamespace
 
