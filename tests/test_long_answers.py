@@ -78,8 +78,64 @@ def test_transcription_in_the_mixture_is_labelled_on_the_transcript_only(grafted
     assert prompts.TRANSCRIBE_INSTRUCTION in processor.tokenizer.decode(batch["input_ids"][0])
 
 
-@pytest.mark.parametrize("key", ["long_answer_fraction", "transcription_fraction"])
+@pytest.mark.parametrize("key", ["long_answer_fraction", "transcription_fraction", "heard_question_fraction"])
 @pytest.mark.parametrize("value", [-0.1, 1.0, "half", True])
 def test_mixture_shares_are_checked(key, value):
     with pytest.raises(ConfigError, match=f"train.{key}"):
         Config.from_params({"profile": "unit", "train": {key: value}})
+
+
+# ---- the text model reads some questions as the ASR heard them (train.heard_question_fraction) ----------
+
+
+@pytest.fixture()
+def spoken_rows(tmp_path):
+    from PIL import Image
+    import numpy as np
+
+    from surgvqa.audio import write_wav
+    from surgvqa.data import Dataset
+
+    frame = tmp_path / "f" / "0.png"
+    frame.parent.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(frame)
+    rows = []
+    for i in range(200):
+        audio = tmp_path / "audio" / f"q{i % 20}.wav"  # 20 recordings, each asked of 10 clips
+        if not audio.exists():
+            write_wav(audio, np.zeros(800))
+        rows.append({"id": f"r{i}", "video_id": "v", "frames": ["f/0.png"], "frame_numbers": [0],
+                     "question": f"is a catheter visible {i % 20}", "question_type": "tool_catheter_check",
+                     "short_answer": "no", "answer": "No catheter.", "audio": f"audio/q{i % 20}.wav", "split": "train"})
+    return Dataset(rows, tmp_path, tmp_path)
+
+
+def test_heard_questions_replace_a_share_of_questions_by_the_rows_own_transcript(spoken_rows):
+    from surgvqa.collate import vqa_examples
+    from surgvqa.train import with_heard_questions
+
+    heard = {str(spoken_rows.audio_path(r)): f"is a cat a tar visible {r['id'][1:]}" for r in spoken_rows.rows}
+    heard[str(spoken_rows.audio_path(spoken_rows.rows[0]))] = ""  # whisper heard nothing
+    examples = vqa_examples(spoken_rows, "text")
+    mixed = with_heard_questions(examples, spoken_rows, heard, 0.3, seed=0)
+    changed = [(row, ex) for row, ex in zip(spoken_rows.rows, mixed) if ex.meta.get("heard")]
+    assert 0.2 < len(changed) / len(mixed) < 0.4
+    for row, ex in changed:
+        assert ex.question == (heard[str(spoken_rows.audio_path(row))] or "?")
+        assert ex.answer == row["short_answer"] and ex.meta["question"] == row["question"]  # scored as asked
+    kept = [(row, ex) for row, ex in zip(spoken_rows.rows, mixed) if not ex.meta.get("heard")]
+    assert all(ex.question == row["question"] for row, ex in kept)
+    # the heard wording is what the collator writes into the prompt
+    rendered = Collator(processor=None).messages(changed[0][1])[0]["content"]
+    assert any(c.get("text") == f"Question: {changed[0][1].question}" for c in rendered)
+    assert with_heard_questions(examples, spoken_rows, heard, 0.3, seed=0) == mixed  # seeded
+    assert with_heard_questions(examples, spoken_rows, heard, 0.0, seed=0) == examples
+
+
+def test_heard_question_without_a_transcript_names_its_row(spoken_rows):
+    from surgvqa.collate import vqa_examples
+    from surgvqa.train import with_heard_questions
+
+    with pytest.raises(KeyError, match="row r"):
+        with_heard_questions(vqa_examples(spoken_rows, "text"), spoken_rows, {}, 0.5, seed=0)
+

@@ -82,6 +82,11 @@ def vqa_examples(ds: Dataset, mode: str, audio_override: dict[str, str] | None =
     return out
 
 
+def as_question(transcript: str) -> str:
+    """A transcript asked as the question text; an empty one (nothing heard) asks "?"."""
+    return transcript or "?"
+
+
 def long_form(ex: Example) -> Example:
     """The same question asking for the long-form answer (the row's `answer` sentence)."""
     if not ex.meta.get("answer"):

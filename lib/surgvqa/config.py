@@ -188,6 +188,10 @@ class TrainConfig:
     long_answer_fraction: float = 0.0
     # Stage 2 of the graft: this share of its training examples is transcription (train corpus, "Transcribe the speech.")
     transcription_fraction: float = 0.0
+    # Stage 2 of the text model: this share of its training questions is read as whisper-base heard it (the
+    # transcript of the row's own audio, training voices only), so the ASR -> text baseline's text model has
+    # read misheard questions before it is given them
+    heard_question_fraction: float = 0.0
     # Every stage: each answer span (a turn's answer, a transcript) weighs the same in the loss, whatever its
     # length; off, the loss is the mean over answer tokens, where a sentence outweighs a one-word answer 5-15x
     loss_per_answer: bool = False
@@ -209,7 +213,7 @@ class TrainConfig:
             raise ConfigError(f"train.question_rarity must be in [0, 2], got {self.question_rarity}")
         if not 0.0 <= self.balanced_fraction <= 1.0:
             raise ConfigError(f"train.balanced_fraction must be in [0, 1], got {self.balanced_fraction}")
-        for key in ("long_answer_fraction", "transcription_fraction"):
+        for key in ("long_answer_fraction", "transcription_fraction", "heard_question_fraction"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ConfigError(f"train.{key} must be a number in [0, 1), got {value!r}")

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from . import answers, build, metrics, train
-from .collate import Collator, Example, transcription_examples, vqa_examples
+from .collate import Collator, Example, as_question, transcription_examples, vqa_examples
 from .config import Config, EvalConfig
 from .data import Dataset, qa_key
 from .features import TranscriptCache
@@ -199,7 +199,7 @@ def asr_pipeline(models: Models, ds: Dataset, options: EvalConfig, audio_overrid
         asr_seconds = [heard[p][1] for p in paths]  # as if each row were transcribed
     else:
         transcripts, asr_seconds = transcribe_faster_whisper(models.asr, paths, progress=True)
-    text_examples = [dataclasses.replace(e, mode="text", question=t or "?", audio=None) for e, t in zip(examples, transcripts)]
+    text_examples = [dataclasses.replace(e, mode="text", question=as_question(t), audio=None) for e, t in zip(examples, transcripts)]
     out = run_model(models.text_finetuned, models.processor, text_examples, options, desc, cfg=cfg,
                     max_new_tokens=options.long_max_new_tokens if long else None)
     # Per batch, the transcription time of its rows is added to the answer time.

@@ -347,7 +347,7 @@ def plot_sight(check: dict):
 
     table = check["table"]
     cols = [c for c in ("pixels", "colour_texture", "random_tower", "model_tower") if c in table]
-    fig, ax = plt.subplots(figsize=(11, 4.2))
+    fig, ax = plt.subplots(figsize=(13, 4.2))
     (table[cols] * 100).plot.bar(ax=ax, width=0.8)
     ax.scatter(np.arange(len(table)), table["chance"] * 100, marker="_", s=300, color="black", zorder=3, label="chance")
     if "ranking_auroc" in table:
@@ -360,6 +360,6 @@ def plot_sight(check: dict):
            title=f"Sight check: linear probes, training clips -> {check['split']} clips "
                  f"(red 'const': {check['system']} gives one answer)")
     ax.tick_params(axis="x", rotation=75, labelsize=8)
-    ax.legend(fontsize=8, ncol=5)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the axes: bars reach 100
     fig.tight_layout()
     return fig

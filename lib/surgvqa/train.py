@@ -29,8 +29,8 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from . import build
 from .datastep import load_run_data
-from .collate import (ClipDialogues, Collator, Example, ExampleDataset, repeat_examples, transcription_examples,
-                      vqa_examples)
+from .collate import (ClipDialogues, Collator, Example, ExampleDataset, as_question, repeat_examples,
+                      transcription_examples, vqa_examples)
 from .config import Config
 from .data import clip_key, load_frames
 from .features import FeatureCache, VisionCache
@@ -398,15 +398,49 @@ def new_tiny_processor(tokenizer, image_processor):
 
 
 def vqa_training_examples(cfg: Config, splits: dict, mode: str, fixed: list[Example] | None = None,
-                          caption: bool = False, long_fraction: float = 0.0) -> tuple[ClipDialogues, list[Example]]:
-    """Training conversations about each clip (re-drawn each epoch) and a fixed sample of val questions."""
+                          caption: bool = False, long_fraction: float = 0.0,
+                          heard: dict[str, str] | None = None) -> tuple[ClipDialogues, list[Example]]:
+    """Training conversations about each clip (re-drawn each epoch) and a fixed sample of val questions.
+    `heard` (audio path -> transcript): text mode reads `train.heard_question_fraction` of the questions so."""
     t = cfg.train
-    train = ClipDialogues(vqa_examples(splits["train"], mode), t.questions_per_clip, t.balanced_fraction,
+    examples = vqa_examples(splits["train"], mode)
+    if heard is not None:
+        examples = with_heard_questions(examples, splits["train"], heard, t.heard_question_fraction, cfg.seed)
+    train = ClipDialogues(examples, t.questions_per_clip, t.balanced_fraction,
                           fixed=fixed, seed=cfg.seed, caption=caption, long_fraction=long_fraction,
                           rarity=t.question_rarity)
     val = vqa_examples(splits["val"], mode)
     keep = sorted(torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: t.eval_rows].tolist())
     return train, [val[i] for i in keep]
+
+
+def with_heard_questions(examples: list[Example], ds, heard: dict[str, str], fraction: float, seed: int) -> list[Example]:
+    """A seeded share `fraction` of text-mode examples (one per row of `ds`, in order) asks its question as the
+    ASR heard the row's own audio (`heard`: audio path -> transcript; empty -> "?", as the ASR pipeline asks it)."""
+    rng = np.random.default_rng([seed, 0x4EA2D])
+    out = []
+    for row, ex in zip(ds.rows, examples, strict=True):
+        if rng.random() < fraction:
+            path = str(ds.audio_path(row))
+            if path not in heard:
+                raise KeyError(f"row {row['id']}: no transcript of its audio {path}")
+            ex = dataclasses.replace(ex, question=as_question(heard[path]), meta={**ex.meta, "heard": True})
+        out.append(ex)
+    return out
+
+
+def heard_transcripts(cfg: Config, ds) -> dict[str, str]:
+    """whisper-base's transcript of every audio file of `ds`'s rows (the ASR pipeline's model, settings and
+    transcript cache: the evaluation's val rows share these files, so their decodes are not repeated)."""
+    from .evaluate import asr_model, transcribe_faster_whisper, transcript_cache
+
+    missing = [r["id"] for r in ds.rows if not r.get("audio")]
+    if missing:
+        raise ValueError(f"train.heard_question_fraction > 0: row {missing[0]} (and {len(missing) - 1} more) has no audio")
+    paths = sorted({str(ds.audio_path(r)) for r in ds.rows})
+    asr = asr_model(cfg, cfg.eval)
+    texts, _ = transcribe_faster_whisper(asr, paths, cache=transcript_cache(cfg, asr))
+    return dict(zip(paths, texts))
 
 
 def stage0_examples(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[ClipDialogues, list[Example]]:
@@ -530,11 +564,12 @@ def add_lora(cfg: Config, model, with_projector: bool):
     return peft_model
 
 
-def stage2_examples(cfg: Config, splits: dict, mode: str, corpus: list[dict] | None = None
-                    ) -> tuple[ClipDialogues, list[Example]]:
+def stage2_examples(cfg: Config, splits: dict, mode: str, corpus: list[dict] | None = None,
+                    heard: dict[str, str] | None = None) -> tuple[ClipDialogues, list[Example]]:
     """Conversations about the training clips (a share asking for long answers: `train.long_answer_fraction`);
     for the graft also transcription of the training corpus (`train.transcription_fraction` of the examples),
-    so one model answers and transcribes and the prompt picks the task."""
+    so one model answers and transcribes and the prompt picks the task; for the text model, with `heard`, a
+    share of the questions as the ASR heard them (`train.heard_question_fraction`)."""
     t = cfg.train
     fixed: list[Example] = []
     if mode == "audio" and t.transcription_fraction:
@@ -545,7 +580,7 @@ def stage2_examples(cfg: Config, splits: dict, mode: str, corpus: list[dict] | N
         n = int(round(clips * t.transcription_fraction / (1 - t.transcription_fraction)))
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         fixed = [pool[order[i % len(pool)]] for i in range(n)]
-    return vqa_training_examples(cfg, splits, mode, fixed=fixed, long_fraction=t.long_answer_fraction)
+    return vqa_training_examples(cfg, splits, mode, fixed=fixed, long_fraction=t.long_answer_fraction, heard=heard)
 
 
 def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: bool = True,
@@ -564,7 +599,8 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
     peft_model.train()
     inner = peft_model.base_model.model
     cache = feature_cache(cfg, inner, processor) if (use_feature_cache and mode == "audio") else None
-    train, evaluate = stage2_examples(cfg, splits, mode, corpus)
+    heard = heard_transcripts(cfg, splits["train"]) if mode == "text" and cfg.train.heard_question_fraction else None
+    train, evaluate = stage2_examples(cfg, splits, mode, corpus, heard=heard)
     collator = Collator(processor, feature_cache=cache, vision_cache=vision_cache(cfg, inner, processor))
     trainer, result = run_stage(cfg, "stage2", peft_model, collator, train, evaluate,
                                 out, stamp, resume=resume, stop_after_steps=stop_after_steps)
