@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from . import build, evaluate, train
+from . import build, train
+from .asr import asr_model, transcribe_faster_whisper
 from .audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k
 from .collate import Collator, Example
 from .config import Config, ConfigError, shown_path
@@ -137,7 +138,7 @@ class Assistant:
         graft, processor = build.load_graft(folders["graft"], **kw)
         transcriber, _ = build.load_graft(folders["transcriber"], **kw)
         text_model = train.load_text_base(cfg, folders["text"]).eval()
-        return cls(cfg, graft, transcriber, text_model, processor, evaluate.asr_model(cfg, cfg.eval) if asr else None)
+        return cls(cfg, graft, transcriber, text_model, processor, asr_model(cfg, cfg.eval) if asr else None)
 
     # ---- inputs ---------------------------------------------------------------------------------
 
@@ -207,7 +208,7 @@ class Assistant:
         """faster-whisper with the same Whisper: the transcript and the seconds it took."""
         if self.asr is None:
             raise AssistantError("this assistant was loaded without the ASR pipeline (asr=False)")
-        texts, seconds = evaluate.transcribe_faster_whisper(self.asr, [self.audio_file(audio)], progress=False)
+        texts, seconds = transcribe_faster_whisper(self.asr, [self.audio_file(audio)], progress=False)
         return texts[0], seconds[0]
 
     def ask_asr(self, audio, frames, at: float | None = None, long: bool = False) -> Reply:

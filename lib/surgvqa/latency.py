@@ -76,7 +76,7 @@ def answer_one(model, processor, example: Example, max_new_tokens: int) -> dict:
 
 def answer_asr(models, example: Example, max_new_tokens: int) -> dict:
     """The ASR pipeline on one example: faster-whisper transcribes the file, the text model answers."""
-    from .evaluate import transcribe_faster_whisper
+    from .asr import transcribe_faster_whisper
 
     texts, seconds = transcribe_faster_whisper(models.asr, [example.audio], progress=False)
     text_example = dataclasses.replace(example, mode="text", question=texts[0] or "?", audio=None)

@@ -432,7 +432,7 @@ def with_heard_questions(examples: list[Example], ds, heard: dict[str, str], fra
 def heard_transcripts(cfg: Config, ds) -> dict[str, str]:
     """whisper-base's transcript of every audio file of `ds`'s rows (the ASR pipeline's model, settings and
     transcript cache: the evaluation's val rows share these files, so their decodes are not repeated)."""
-    from .evaluate import asr_model, transcribe_faster_whisper, transcript_cache
+    from .asr import asr_model, transcribe_faster_whisper, transcript_cache
 
     missing = [r["id"] for r in ds.rows if not r.get("audio")]
     if missing:
