@@ -588,7 +588,8 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
                corpus: list[dict] | None = None) -> tuple[Any, StageResult]:
     """Stage 2 for the audio graft (mode="audio", dir stage2/) or the text model (mode="text", dir stage2_text/).
 
-    Same LoRA, data and TrainingArguments for both. Saves `adapter/` and a merged model `merged/`.
+    Same LoRA, rows and TrainingArguments for both (the text model reads `train.heard_question_fraction` of its
+    questions as whisper-base heard them). Saves `adapter/` and a merged model `merged/`.
     """
     from peft import PeftModel
 
