@@ -27,7 +27,7 @@ import numpy as np
 from . import build, train
 from .asr import asr_model, transcribe_faster_whisper
 from .audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k
-from .collate import Collator, Example
+from .collate import Collator, Example, as_question
 from .config import Config, ConfigError, shown_path
 from .infer import predict
 from .video import VideoError, read_clip
@@ -216,7 +216,7 @@ class Assistant:
         t0 = time.perf_counter()
         clip = self.frame_files(frames, at)
         heard, heard_s = self.transcribe_asr(audio)
-        answer, seconds = self._generate(self.text_model, [Example("vqa", "", mode="text", question=heard or "?", frames=clip,
+        answer, seconds = self._generate(self.text_model, [Example("vqa", "", mode="text", question=as_question(heard), frames=clip,
                                                                    long=long)],
                                          self.cfg.eval.long_max_new_tokens if long else None)
         return Reply("asr_pipeline", answer, heard, {"transcript": heard_s, "answer": seconds, "total": time.perf_counter() - t0})

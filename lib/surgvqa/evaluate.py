@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from . import answers, build, metrics, train
-from .asr import asr_model, transcribe_faster_whisper, transcript_cache  # noqa: F401  (evaluate.* in notebooks)
+from .asr import asr_model, transcribe_faster_whisper, transcript_cache
 from .collate import Collator, Example, as_question, transcription_examples, vqa_examples
 from .config import Config, EvalConfig
 from .data import Dataset, qa_key

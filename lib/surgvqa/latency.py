@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from .collate import Collator, Example, vqa_examples
+from .collate import Collator, Example, as_question, vqa_examples
 from .config import Config, EvalConfig
 from .data import Dataset
 from .infer import predict
@@ -79,7 +79,7 @@ def answer_asr(models, example: Example, max_new_tokens: int) -> dict:
     from .asr import transcribe_faster_whisper
 
     texts, seconds = transcribe_faster_whisper(models.asr, [example.audio], progress=False)
-    text_example = dataclasses.replace(example, mode="text", question=texts[0] or "?", audio=None)
+    text_example = dataclasses.replace(example, mode="text", question=as_question(texts[0]), audio=None)
     out = answer_one(models.text_finetuned, models.processor, text_example, max_new_tokens)
     out["transcription_ms"] = 1000 * seconds[0]
     out["latency_ms"] += out["transcription_ms"]
@@ -185,7 +185,7 @@ def batched_asr_pipeline(cfg: Config, models, ds: Dataset, options: EvalConfig |
         t0 = time.perf_counter()
         transcripts += hf_transcribe(whisper, [e.audio for e in examples[start:start + bs]])
         asr_seconds.append(time.perf_counter() - t0)
-    text_examples = [dataclasses.replace(e, mode="text", question=t or "?", audio=None) for e, t in zip(examples, transcripts)]
+    text_examples = [dataclasses.replace(e, mode="text", question=as_question(t), audio=None) for e, t in zip(examples, transcripts)]
     out = predict(models.text_finetuned, Collator(models.processor, training=False), text_examples, batch_size=bs,
                   max_new_tokens=options.max_new_tokens, progress=False)
     batch_total = [a + b for a, b in zip(asr_seconds, out["batch_seconds"])]
