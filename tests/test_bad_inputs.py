@@ -99,6 +99,12 @@ def config_stage0_vision_tower_unknown(tmp):
 
 
 @case
+def config_stage1_language_model_unknown(tmp):
+    return (_config({"train": {"stage1_language_model": "full"}}), ConfigError,
+            ["params/smoke.yaml", "train.stage1_language_model", "'full'"])
+
+
+@case
 def config_balanced_fraction_above_one(tmp):
     return _config({"train": {"balanced_fraction": 1.5}}), ConfigError, ["params/smoke.yaml", "train.balanced_fraction", "1.5"]
 

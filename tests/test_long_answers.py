@@ -139,3 +139,39 @@ def test_heard_question_without_a_transcript_names_its_row(spoken_rows):
     with pytest.raises(KeyError, match="row r"):
         with_heard_questions(vqa_examples(spoken_rows, "text"), spoken_rows, {}, 0.5, seed=0)
 
+
+
+# ---- what the graft learns to transcribe (stages 1 and 2) -----------------------------------------------
+
+
+def test_question_recordings_are_each_recording_once_with_its_spoken_text(spoken_rows):
+    from surgvqa.collate import question_recordings
+
+    recordings = question_recordings(spoken_rows)
+    assert len(recordings) == 20 == len({ex.audio for ex in recordings})  # 200 rows ask 20 recordings
+    by_audio = {str(spoken_rows.audio_path(r)): r["question"] for r in spoken_rows.rows}
+    assert all(ex.task == "transcribe" and ex.answer == by_audio[ex.audio] for ex in recordings)
+    silent = spoken_rows.rows[0] | {"audio": None}
+    with pytest.raises(ValueError, match="row r0"):
+        question_recordings(type(spoken_rows)([silent], spoken_rows.root, spoken_rows.root))
+
+
+def test_the_transcription_pool_is_drawn_anew_each_epoch_and_covered(spoken_rows):
+    from surgvqa.collate import question_recordings
+
+    pool = question_recordings(spoken_rows)
+    ds = ClipDialogues(rows(12), questions_per_clip=2, seed=3, pool=pool, pool_draws=12)
+    plain = ClipDialogues(rows(12), questions_per_clip=2, seed=3)
+    drawn = []
+    for epoch in range(5):
+        ds.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        turns = [ex.audio for ex in ds.examples if ex.task == "transcribe"]
+        assert len(turns) == 12 == len(set(turns))  # no repeats while the pool lasts
+        drawn.append(turns)
+        assert ds.examples[:len(plain.examples)] == plain.examples  # the conversations are a pool-less run's
+    assert len({a for turns in drawn for a in turns}) == 20  # 60 draws over five epochs cover the pool
+    assert drawn[0] != drawn[1]
+    with pytest.raises(ValueError, match="pool is empty"):
+        ClipDialogues(rows(2), questions_per_clip=2, pool=[], pool_draws=1)
+

@@ -167,6 +167,49 @@ def test_stage1_trains_only_the_projector(cfg, speech, frames):
     assert with_grad == {"audio_projector"}
 
 
+def test_stage1_with_lora_trains_projector_and_language_model_and_merges_into_a_plain_graft(cfg, speech, frames):
+    torch.manual_seed(0)
+    lora_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage1_language_model="lora"))
+    model, processor = build.build_graft(lora_cfg)
+    prepared = train.prepare_stage1(lora_cfg, model)
+    report = training_report.lora_report(prepared)
+    assert report.loc["language model", "lora_modules"] > 0 and report.loc["audio projector", "trainable"] > 0
+    assert report.loc[["audio tower", "vision tower", "lm head"], "trainable"].sum() == 0
+    prepared.train()
+    prepared(**Collator(processor)(vqa(speech, frames, "audio"))).loss.backward()
+    grads = {n for n, p in prepared.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(".lora_" in n for n in grads) and any("audio_projector" in n for n in grads)
+    assert not [n for n in grads if ".audio_tower." in n or ".visual." in n]
+    with torch.no_grad():  # a trained LoRA: the merged graft must carry it
+        for n, p in prepared.named_parameters():
+            if ".lora_B." in n:
+                p.add_(0.01)
+    batch = Collator(processor, training=False)(vqa(speech, frames, "audio"))
+    prepared.eval()
+    with torch.no_grad():
+        expected = prepared(**batch).logits
+        merged = prepared.merge_and_unload()
+        assert not any(".lora_" in n for n, _ in merged.named_parameters())
+        torch.testing.assert_close(merged(**batch).logits, expected, atol=1e-4, rtol=1e-4)
+    frozen_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage1_language_model="frozen"))
+    frozen = train.prepare_stage1(frozen_cfg, build.build_graft(frozen_cfg)[0])  # the seeds' recipe: the projector alone
+    assert {n.split(".")[1] for n, p in frozen.named_parameters() if p.requires_grad} == {"audio_projector"}
+
+
+def test_stage0_stamp_holds_only_what_stage0_depends_on(cfg):
+    later = {"stage1_language_model": "frozen" if cfg.train.stage1_language_model == "lora" else "lora",
+             "transcription_fraction": 0.55, "long_answer_fraction": 0.55, "heard_question_fraction": 0.55}
+    options = {f.name for f in dataclasses.fields(TrainConfig)} - {"stage0", "stage1", "stage2", "report_to"}
+    assert options == set(train.STAGE0_OPTIONS) | set(later), "a new train option: say which stages it changes"
+    for key, value in later.items():
+        changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **{key: value}))
+        assert train.stage_stamp(changed, "stage0") == train.stage_stamp(cfg, "stage0"), key
+        assert train.stage_stamp(changed, "stage2") != train.stage_stamp(cfg, "stage2"), key
+    for key, value in {"stage0_caption": not cfg.train.stage0_caption, "questions_per_clip": 3}.items():
+        changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **{key: value}))
+        assert train.stage_stamp(changed, "stage0") != train.stage_stamp(cfg, "stage0"), key
+
+
 def test_lora_wraps_only_the_language_model_and_towers_get_no_gradient(cfg, speech, frames):
     torch.manual_seed(0)
     model, processor = build.build_graft(cfg)

@@ -20,7 +20,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from . import prompts
-from .wording import clip_caption
+from .wording import clip_caption, speakable
 from .audio import load_audio
 from .data import Dataset, load_frames, qa_key
 from .features import VIDEO_PROMPT, FeatureCache, VisionCache, pad_chunks
@@ -101,6 +101,20 @@ def transcription_examples(corpus: list[dict], audio_root: str | Path) -> list[E
             for e in corpus]
 
 
+def question_recordings(ds: Dataset) -> list[Example]:
+    """Every distinct recording of a question in `ds` -> speech -> its spoken text: the questions VQA training
+    hears, from every voice that asks them, as transcription examples."""
+    first: dict[str, dict] = {}
+    for row in ds.rows:
+        path = ds.audio_path(row)
+        if path is None:
+            raise ValueError(f"row {row['id']}: no audio to transcribe")
+        first.setdefault(str(path), row)
+    return [Example("transcribe", speakable(row["question"]), audio=path,
+                    meta={"id": f"{row['id']}:question", "voice": row.get("voice"), "kind": "question", "split": row.get("split")})
+            for path, row in sorted(first.items())]
+
+
 def repeat_examples(sentences: list[str]) -> list[Example]:
     return [Example("repeat", s, meta={"id": f"repeat{i:05d}"}) for i, s in enumerate(sentences)]
 
@@ -120,7 +134,8 @@ class ClipDialogues(torch.utils.data.Dataset):
     polyp's site) are seen as often as common ones. With `rarity` > 0 a conversation's types are
     drawn with weight (share of clips with this clip's answer to the type) ** -rarity instead of
     uniformly: a clip with blue dye is asked about the dye in most epochs, not in 6 of 20.
-    `fixed` examples are in every epoch.
+    `fixed` examples are in every epoch; `pool_draws` examples of `pool` are drawn anew each epoch (each once
+    before any repeats), so a pool larger than one epoch's share is covered over the epochs.
     A share `long_fraction` of the questions asks for the long-form answer instead (the long
     instruction, the row's `answer` sentence as target); a short-answer prompt never has a long target.
     Deterministic given (seed, epoch); the length never changes, so Trainer's schedule holds.
@@ -128,7 +143,7 @@ class ClipDialogues(torch.utils.data.Dataset):
 
     def __init__(self, examples: list[Example], questions_per_clip: int, balanced: float = 0.0,
                  fixed: list[Example] | None = None, seed: int = 0, caption: bool = False, long_fraction: float = 0.0,
-                 rarity: float = 0.0):
+                 rarity: float = 0.0, pool: list[Example] | None = None, pool_draws: int = 0):
         clips: dict[tuple[str, ...], dict[str, list[Example]]] = {}
         for ex in examples:
             clips.setdefault(ex.frames, {}).setdefault(ex.meta["question_type"], []).append(ex)
@@ -148,6 +163,10 @@ class ClipDialogues(torch.utils.data.Dataset):
         self.caption = caption  # close each conversation with the clip's dense caption (`wording.clip_caption`)
         self.long_fraction = long_fraction
         self.fixed = list(fixed or [])
+        self.pool = list(pool or [])
+        if pool_draws and not self.pool:
+            raise ValueError(f"pool_draws={pool_draws} but the pool is empty")
+        self.pool_draws = pool_draws
         self.seed = seed
         self.set_epoch(0)
 
@@ -163,6 +182,9 @@ class ClipDialogues(torch.utils.data.Dataset):
             clips = self.by_answer[qtype][answers[rng.integers(len(answers))]]
             draws.append((int(clips[rng.integers(len(clips))]), qtype))
         self.examples = [self._conversation(rng, self.clips[i], first, self.weights[i]) for i, first in draws] + self.fixed
+        if self.pool_draws:  # its own stream, so the conversations are those of a run without a pool
+            order = np.random.default_rng([self.seed, int(epoch), 0x9001]).permutation(len(self.pool))
+            self.examples += [self.pool[int(order[i % len(order)])] for i in range(self.pool_draws)]
         self.epoch = int(epoch)
 
     def _conversation(self, rng, by_type: dict[str, list[Example]], first: str | None, weights: dict[str, float]) -> Example:

@@ -176,6 +176,10 @@ class TrainConfig:
     # cached tower tokens; "trained" lets it learn too (~15% more time per step here, and in the same
     # 7 minutes it reached a lower balanced accuracy than frozen: see README, stage-0 recipe).
     stage0_vision_tower: str = "frozen"
+    # Stage 1's language model: "frozen" (the seeds' recipe: only the projector learns, which aligns speech to a
+    # pretrained LLM) or "lora" (projector and a LoRA on the language model, merged into the graft at the end):
+    # the embedded LM, trained on VQA alone, cannot be steered into writing by the projector (README, stage 1)
+    stage1_language_model: str = "frozen"
     # VQA training examples (stages 0 and 2) are conversations about one clip, re-drawn each epoch:
     questions_per_clip: int = 6  # questions per conversation (each of a different type)
     balanced_fraction: float = 0.0  # share of conversations drawn class-balanced (type -> answer -> clip)
@@ -209,6 +213,8 @@ class TrainConfig:
             raise ConfigError(f"train.stage0_caption must be true or false, got {self.stage0_caption!r}")
         if self.stage0_vision_tower not in ("frozen", "trained"):
             raise ConfigError(f"train.stage0_vision_tower must be 'frozen' or 'trained', got {self.stage0_vision_tower!r}")
+        if self.stage1_language_model not in ("frozen", "lora"):
+            raise ConfigError(f"train.stage1_language_model must be 'frozen' or 'lora', got {self.stage1_language_model!r}")
         if not 0.0 <= self.question_rarity <= 2.0:
             raise ConfigError(f"train.question_rarity must be in [0, 2], got {self.question_rarity}")
         if not 0.0 <= self.balanced_fraction <= 1.0:

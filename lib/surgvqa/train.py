@@ -1,10 +1,11 @@
 """Training stages with HF `Trainer` (+ PEFT), one function per stage, all sharing `collate`.
 
 - stage 0 (embedded default only): the tiny Qwen2-VL learns text-question VQA on the training
-  split plus "repeat the sentence", so there is a base VLM that can read and copy;
-- stage 1: only the projector trains, speech -> transcript (tower, LLM and vision frozen);
-- stage 2: LoRA on the language model + the projector, spoken question + clip -> short answer;
-  the text-question model gets the same LoRA, data and budget (the text upper bound).
+  split (conversations per clip, closed by its caption), so there is a base VLM that can see and read;
+- stage 1: speech -> transcript; the projector trains (the seeds' recipe), and with
+  `train.stage1_language_model: lora` a LoRA on the LLM too, merged at the end (towers frozen);
+- stage 2: LoRA on the language model + the projector, spoken question + clip -> short answer, with a
+  share of transcription; the text-question model gets the same LoRA, data and budget.
 
 Each stage writes `runs/<profile>/checkpoints/<stage>/`: Trainer checkpoints (an interrupted
 run resumes from the last one), `final/` (stage 0/1) or `adapter/` + `merged/` (stage 2), and
@@ -29,8 +30,8 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from . import build
 from .datastep import load_run_data
-from .collate import (ClipDialogues, Collator, Example, ExampleDataset, as_question, repeat_examples,
-                      transcription_examples, vqa_examples)
+from .collate import (ClipDialogues, Collator, Example, ExampleDataset, as_question, question_recordings,
+                      repeat_examples, transcription_examples, vqa_examples)
 from .config import Config
 from .data import clip_key, load_frames
 from .features import FeatureCache, VisionCache
@@ -54,7 +55,8 @@ def stage_dir(cfg: Config, stage: str) -> Path:
 
 
 def feature_cache(cfg: Config, model, processor) -> FeatureCache:
-    return FeatureCache(cfg.paths.cache("whisper_features"), model, processor)
+    return FeatureCache(cfg.paths.cache("whisper_features"), model.get_base_model() if _is_peft(model) else model,
+                        processor)
 
 
 def vision_cache(cfg: Config, model, processor) -> VisionCache:
@@ -76,11 +78,20 @@ def training_arguments(cfg: Config, stage: str, output_dir: Path, **overrides) -
     return TrainingArguments(output_dir=str(output_dir), **kwargs)
 
 
+# The train options stage 0's result depends on (its TrainingArguments come in as `extra`): a finished stage 0 is
+# reused when its stamp matches, so an option of a later stage must not retrain the base VLM (~17 min here).
+STAGE0_OPTIONS = ("early_stopping_patience", "repeat_sentences", "stage0_vision_tower", "questions_per_clip",
+                  "balanced_fraction", "question_rarity", "stage0_caption", "eval_rows", "loss_per_answer")
+
+
 def stage_stamp(cfg: Config, stage: str, extra: Any = None) -> str:
-    """What a stage's result depends on; a resumed or reused run must match it."""
+    """What a stage's result depends on; a resumed or reused run must match it. Later stages (only ever resumed,
+    never reused) take every train option."""
     from .datastep import data_stamp
 
     options = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("report_to", "stage0", "stage1", "stage2")}
+    if stage == "stage0":
+        options = {k: options[k] for k in STAGE0_OPTIONS}
     parts = {"stage": stage, "seed": cfg.seed, "model": dataclasses.asdict(cfg.model), "data": data_stamp(cfg),
              "options": options, "extra": extra}
     if stage.startswith("stage2"):
@@ -398,8 +409,8 @@ def new_tiny_processor(tokenizer, image_processor):
 
 
 def vqa_training_examples(cfg: Config, splits: dict, mode: str, fixed: list[Example] | None = None,
-                          caption: bool = False, long_fraction: float = 0.0,
-                          heard: dict[str, str] | None = None) -> tuple[ClipDialogues, list[Example]]:
+                          caption: bool = False, long_fraction: float = 0.0, heard: dict[str, str] | None = None,
+                          pool: list[Example] | None = None, pool_draws: int = 0) -> tuple[ClipDialogues, list[Example]]:
     """Training conversations about each clip (re-drawn each epoch) and a fixed sample of val questions.
     `heard` (audio path -> transcript): text mode reads `train.heard_question_fraction` of the questions so."""
     t = cfg.train
@@ -408,7 +419,7 @@ def vqa_training_examples(cfg: Config, splits: dict, mode: str, fixed: list[Exam
         examples = with_heard_questions(examples, splits["train"], heard, t.heard_question_fraction, cfg.seed)
     train = ClipDialogues(examples, t.questions_per_clip, t.balanced_fraction,
                           fixed=fixed, seed=cfg.seed, caption=caption, long_fraction=long_fraction,
-                          rarity=t.question_rarity)
+                          rarity=t.question_rarity, pool=pool, pool_draws=pool_draws)
     val = vqa_examples(splits["val"], mode)
     keep = sorted(torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: t.eval_rows].tolist())
     return train, [val[i] for i in keep]
@@ -499,6 +510,13 @@ def freeze_for_stage1(model) -> None:
     model.model.audio_projector.requires_grad_(True)
 
 
+def prepare_stage1(cfg: Config, model):
+    """The graft with stage 1's trainables: the projector, and with `train.stage1_language_model: lora` a LoRA
+    on the language model (a PeftModel); the towers never."""
+    freeze_for_stage1(model)
+    return add_lora(cfg, model, with_projector=True) if cfg.train.stage1_language_model == "lora" else model
+
+
 def build_stage1_graft(cfg: Config):
     """The graft on the base VLM (stage 0 output, or the hub model at paper scale)."""
     base = base_vlm_source(cfg)
@@ -508,31 +526,35 @@ def build_stage1_graft(cfg: Config):
     return build.build_graft(cfg, base=base)
 
 
-def stage1_examples(cfg: Config, corpus: list[dict]) -> tuple[list[Example], list[Example]]:
-    audio_root = cfg.paths.data
-    return (transcription_examples([e for e in corpus if e["split"] == "train"], audio_root),
-            transcription_examples([e for e in corpus if e["split"] == "val"], audio_root))
+def stage1_examples(cfg: Config, corpus: list[dict], splits: dict) -> tuple[list[Example], list[Example]]:
+    """Stage 1's speech: the transcription pool (training corpus and every training question's recordings) and
+    the val corpus (unseen texts), whose WER picks the checkpoint."""
+    val = transcription_examples([e for e in corpus if e["split"] == "val"], cfg.paths.data)
+    return transcription_pool(cfg, splits, corpus), val
 
 
-def train_projector(cfg: Config, model, processor, corpus: list[dict], resume: bool = True,
+def train_projector(cfg: Config, model, processor, corpus: list[dict], splits: dict, resume: bool = True,
                     stop_after_steps: int | None = None, use_feature_cache: bool = True,
                     cache: FeatureCache | None = None) -> tuple[Any, StageResult]:
-    """Stage 1: speech -> transcript, projector only. Saves the whole graft to `stage1/final`."""
+    """Stage 1: speech -> transcript; the projector learns, and with `train.stage1_language_model: lora` a LoRA
+    on the language model too (merged at the end). Saves the whole graft to `stage1/final`."""
     out = stage_dir(cfg, "stage1")
     stamp = stage_stamp(cfg, "stage1", extra=cfg.train.stage1)
-    freeze_for_stage1(model)
+    if not _is_peft(model):  # else prepared already (notebook 02 shows its trainables first)
+        model = prepare_stage1(cfg, model)
     model.train()
     cache = (cache or feature_cache(cfg, model, processor)) if use_feature_cache else None
-    train, evaluate = stage1_examples(cfg, corpus)
+    train, evaluate = stage1_examples(cfg, corpus, splits)
     wer = dict(wer_examples=evaluate, wer_collator=Collator(processor, training=False, feature_cache=cache))
     trainer, result = run_stage(cfg, "stage1", model, Collator(processor, feature_cache=cache), train, evaluate, out,
                                 stamp, resume=resume, stop_after_steps=stop_after_steps, trainer_class=WERTrainer,
                                 trainer_kwargs=wer)
+    graft = trainer.model.merge_and_unload() if _is_peft(trainer.model) else trainer.model
     if not stop_after_steps and is_main_process():
-        build.save_graft(trainer.model, processor, out / "final")
+        build.save_graft(graft, processor, out / "final")
         result.save()
     wait_for_everyone()
-    return trainer.model.eval(), result
+    return graft.eval(), result
 
 
 def warm_cache(cache: FeatureCache, examples: list[Example], progress: bool = True) -> dict[str, float]:
@@ -571,16 +593,24 @@ def stage2_examples(cfg: Config, splits: dict, mode: str, corpus: list[dict] | N
     so one model answers and transcribes and the prompt picks the task; for the text model, with `heard`, a
     share of the questions as the ASR heard them (`train.heard_question_fraction`)."""
     t = cfg.train
-    fixed: list[Example] = []
+    pool: list[Example] = []
+    draws = 0
     if mode == "audio" and t.transcription_fraction:
         if not corpus:
             raise ValueError("train.transcription_fraction > 0 needs the speech corpus (train_lora(..., corpus=...))")
-        pool = transcription_examples([e for e in corpus if e["split"] == "train"], cfg.paths.data)
+        pool = transcription_pool(cfg, splits, corpus)
         clips = len({clip_key(r) for r in splits["train"].rows})
-        n = int(round(clips * t.transcription_fraction / (1 - t.transcription_fraction)))
-        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-        fixed = [pool[order[i % len(pool)]] for i in range(n)]
-    return vqa_training_examples(cfg, splits, mode, fixed=fixed, long_fraction=t.long_answer_fraction, heard=heard)
+        draws = int(round(clips * t.transcription_fraction / (1 - t.transcription_fraction)))
+    return vqa_training_examples(cfg, splits, mode, pool=pool, pool_draws=draws, long_fraction=t.long_answer_fraction,
+                                 heard=heard)
+
+
+def transcription_pool(cfg: Config, splits: dict, corpus: list[dict]) -> list[Example]:
+    """What stage 2 learns to transcribe: the training corpus and every recording of a training question (all the
+    training voices ask every question, where the corpus has two voices per text). Training voices only."""
+    pool = transcription_examples([e for e in corpus if e["split"] == "train"], cfg.paths.data)
+    known = {Path(ex.audio).resolve() for ex in pool}  # the corpus's questions are some of these recordings
+    return pool + [ex for ex in question_recordings(splits["train"]) if Path(ex.audio).resolve() not in known]
 
 
 def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: bool = True,
@@ -640,7 +670,7 @@ def run_stages(cfg: Config, stages: list[str], resume: bool = True, build_data: 
         results["stage0"] = train_base_vlm(cfg, splits, corpus, resume=resume)
     if "stage1" in stages:
         model, processor = build_stage1_graft(cfg)
-        _, results["stage1"] = train_projector(cfg, model, processor, corpus, resume=resume)
+        _, results["stage1"] = train_projector(cfg, model, processor, corpus, splits, resume=resume)
     if "stage2" in stages:
         model, processor = build.load_graft(stage_dir(cfg, "stage1") / "final", **build.load_kwargs(cfg))
         _, results["stage2"] = train_lora(cfg, model, processor, splits, "audio", resume=resume, corpus=corpus)

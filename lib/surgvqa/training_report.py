@@ -45,11 +45,12 @@ COMPONENTS = {"audio tower": "model.audio_tower.", "audio projector": "model.aud
               "vision tower": "model.visual.", "language model": "model.language_model.", "lm head": "lm_head."}
 
 
-def lora_report(peft_model) -> "pd.DataFrame":
-    """Per component: LoRA-wrapped modules, trainable and frozen parameters (towers must show 0 / 0)."""
+def lora_report(model) -> "pd.DataFrame":
+    """Per component: LoRA-wrapped modules, trainable and frozen parameters (towers must show 0 / 0), of a
+    PeftModel or a plain graft."""
     import pandas as pd
 
-    inner = peft_model.base_model.model
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     rows = []
     for component, prefix in COMPONENTS.items():
         params = [(n, p) for n, p in inner.named_parameters() if n.startswith(prefix)]
