@@ -226,6 +226,13 @@ def test_lora_wraps_only_the_language_model_and_towers_get_no_gradient(cfg, spee
     assert any("audio_projector" in n and g.abs().sum() > 0 for n, g in grads.items())
 
 
+def test_bf16_on_a_machine_without_a_gpu_trains_on_the_cpu(cfg, tmp_path):
+    bf16 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage0={**cfg.train.stage0, "bf16": True}))
+    args = train.training_arguments(bf16, "stage0", tmp_path)
+    assert args.bf16 and (args.use_cpu or torch.cuda.is_available())
+    assert not train.training_arguments(cfg, "stage0", tmp_path).bf16
+
+
 def test_bad_train_params_name_the_key():
     with pytest.raises(ConfigError, match=r"train\.stage1\.learning_rat.*learning_rate"):
         Config.from_params({"train": {"stage1": {"learning_rat": 1e-3}}})

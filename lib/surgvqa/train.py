@@ -72,6 +72,8 @@ def training_arguments(cfg: Config, stage: str, output_dir: Path, **overrides) -
               "dataloader_pin_memory": torch.cuda.is_available(),
               "activation_checkpointing_kwargs": {"use_reentrant": False},
               **getattr(cfg.train, stage), **overrides}
+    if kwargs.get("bf16") and not torch.cuda.is_available():
+        kwargs.setdefault("use_cpu", True)  # Trainer refuses bf16 without a GPU unless told it is on the CPU
     if kwargs.get("eval_strategy", "no") != "no":
         kwargs.setdefault("load_best_model_at_end", True)
         kwargs.setdefault("metric_for_best_model", "eval_loss")
