@@ -105,6 +105,12 @@ def config_stage1_language_model_unknown(tmp):
 
 
 @case
+def config_stage0_refine_unknown_argument(tmp):
+    return (_config({"train": {"stage0_refine": {"learning_rat": 3e-4}}}), ConfigError,
+            ["params/smoke.yaml", "train.stage0_refine.learning_rat", "learning_rate"])
+
+
+@case
 def config_balanced_fraction_above_one(tmp):
     return _config({"train": {"balanced_fraction": 1.5}}), ConfigError, ["params/smoke.yaml", "train.balanced_fraction", "1.5"]
 

@@ -271,6 +271,30 @@ def test_interrupted_stage0_resumes_to_the_same_weights(cfg):
     assert diff < 1e-5, f"resumed run differs by {diff}"
 
 
+def test_stage0_refine_continues_from_the_first_phase_and_reports_both(cfg):
+    from safetensors.torch import load_file
+
+    from surgvqa.datastep import load_run_data
+
+    args = {"num_train_epochs": 1, "per_device_train_batch_size": 8, "eval_strategy": "no", "save_strategy": "no",
+            "logging_steps": 1}
+    one = dataclasses.replace(cfg, train=TrainConfig(stage0=args, repeat_sentences=400))
+    two = dataclasses.replace(one, train=dataclasses.replace(one.train, stage0_refine={"learning_rate": 1e-4}))
+    assert train.stage_stamp(one, "stage0") != train.stage_stamp(two, "stage0")
+    splits, corpus = load_run_data(one)
+    final = train.stage_dir(one, "stage0") / "final" / "model.safetensors"
+    first = train.train_base_vlm(one, splits, corpus, resume=False)
+    first_weights = load_file(final)
+    both = train.train_base_vlm(two, splits, corpus, resume=False)
+    assert both.global_step == 2 * first.global_step > 0 and both.epochs == 2 * first.epochs
+    steps = [h["step"] for h in both.log_history if "loss" in h]
+    assert steps == sorted(steps) and steps[-1] == both.global_step  # the second phase logs after the first
+    assert (train.stage_dir(two, "stage0") / "refine").is_dir()
+    refined = load_file(final)
+    assert max(float((refined[k] - first_weights[k]).abs().max()) for k in refined) > 0  # it trained further
+    assert train.train_base_vlm(two, splits, corpus).reused  # and a rerun reuses both phases
+
+
 def test_wer_tiebreak_orders_equal_wers_by_loss_and_never_overrides_a_word():
     from surgvqa.train import LOSS_CAP, wer_tiebroken
 

@@ -82,8 +82,9 @@ def training_arguments(cfg: Config, stage: str, output_dir: Path, **overrides) -
 
 # The train options stage 0's result depends on (its TrainingArguments come in as `extra`): a finished stage 0 is
 # reused when its stamp matches, so an option of a later stage must not retrain the base VLM (~17 min here).
-STAGE0_OPTIONS = ("early_stopping_patience", "repeat_sentences", "stage0_vision_tower", "questions_per_clip",
-                  "balanced_fraction", "question_rarity", "stage0_caption", "eval_rows", "loss_per_answer")
+STAGE0_OPTIONS = ("early_stopping_patience", "repeat_sentences", "stage0_vision_tower", "stage0_refine",
+                  "questions_per_clip", "balanced_fraction", "question_rarity", "stage0_caption", "eval_rows",
+                  "loss_per_answer")
 
 
 def stage_stamp(cfg: Config, stage: str, extra: Any = None) -> str:
@@ -355,6 +356,16 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
     return trainer, result
 
 
+def one_stage(first: StageResult, second: StageResult) -> StageResult:
+    """Two phases of a stage as one result: steps, epochs, time and logs add up (the second's steps after the
+    first's); the kept checkpoint and its losses are the second's."""
+    history = first.log_history + [{**h, "step": h.get("step", 0) + first.global_step} for h in second.log_history]
+    return dataclasses.replace(second, output_dir=first.output_dir, global_step=first.global_step + second.global_step,
+                               epochs=round(first.epochs + second.epochs, 3),
+                               wall_time_s=round(first.wall_time_s + second.wall_time_s, 2),
+                               resumed_from=first.resumed_from or second.resumed_from, log_history=history)
+
+
 def best_logged(state, key: str) -> float | None:
     """`key` as logged at the kept (best) checkpoint's evaluation; None when never logged."""
     logged = [h for h in state.log_history if key in h]
@@ -488,10 +499,15 @@ def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool =
     if cfg.train.stage0_vision_tower == "frozen":
         model.model.visual.requires_grad_(False)
         cache = vision_cache(cfg, model, processor)
-    trainer, result = run_stage(cfg, "stage0", model.train(), Collator(processor, vision_cache=cache), train, evaluate,
+    collator = Collator(processor, vision_cache=cache)
+    trainer, result = run_stage(cfg, "stage0", model.train(), collator, train, evaluate,
                                 out, stamp, resume=resume, stop_after_steps=stop_after_steps)
     if stop_after_steps:
         return result
+    if cfg.train.stage0_refine:  # the second phase, in its own folder (a rerun resumes either phase)
+        trainer, refined = run_stage(cfg, "stage0", trainer.model, collator, train, evaluate, out / "refine", stamp,
+                                     resume=resume, **cfg.train.stage0_refine)
+        result = one_stage(result, refined)
     if is_main_process():
         final = out / "final"
         trainer.model.save_pretrained(final)
