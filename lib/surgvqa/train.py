@@ -97,7 +97,7 @@ def stage_stamp(cfg: Config, stage: str, extra: Any = None) -> str:
         options = {k: options[k] for k in STAGE0_OPTIONS}
     parts = {"stage": stage, "seed": cfg.seed, "model": dataclasses.asdict(cfg.model), "data": data_stamp(cfg),
              "options": options, "extra": extra}
-    if stage.startswith("stage2"):
+    if stage != "stage0":  # stage 2's LoRA, and stage 1's with `train.stage1_language_model: lora`
         parts["lora"] = dataclasses.asdict(cfg.lora)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -624,8 +624,9 @@ def stage2_examples(cfg: Config, splits: dict, mode: str, corpus: list[dict] | N
 
 
 def transcription_pool(cfg: Config, splits: dict, corpus: list[dict]) -> list[Example]:
-    """What stage 2 learns to transcribe: the training corpus and every recording of a training question (all the
-    training voices ask every question, where the corpus has two voices per text). Training voices only."""
+    """What the graft learns to transcribe (stage 1, and stage 2's share): the training corpus and every recording
+    of a training question (all the training voices ask every question, where the corpus has two voices per
+    text). Training voices only."""
     pool = transcription_examples([e for e in corpus if e["split"] == "train"], cfg.paths.data)
     known = {Path(ex.audio).resolve() for ex in pool}  # the corpus's questions are some of these recordings
     return pool + [ex for ex in question_recordings(splits["train"]) if Path(ex.audio).resolve() not in known]
