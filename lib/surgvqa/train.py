@@ -544,7 +544,7 @@ def build_stage1_graft(cfg: Config):
     return build.build_graft(cfg, base=base)
 
 
-def stage1_examples(cfg: Config, corpus: list[dict], splits: dict) -> tuple[list[Example], list[Example]]:
+def stage1_examples(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[list[Example], list[Example]]:
     """Stage 1's speech: the transcription pool (training corpus and every training question's recordings) and
     the val corpus (unseen texts), whose WER picks the checkpoint."""
     val = transcription_examples([e for e in corpus if e["split"] == "val"], cfg.paths.data)
@@ -562,7 +562,7 @@ def train_projector(cfg: Config, model, processor, corpus: list[dict], splits: d
         model = prepare_stage1(cfg, model)
     model.train()
     cache = (cache or feature_cache(cfg, model, processor)) if use_feature_cache else None
-    train, evaluate = stage1_examples(cfg, corpus, splits)
+    train, evaluate = stage1_examples(cfg, splits, corpus)
     wer = dict(wer_examples=evaluate, wer_collator=Collator(processor, training=False, feature_cache=cache))
     trainer, result = run_stage(cfg, "stage1", model, Collator(processor, feature_cache=cache), train, evaluate, out,
                                 stamp, resume=resume, stop_after_steps=stop_after_steps, trainer_class=WERTrainer,
