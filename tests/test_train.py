@@ -290,6 +290,10 @@ def test_stage0_refine_continues_from_the_first_phase_and_reports_both(cfg):
     steps = [h["step"] for h in both.log_history if "loss" in h]
     assert steps == sorted(steps) and steps[-1] == both.global_step  # the second phase logs after the first
     assert (train.stage_dir(two, "stage0") / "refine").is_dir()
+    from surgvqa.training_report import loss_curves
+
+    curve, _ = loss_curves(both, two.paths.logs / "stage0")  # the figure shows both phases, not the first alone
+    assert list(curve["step"]) == steps
     refined = load_file(final)
     assert max(float((refined[k] - first_weights[k]).abs().max()) for k in refined) > 0  # it trained further
     assert train.train_base_vlm(two, splits, corpus).reused  # and a rerun reuses both phases

@@ -178,7 +178,7 @@ class TrainConfig:
     stage0_vision_tower: str = "frozen"
     # A second phase of stage 0 from where the first ended, with these TrainingArguments over train.stage0 (e.g.
     # {num_train_epochs: 6, learning_rate: 3.0e-4}); empty = none. Val, continuing the reference stage 0 so: macro
-    # balanced 0.616 -> 0.652, motion and tool presence read (README, sight; not yet in a reference run)
+    # balanced 0.616 -> 0.652, motion and tool presence read (README, stage-0 recipe; on in the default profile)
     stage0_refine: dict[str, Any] = field(default_factory=dict)
     # Stage 1's language model: "frozen" (the seeds' recipe: only the projector learns, which aligns speech to a
     # pretrained LLM) or "lora" (projector and a LoRA on the language model, merged into the graft at the end):

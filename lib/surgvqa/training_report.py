@@ -75,14 +75,21 @@ def training_budget(cfg: Config) -> "pd.DataFrame":
 
 
 def loss_curves(result: StageResult, log_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, eval) DataFrames of loss vs step: from the stage's TensorBoard event files in `log_dir`
-    when there are any, else from the log history Trainer kept in stage.json."""
+    """(train, eval) DataFrames of loss vs step: from the log history kept in stage.json (it holds every phase of
+    a stage, `train.one_stage`; a resumed run's history is the checkpoint's plus what followed), else from the
+    stage's TensorBoard event files in `log_dir`."""
+    hist = pd.DataFrame(result.log_history)
+    if "step" in hist and ("loss" in hist or "eval_loss" in hist):
+        hist = hist.sort_values("step", kind="stable")
+        def losses(column: str) -> pd.DataFrame:
+            if column not in hist:
+                return pd.DataFrame(columns=["step", column])
+            frame = hist.dropna(subset=[column])[["step", column]]
+            return frame.drop_duplicates("step", keep="last").reset_index(drop=True)
+        return losses("loss"), losses("eval_loss")
     if log_dir is not None and any(Path(log_dir).glob("events.out.tfevents.*")):
         return _tensorboard_losses(Path(log_dir))
-    hist = pd.DataFrame(result.log_history)
-    train = hist.dropna(subset=["loss"])[["step", "loss"]] if "loss" in hist else pd.DataFrame(columns=["step", "loss"])
-    evaluation = hist.dropna(subset=["eval_loss"])[["step", "eval_loss"]] if "eval_loss" in hist else pd.DataFrame(columns=["step", "eval_loss"])
-    return train, evaluation
+    return pd.DataFrame(columns=["step", "loss"]), pd.DataFrame(columns=["step", "eval_loss"])
 
 
 def _tensorboard_losses(log_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -101,7 +108,7 @@ def _tensorboard_losses(log_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def plot_loss_curves(cfg: Config, results: list[StageResult], title: str = "Loss"):
-    """Train and eval loss of each stage, read from its TensorBoard logs under the run's `logs/`."""
+    """Train and eval loss of each stage (all its phases), against the optimizer step."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.6), squeeze=False)
