@@ -68,3 +68,20 @@ def test_ranking_table_tells_a_prior_bound_model_from_a_blind_one():
     flush, dye = table.loc["flush_action"], table.loc["blue_dye_presence"]
     assert flush.ranking_auroc == 1.0 and flush.likelihood_balanced == 0.5 and flush.prior_divided_balanced == 1.0
     assert dye.ranking_auroc == 0.5 and dye.likelihood_balanced == 0.5 and dye.prior_divided_balanced == 0.5
+
+
+def test_pooled_tower_features_keep_a_one_token_detail_that_the_mean_dilutes():
+    import torch
+
+    t, h, w, d = 4, 4, 4, 3
+    plain = torch.zeros(t, h, w, d)
+    spotted = plain.clone()
+    spotted[1, 3, 0, 2] = 1.0  # one token (a small lesion), in frame step 1, bottom-left quadrant
+    a, b = sight.pool_tokens(plain), sight.pool_tokens(spotted)
+    regions = 1 + t + 4
+    assert a.shape == (2 * regions * d,)
+    means, maxes = (b - a)[: regions * d].reshape(regions, d), (b - a)[regions * d :].reshape(regions, d)
+    assert float(means.abs().max()) <= 1.0 / (h * w)  # averaged over a whole region it nearly vanishes
+    # the max keeps it, in the whole clip, its frame step and its quadrant only
+    hit = {int(i) for i in torch.nonzero(maxes[:, 2]).flatten()}
+    assert hit == {0, 1 + 1, 1 + t + 2} and float(maxes[:, :2].abs().max()) == 0.0

@@ -187,11 +187,8 @@ def colour_texture_features(clip: np.ndarray, bins: int = 6) -> np.ndarray:
 
 @torch.no_grad()
 def tower_features(model, processor, clips: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
-    """Pooled features of the vision tower (after the patch merger) per clip.
-
-    Merged tokens come in (t, h/2, w/2) order; the pooled vector is the mean over all tokens, the
-    mean per temporal step and the mean per screen quadrant (so motion and position can be probed).
-    """
+    """Pooled features of the vision tower (after the patch merger: the tokens the language model is given)
+    per clip, `pool_tokens` of each clip's (t, h/2, w/2) token grid."""
     inner = model.model if hasattr(model, "model") else model
     visual = inner.visual
     merge = visual.spatial_merge_size
@@ -205,11 +202,18 @@ def tower_features(model, processor, clips: Sequence[np.ndarray], batch_size: in
         sizes = (grid.prod(-1) // merge**2).tolist()
         for f, g in zip(torch.split(feats, sizes), grid.tolist()):
             t, h, w = g[0], g[1] // merge, g[2] // merge
-            f = f.float().reshape(t, h, w, -1)
-            quads = [f[:, : h // 2, : w // 2], f[:, : h // 2, w // 2 :], f[:, h // 2 :, : w // 2], f[:, h // 2 :, w // 2 :]]
-            parts = [f.mean(dim=(0, 1, 2))] + [f[k].mean(dim=(0, 1)) for k in range(t)] + [q.mean(dim=(0, 1, 2)) for q in quads]
-            out.append(torch.cat(parts).numpy())
+            out.append(pool_tokens(f.float().reshape(t, h, w, -1)).numpy())
     return np.stack(out)
+
+
+def pool_tokens(grid: torch.Tensor) -> torch.Tensor:
+    """One clip's tokens (t, h, w, d) -> its probe vector: the mean and the per-channel max over all tokens,
+    per temporal step and per screen quadrant (motion and position). The max keeps what one or two tokens
+    hold (a small lesion), which a mean over the whole grid dilutes."""
+    t, h, w, _ = grid.shape
+    regions = [grid] + [grid[k : k + 1] for k in range(t)] + [
+        grid[:, : h // 2, : w // 2], grid[:, : h // 2, w // 2 :], grid[:, h // 2 :, : w // 2], grid[:, h // 2 :, w // 2 :]]
+    return torch.cat([r.mean(dim=(0, 1, 2)) for r in regions] + [r.amax(dim=(0, 1, 2)) for r in regions])
 
 
 # ---- linear probe ---------------------------------------------------------------------------------
