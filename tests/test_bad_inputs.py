@@ -93,6 +93,24 @@ def config_lora_r_negative(tmp):
 
 
 @case
+def config_patience_unknown_stage(tmp):
+    return (_config({"train": {"early_stopping_patience": {"stage1": 4, "stage3": 2}}}), ConfigError,
+            ["params/smoke.yaml", "train.early_stopping_patience", "stage3"])
+
+
+@case
+def config_patience_not_an_integer(tmp):
+    return (_config({"train": {"early_stopping_patience": {"stage1": "four"}}}), ConfigError,
+            ["params/smoke.yaml", "train.early_stopping_patience.stage1", "'four'"])
+
+
+@case
+def config_patience_negative(tmp):
+    return (_config({"train": {"early_stopping_patience": -1}}), ConfigError,
+            ["params/smoke.yaml", "train.early_stopping_patience", "-1"])
+
+
+@case
 def config_stage0_vision_tower_unknown(tmp):
     return (_config({"train": {"stage0_vision_tower": "half"}}), ConfigError,
             ["params/smoke.yaml", "train.stage0_vision_tower", "'half'"])

@@ -210,6 +210,18 @@ def test_stage0_stamp_holds_only_what_stage0_depends_on(cfg):
         assert train.stage_stamp(changed, "stage0") != train.stage_stamp(cfg, "stage0"), key
 
 
+def test_early_stopping_patience_per_stage_and_stage0_stamp_sees_only_its_own(cfg):
+    p0 = cfg.train.patience("stage0")
+    per_stage = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, early_stopping_patience={"stage0": p0, "stage1": p0 + 3}))
+    assert [per_stage.train.patience(s) for s in ("stage0", "stage1", "stage2")] == [p0, p0 + 3, 0]  # unnamed: never
+    # stage 1's patience leaves a finished stage 0 reusable, and changes the stages after it
+    assert train.stage_stamp(per_stage, "stage0") == train.stage_stamp(cfg, "stage0")
+    assert train.stage_stamp(per_stage, "stage1") != train.stage_stamp(cfg, "stage1")
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, early_stopping_patience={"stage0": p0 + 1}))
+    assert train.stage_stamp(other, "stage0") != train.stage_stamp(cfg, "stage0")
+
+
 def test_lora_wraps_only_the_language_model_and_towers_get_no_gradient(cfg, speech, frames):
     torch.manual_seed(0)
     model, processor = build.build_graft(cfg)

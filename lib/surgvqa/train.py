@@ -95,6 +95,7 @@ def stage_stamp(cfg: Config, stage: str, extra: Any = None) -> str:
     options = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("report_to", "stage0", "stage1", "stage2")}
     if stage == "stage0":
         options = {k: options[k] for k in STAGE0_OPTIONS}
+        options["early_stopping_patience"] = cfg.train.patience("stage0")  # not another stage's patience
     parts = {"stage": stage, "seed": cfg.seed, "model": dataclasses.asdict(cfg.model), "data": data_stamp(cfg),
              "options": options, "extra": extra}
     if stage != "stage0":  # stage 2's LoRA, and stage 1's with `train.stage1_language_model: lora`
@@ -323,8 +324,8 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
     args = training_arguments(cfg, stage, output_dir, **arg_overrides)  # also sets up the process group
     resume_from = prepare_output_dir(output_dir, stamp, resume)
     callbacks: list[TrainerCallback] = []
-    if args.load_best_model_at_end and cfg.train.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    if args.load_best_model_at_end and cfg.train.patience(stage):
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.patience(stage)))
     if "tensorboard" in cfg.train.report_to:
         callbacks.append(tensorboard_callback(cfg.paths.logs / output_dir.name, fresh=resume_from is None))
     if stop_after_steps:
