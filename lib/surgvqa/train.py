@@ -324,8 +324,9 @@ def run_stage(cfg: Config, stage: str, model, collator: Collator, train: list[Ex
     args = training_arguments(cfg, stage, output_dir, **arg_overrides)  # also sets up the process group
     resume_from = prepare_output_dir(output_dir, stamp, resume)
     callbacks: list[TrainerCallback] = []
-    if args.load_best_model_at_end and cfg.train.patience(stage):
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.patience(stage)))
+    patience = cfg.train.patience(stage)
+    if args.load_best_model_at_end and patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     if "tensorboard" in cfg.train.report_to:
         callbacks.append(tensorboard_callback(cfg.paths.logs / output_dir.name, fresh=resume_from is None))
     if stop_after_steps:

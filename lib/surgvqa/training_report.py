@@ -79,17 +79,18 @@ def loss_curves(result: StageResult, log_dir: Path | None = None) -> tuple[pd.Da
     a stage, `train.one_stage`; a resumed run's history is the checkpoint's plus what followed), else from the
     stage's TensorBoard event files in `log_dir`."""
     hist = pd.DataFrame(result.log_history)
-    if "step" in hist and ("loss" in hist or "eval_loss" in hist):
-        hist = hist.sort_values("step", kind="stable")
-        def losses(column: str) -> pd.DataFrame:
-            if column not in hist:
-                return pd.DataFrame(columns=["step", column])
-            frame = hist.dropna(subset=[column])[["step", column]]
-            return frame.drop_duplicates("step", keep="last").reset_index(drop=True)
-        return losses("loss"), losses("eval_loss")
-    if log_dir is not None and any(Path(log_dir).glob("events.out.tfevents.*")):
-        return _tensorboard_losses(Path(log_dir))
-    return pd.DataFrame(columns=["step", "loss"]), pd.DataFrame(columns=["step", "eval_loss"])
+    if "step" not in hist or ("loss" not in hist and "eval_loss" not in hist):
+        if log_dir is not None and any(Path(log_dir).glob("events.out.tfevents.*")):
+            return _tensorboard_losses(Path(log_dir))
+        hist = pd.DataFrame(columns=["step"])
+    hist = hist.sort_values("step", kind="stable")
+    return tuple(_last_per_step(hist.dropna(subset=[c])[["step", c]] if c in hist else pd.DataFrame(columns=["step", c]))
+                 for c in ("loss", "eval_loss"))
+
+
+def _last_per_step(frame: pd.DataFrame) -> pd.DataFrame:
+    """A resumed run logs some steps twice: keep the last value of each step."""
+    return frame.drop_duplicates("step", keep="last").reset_index(drop=True)
 
 
 def _tensorboard_losses(log_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -100,9 +101,7 @@ def _tensorboard_losses(log_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     def scalars(tag: str, column: str) -> pd.DataFrame:
         points = events.Scalars(tag) if tag in tags else []
-        # A resumed run logs some steps twice: keep the last value of each step.
-        frame = pd.DataFrame({"step": [e.step for e in points], column: [e.value for e in points]})
-        return frame.drop_duplicates("step", keep="last").reset_index(drop=True)
+        return _last_per_step(pd.DataFrame({"step": [e.step for e in points], column: [e.value for e in points]}))
 
     return scalars("train/loss", "loss"), scalars("eval/loss", "eval_loss")
 
