@@ -78,7 +78,8 @@ def test_transcription_in_the_mixture_is_labelled_on_the_transcript_only(grafted
     assert prompts.TRANSCRIBE_INSTRUCTION in processor.tokenizer.decode(batch["input_ids"][0])
 
 
-@pytest.mark.parametrize("key", ["long_answer_fraction", "transcription_fraction", "heard_question_fraction"])
+@pytest.mark.parametrize("key", ["long_answer_fraction", "transcription_fraction", "heard_question_fraction",
+                                 "stage1_vqa_fraction"])
 @pytest.mark.parametrize("value", [-0.1, 1.0, "half", True])
 def test_mixture_shares_are_checked(key, value):
     with pytest.raises(ConfigError, match=f"train.{key}"):
@@ -175,3 +176,35 @@ def test_the_transcription_pool_is_drawn_anew_each_epoch_and_covered(spoken_rows
     with pytest.raises(ValueError, match="pool is empty"):
         ClipDialogues(rows(2), questions_per_clip=2, pool=[], pool_draws=1)
 
+
+
+# ---- stage 1 rehearses stage 0's sight (train.stage1_vqa_fraction) ------------------------------------
+
+
+def test_stage1_rehearses_a_share_of_read_questions_about_training_clips(spoken_rows, tmp_path):
+    from surgvqa.train import stage1_examples
+
+    corpus = [{"id": f"c{i}", "text": f"sentence {i}", "audio": f"corpus/{i}.wav", "voice": "v", "kind": "narration",
+               "split": "val" if i < 2 else "train"} for i in range(12)]
+    splits = {"train": spoken_rows}
+
+    def examples(share):
+        cfg = Config.from_params({"profile": "unit", "run_root": str(tmp_path), "train": {"stage1_vqa_fraction": share}})
+        return stage1_examples(cfg, splits, corpus)
+
+    plain, val = examples(0.0)
+    assert {ex.task for ex in plain} == {"transcribe"} and len(plain) == 10 + 20  # corpus + the 20 recordings
+    half, half_val = examples(0.5)
+    assert half_val == val and half[:len(plain)] == plain  # the same speech, and the same WER to pick by
+    read = half[len(plain):]
+    assert len(read) == len(plain)  # a share of 0.5: as many questions as transcriptions
+    assert {(ex.task, ex.mode) for ex in read} == {("vqa", "text")}
+    ids = [ex.meta["id"] for ex in read]
+    assert len(set(ids)) == len(ids) and set(ids) <= {r["id"] for r in spoken_rows.rows}  # training rows, no repeats
+    assert all(ex.frames and ex.question for ex in read)  # the clip is seen and the question read
+    assert ids != [r["id"] for r in spoken_rows.rows][:len(ids)]  # a sample, not the first rows
+    assert examples(0.5)[0] == half  # seeded
+    quarter = examples(0.25)[0]
+    assert len(quarter) - len(plain) == round(len(plain) / 3)
+    most = [ex.meta["id"] for ex in examples(0.9)[0][len(plain):]]  # 270 questions from 200 rows
+    assert len(most) == 270 and len(set(most[:200])) == 200  # every row once before any twice

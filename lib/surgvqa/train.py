@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import resource
 import shutil
 import time
@@ -547,10 +548,20 @@ def build_stage1_graft(cfg: Config):
 
 
 def stage1_examples(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[list[Example], list[Example]]:
-    """Stage 1's speech: the transcription pool (training corpus and every training question's recordings) and
-    the val corpus (unseen texts), whose WER picks the checkpoint."""
+    """Stage 1's speech: the transcription pool (training corpus and every training question's recordings), with
+    `train.stage1_vqa_fraction` of the examples text-mode questions about training clips (a seeded sample, the
+    rehearsal of stage 0's sight); and the val corpus (unseen texts), whose WER picks the checkpoint."""
     val = transcription_examples([e for e in corpus if e["split"] == "val"], cfg.paths.data)
-    return transcription_pool(cfg, splits, corpus), val
+    train = transcription_pool(cfg, splits, corpus)
+    share = cfg.train.stage1_vqa_fraction
+    if share:
+        rows, rng = vqa_examples(splits["train"], "text"), random.Random(cfg.seed)
+        need = int(round(len(train) * share / (1 - share)))
+        questions: list[Example] = []
+        while rows and len(questions) < need:  # every row once before any twice
+            questions += rng.sample(rows, len(rows))
+        train += questions[:need]
+    return train, val
 
 
 def train_projector(cfg: Config, model, processor, corpus: list[dict], splits: dict, resume: bool = True,
@@ -566,9 +577,10 @@ def train_projector(cfg: Config, model, processor, corpus: list[dict], splits: d
     cache = (cache or feature_cache(cfg, model, processor)) if use_feature_cache else None
     train, evaluate = stage1_examples(cfg, splits, corpus)
     wer = dict(wer_examples=evaluate, wer_collator=Collator(processor, training=False, feature_cache=cache))
-    trainer, result = run_stage(cfg, "stage1", model, Collator(processor, feature_cache=cache), train, evaluate, out,
-                                stamp, resume=resume, stop_after_steps=stop_after_steps, trainer_class=WERTrainer,
-                                trainer_kwargs=wer)
+    seen = vision_cache(cfg, model, processor) if cfg.train.stage1_vqa_fraction else None  # the rehearsal's clips
+    trainer, result = run_stage(cfg, "stage1", model, Collator(processor, feature_cache=cache, vision_cache=seen),
+                                train, evaluate, out, stamp, resume=resume, stop_after_steps=stop_after_steps,
+                                trainer_class=WERTrainer, trainer_kwargs=wer)
     graft = trainer.model.merge_and_unload() if _is_peft(trainer.model) else trainer.model
     if not stop_after_steps and is_main_process():
         build.save_graft(graft, processor, out / "final")
