@@ -2,6 +2,8 @@
 map, misheard rows and the HTML cards."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,6 +119,22 @@ def test_swap_map_other_type(counts):
     assert swap == error_analysis.swap_audio_map(list(reversed(rows)), seed=3)  # deterministic, order-free
     if 2 * max(counts.values()) <= sum(counts.values()):  # a permutation when one exists
         assert sorted(swap.values()) == sorted(type_of_audio)
+
+
+def test_swap_map_within_an_answer_vocabulary():
+    rows = [{"id": f"{t}_{i}", "video_id": "v", "question_type": t, "audio": f"audio/{t}_{i}.wav"}
+            for t in ("mucosa_visibility", "blue_dye_presence", "nbi_status", "tool_identification", "lighting_mode")
+            for i in range(3)]
+    type_of_audio = {r["audio"]: r["question_type"] for r in rows}
+    swap = error_analysis.swap_audio_map(rows, seed=1, same_vocabulary=True)
+    yes_no = {("v", r["id"]) for r in rows if r["question_type"] in ("mucosa_visibility", "blue_dye_presence", "nbi_status")}
+    assert set(swap) == yes_no  # tool type and lighting share their vocabulary with no other type: left out
+    for (_, rid), audio in swap.items():
+        heard = type_of_audio[audio]
+        assert heard != rid.rsplit("_", 1)[0] and heard in ("mucosa_visibility", "blue_dye_presence", "nbi_status")
+    assert sorted(swap.values()) == sorted(a for a, t in type_of_audio.items() if ("v", a[6:-4]) in yes_no)
+    assert swap == error_analysis.swap_audio_map(list(reversed(rows)), seed=1, same_vocabulary=True)
+    assert error_analysis.swap_audio_map(rows[9:], same_vocabulary=True) == {}  # no shared vocabulary at all
 
 
 def test_swap_map_root_and_errors(tmp_path):
@@ -271,3 +289,41 @@ def test_audio_swap_check_wiring(tmp_path, monkeypatch):
     assert res["balanced"] == {"true_audio": 1.0, "swapped_audio": 0.0, "chance": 0.5}
     assert list(res["predictions"]["true_audio"]) == [truth[r["id"]] for r in rows]
     assert set(res["predictions"]["donor_type"]) == {"mucosa_visibility", "tool_identification"}
+    assert res["same_vocabulary"] == {"rows": 0}  # one yes/no type: nothing to swap within a vocabulary
+
+
+def test_same_vocabulary_swap_takes_a_listener_to_chance_and_not_a_deaf_model(tmp_path, monkeypatch, predictions):
+    from surgvqa import evaluate
+    from surgvqa.config import EvalConfig
+
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "0.png")
+    rows = []
+    for i, (qtype, truth) in enumerate([("mucosa_visibility", "yes"), ("mucosa_visibility", "no"),
+                                        ("blue_dye_presence", "yes"), ("blue_dye_presence", "no"),
+                                        ("tool_identification", "snare"), ("tool_identification", "forceps")]):
+        write_wav(tmp_path / f"r{i}.wav", np.zeros(800))
+        rows.append({"id": f"r{i}", "video_id": "v", "frames": ["0.png"], "frame_numbers": [0], "question": "q?",
+                     "question_type": qtype, "short_answer": truth, "audio": f"r{i}.wav", "split": "heldout_voice"})
+    ds = Dataset(rows, tmp_path, tmp_path)
+    answer_of_audio = {f"r{i}.wav": r["short_answer"] for i, r in enumerate(rows)}
+    # the listener answers the question it hears; the deaf model knows each row's answer whatever it hears
+    listener = lambda examples: [answer_of_audio[Path(ex.audio).name] for ex in examples]  # noqa: E731
+    deaf = lambda examples: [ex.answer for ex in examples]  # noqa: E731
+    majority = {"mucosa_visibility": "yes", "blue_dye_presence": "no", "tool_identification": "snare"}
+    results = {}
+    for name, model in (("listener", listener), ("deaf", deaf)):
+        monkeypatch.setattr(evaluate, "run_model", lambda m, p, examples, o, d, cfg=None: {"predictions": model(examples)})
+        results[name] = error_analysis.audio_swap_check(None, None, ds, EvalConfig(bootstrap=50), majority=majority)
+    heard = error_analysis.swap_audio_map(rows, same_vocabulary=True)
+    listened = results["listener"]["same_vocabulary"]
+    assert listened["rows"] == 4 and listened["types"] == ["blue_dye_presence", "mucosa_visibility"]
+    assert listened["predictions"] == [answer_of_audio[Path(heard[("v", r["id"])]).name] for r in rows[:4]]
+    deaf_result = results["deaf"]["same_vocabulary"]["balanced"]
+    assert deaf_result == {"true_audio": 1.0, "swapped_audio": 1.0, "chance": 0.5}  # it never listened
+    m = error_analysis.error_metrics(predictions, swap=results["deaf"])
+    assert m["audio_swap"]["same_vocabulary"]["swapped_balanced_within_0.10_of_chance"] is False
+    assert m["audio_swap"]["same_vocabulary"]["types"] == ["blue_dye_presence", "mucosa_visibility"]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    assert len(error_analysis.plot_swap(results["listener"]).axes) == 2

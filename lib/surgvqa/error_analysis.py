@@ -415,17 +415,30 @@ def split_rows(ds: Dataset, splits: Iterable[str] = TEST_SPLITS) -> Dataset:
     return Dataset([r for r in ds.rows if r.get("split") in keep], ds.root, ds.audio_root)
 
 
-def swap_audio_map(rows: list[dict], seed: int = 0, audio_root: str | Path | None = None) -> dict[str, str]:
+def swap_audio_map(rows: list[dict], seed: int = 0, audio_root: str | Path | None = None,
+                   same_vocabulary: bool = False) -> dict[str, str]:
     """Row id -> the audio of another row whose question type differs (a seeded, deterministic swap).
 
     When no type has more than half the rows, the swap is a permutation (every audio used exactly
     once): rows grouped by type (groups and members shuffled with `seed`) and each given the audio
     `max group size` places further on. Otherwise each row draws a donor among the other types.
     Paths are the rows' `audio` values, joined to `audio_root` when given.
+    With `same_vocabulary`, the donor's type also has the row's answer vocabulary (yes/no hears another
+    yes/no question), so the answer to the question heard is a valid answer of the row's type; rows whose
+    vocabulary no other type shares are left out of the map.
     Raises ValueError for rows without audio or fewer than two question types.
     """
     if not rows:
         return {}
+    if same_vocabulary:
+        groups: dict[frozenset, list[dict]] = {}
+        for r in rows:
+            groups.setdefault(frozenset(ANSWER_VOCAB[r["question_type"]]), []).append(r)
+        out: dict[str, str] = {}
+        for group in groups.values():
+            if len({r["question_type"] for r in group}) > 1:
+                out.update(swap_audio_map(group, seed, audio_root))
+        return out
     missing = [r["id"] for r in rows if not r.get("audio")]
     if missing:
         raise ValueError(f"audio swap: {len(missing)} row(s) have no audio, e.g. {missing[0]!r}")
@@ -461,7 +474,10 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
     `swapped_audio` and `majority` (the training majority answer per type, on the same rows), plus
     `changed` (fraction of rows whose answer changed with the swap), `swapped_in_donor_vocab`
     (fraction of rows whose answer changed to one in the donor question's vocabulary but not in the
-    row's own: the model answered the question it heard) and `rows`.
+    row's own: the model answered the question it heard) and `rows`; `balanced`: macro balanced
+    accuracy with true and swapped audio, and chance; `same_vocabulary`: the same for the rows whose
+    type shares its answer vocabulary with another type, each hearing a question of such a type
+    (`swap_audio_map(..., same_vocabulary=True)`), where a graft that listens falls to chance.
     """
     from .collate import vqa_examples
 
@@ -482,8 +498,28 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
                    and not in_vocabulary(p, r["question_type"])
                    for c, p, r in zip(changed, swap_out["predictions"], rows)]
     frame = pd.DataFrame({"question_type": [r["question_type"] for r in rows], "short_answer": [r["short_answer"] for r in rows]})
-    table = metrics.per_type_balance(frame.assign(prediction=true_out["predictions"]), majority)
-    varying = table[table["varying"]]
+
+    def balanced(on: pd.DataFrame, runs: dict[str, list[str]]) -> dict[str, float]:
+        """Macro balanced accuracy (types whose answers vary) of each run, and chance (mean 1/K)."""
+        varying = metrics.per_type_balance(on.assign(prediction=next(iter(runs.values()))), majority).query("varying")
+        return {name: metrics.balanced_summary(on.assign(prediction=preds), majority)["macro_balanced_accuracy"]
+                for name, preds in runs.items()} | {"chance": float((1 / varying["classes"]).mean()) if len(varying) else float("nan")}
+
+    # The swap above gives another type's question, mostly of another vocabulary: a graft that answers what it
+    # hears then scores below chance, not at it. Here the question heard has the row's vocabulary (yes/no for
+    # yes/no), so a graft that listens falls to chance and one that ignores its audio keeps its accuracy.
+    shared = swap_audio_map(rows, seed=seed, audio_root=ds.audio_root or ds.root, same_vocabulary=True)
+    inside = np.array([qa_key(r) in shared for r in rows], dtype=bool)
+    same_vocabulary: dict[str, Any] = {"rows": int(inside.sum())}
+    if inside.any():
+        kept = Dataset([r for r, k in zip(rows, inside) if k], ds.root, ds.audio_root)
+        shared_out = evaluate.run_model(model, processor, vqa_examples(kept, "audio", audio_override=shared), options,
+                                        f"{progress_desc}: swapped audio, same vocabulary", cfg=cfg)
+        own = [p for p, k in zip(true_out["predictions"], inside) if k]
+        same_vocabulary |= {"types": sorted({r["question_type"] for r in kept.rows}),
+                            "balanced": balanced(frame[inside].reset_index(drop=True),
+                                                 {"true_audio": own, "swapped_audio": shared_out["predictions"]}),
+                            "predictions": shared_out["predictions"]}
     return {
         "rows": len(rows),
         "true_audio": metrics.accuracy_with_ci(true_ok, **kw),
@@ -491,11 +527,8 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
         "majority": metrics.accuracy_with_ci(maj_ok, **kw),
         "changed": float(np.mean(changed)) if rows else float("nan"),
         "swapped_in_donor_vocab": float(np.mean(donor_vocab)) if rows else float("nan"),
-        # Macro balanced accuracy (types whose answers vary) with the row's own and with swapped audio, and
-        # chance (mean 1/K): a graft that answers the question it hears falls to chance with swapped audio.
-        "balanced": {name: metrics.balanced_summary(frame.assign(prediction=preds), majority)["macro_balanced_accuracy"]
-                     for name, preds in (("true_audio", true_out["predictions"]), ("swapped_audio", swap_out["predictions"]))}
-        | {"chance": float((1 / varying["classes"]).mean()) if len(varying) else float("nan")},
+        "balanced": balanced(frame, {"true_audio": true_out["predictions"], "swapped_audio": swap_out["predictions"]}),
+        "same_vocabulary": same_vocabulary,
         "seed": seed,
         "predictions": pd.DataFrame({
             "id": [r["id"] for r in rows], "question_type": [r["question_type"] for r in rows],
@@ -507,20 +540,38 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
 
 
 def plot_swap(result: dict[str, Any]):
-    """Bars: accuracy with true audio, with swapped audio, and of the majority answer (95% CI)."""
+    """Left, exact accuracy (95% CI) with true audio, with swapped audio, and of the majority answer per type;
+    right (when measured), macro balanced accuracy with true and swapped audio against chance, for the swap to
+    any other type and for the swap within an answer vocabulary."""
     import matplotlib.pyplot as plt
 
     keys = [("true_audio", "true audio"), ("swapped_audio", "swapped audio\n(another type's question)"),
             ("majority", "majority answer\nper type")]
     vals = [100 * result[k]["accuracy"] for k, _ in keys]
     err = np.array([[v - 100 * result[k]["ci95"][0], 100 * result[k]["ci95"][1] - v] for v, (k, _) in zip(vals, keys)]).T
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    groups = [("any other type", result["balanced"])] if "balanced" in result else []
+    if "balanced" in result.get("same_vocabulary", {}):
+        groups.append(("same vocabulary", result["same_vocabulary"]["balanced"]))
+    fig, axes = plt.subplots(1, 1 + bool(groups), figsize=(6 + 5 * bool(groups), 3.6), squeeze=False)
+    ax = axes[0, 0]
     ax.bar(range(len(keys)), vals, yerr=np.nan_to_num(err), capsize=4, color=["#2b6cb0", "#dd6b20", "#a0aec0"])
     for i, v in enumerate(vals):
         ax.text(i, v / 2, f"{v:.0f}%", ha="center", va="center", fontsize=10, color="white")
     ax.set_xticks(range(len(keys)), [label for _, label in keys])
     ax.set(ylabel="exact accuracy (%)", ylim=(0, 105),
            title=f"Does the graft listen? ({result['rows']} test rows; answers changed: {100 * result['changed']:.0f}%)")
+    if groups:
+        ax = axes[0, 1]
+        for g, (label, bal) in enumerate(groups):
+            for j, (key, colour) in enumerate((("true_audio", "#2b6cb0"), ("swapped_audio", "#dd6b20"))):
+                x, v = 3 * g + j, 100 * bal[key]
+                ax.bar(x, v, color=colour, label=key.replace("_", " ") if g == 0 else None)
+                ax.text(x, v / 2, f"{v:.0f}", ha="center", va="center", fontsize=10, color="white")
+            ax.hlines(100 * bal["chance"], 3 * g - 0.4, 3 * g + 1.4, colors="k", linestyles="--",
+                      label="chance (mean 1/K)" if g == 0 else None)
+        ax.set_xticks([3 * g + 0.5 for g in range(len(groups))], [f"swap: {label}" for label, _ in groups])
+        ax.set(ylabel="macro balanced accuracy (%)", ylim=(0, 105), title="A graft that listens falls to chance")
+        ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
 
@@ -569,4 +620,11 @@ def error_metrics(predictions: pd.DataFrame, swap: dict[str, Any] | None = None,
             out["audio_swap"]["balanced"] = {k: _json_float(v) for k, v in swap["balanced"].items()}
             out["audio_swap"]["swapped_balanced_within_0.10_of_chance"] = bool(
                 abs(swap["balanced"]["swapped_audio"] - swap["balanced"]["chance"]) <= 0.10)
+        shared = swap.get("same_vocabulary", {})
+        if "balanced" in shared:
+            out["audio_swap"]["same_vocabulary"] = {
+                "rows": shared["rows"], "types": shared["types"],
+                "balanced": {k: _json_float(v) for k, v in shared["balanced"].items()},
+                "swapped_balanced_within_0.10_of_chance": bool(
+                    abs(shared["balanced"]["swapped_audio"] - shared["balanced"]["chance"]) <= 0.10)}
     return out
