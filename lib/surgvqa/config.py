@@ -187,8 +187,8 @@ class TrainConfig:
     # the embedded LM, trained on VQA alone, cannot be steered into writing by the projector (README, stage 1)
     stage1_language_model: str = "frozen"
     # Stage 1: this share of its examples is a VQA question about a training clip, read (text mode, clip seen), so
-    # the LoRA that learns to transcribe does not erase stage 0's sight. Val, stage-1 graft, 0.5 vs 0: text-mode
-    # macro balanced 0.657 vs 0.621, WER 0.209 vs 0.238 (reports/ablations/stage1_rehearsal.json)
+    # the LoRA that learns to transcribe keeps more of stage 0's sight. 0.5 vs 0, val: the stage-1 graft 0.657 vs
+    # 0.621 macro balanced (text mode), but the final graft 0.570 vs 0.613 (README, stage 1): off by default
     stage1_vqa_fraction: float = 0.0
     # VQA training examples (stages 0 and 2) are conversations about one clip, re-drawn each epoch:
     questions_per_clip: int = 6  # questions per conversation (each of a different type)
