@@ -239,6 +239,20 @@ def test_lora_wraps_only_the_language_model_and_towers_get_no_gradient(cfg, spee
     assert any("audio_projector" in n and g.abs().sum() > 0 for n, g in grads.items())
 
 
+def test_only_the_main_process_writes_or_clears_tensorboard_logs(tmp_path, monkeypatch):
+    log_dir = tmp_path / "logs" / "stage0"
+    monkeypatch.setenv("RANK", "1")  # another DDP process: it must neither create the folder nor empty it
+    assert train.tensorboard_callback(log_dir, fresh=True).tb_writer is None and not log_dir.exists()
+    log_dir.mkdir(parents=True)
+    (log_dir / "old").write_text("x")
+    train.tensorboard_callback(log_dir, fresh=True)
+    assert (log_dir / "old").exists()
+    monkeypatch.setenv("RANK", "0")
+    callback = train.tensorboard_callback(log_dir, fresh=True)  # the main process starts an empty folder
+    assert not (log_dir / "old").exists() and callback.tb_writer is not None
+    callback.tb_writer.close()
+
+
 def test_bf16_on_a_machine_without_a_gpu_trains_on_the_cpu(cfg, tmp_path):
     bf16 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage0={**cfg.train.stage0, "bf16": True}))
     args = train.training_arguments(bf16, "stage0", tmp_path)

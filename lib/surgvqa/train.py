@@ -383,7 +383,9 @@ def tensorboard_callback(log_dir: Path, fresh: bool) -> TrainerCallback:
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
 
-    if fresh and is_main_process() and log_dir.exists():
+    if not is_main_process():  # Trainer logs on the main process only; a writer here would race the rmtree below
+        return TensorBoardCallback()
+    if fresh and log_dir.exists():
         shutil.rmtree(log_dir)
     return TensorBoardCallback(SummaryWriter(log_dir=str(log_dir)))
 
