@@ -501,7 +501,7 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
 
     def balanced(on: pd.DataFrame, runs: dict[str, list[str]]) -> dict[str, float]:
         """Macro balanced accuracy (types whose answers vary) of each run, and chance (mean 1/K)."""
-        varying = metrics.per_type_balance(on.assign(prediction=next(iter(runs.values()))), majority).query("varying")
+        varying = metrics.per_type_balance(on.assign(prediction=on["short_answer"]), majority).query("varying")  # truth only
         return {name: metrics.balanced_summary(on.assign(prediction=preds), majority)["macro_balanced_accuracy"]
                 for name, preds in runs.items()} | {"chance": float((1 / varying["classes"]).mean()) if len(varying) else float("nan")}
 
