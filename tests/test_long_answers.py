@@ -208,3 +208,63 @@ def test_stage1_rehearses_a_share_of_read_questions_about_training_clips(spoken_
     assert len(quarter) - len(plain) == round(len(plain) / 3)
     most = [ex.meta["id"] for ex in examples(0.9)[0][len(plain):]]  # 270 questions from 200 rows
     assert len(most) == 270 and len(set(most[:200])) == 200  # every row once before any twice
+
+
+# ---- the graft's stage 2 also reads (train.graft_read_ratio) ---------------------------------------------
+
+
+def heard(n_clips: int) -> list[Example]:
+    return [Example("vqa", ex.answer, mode="audio", audio=f"{ex.meta['id']}.wav", question=ex.question,
+                    frames=ex.frames, meta=ex.meta) for ex in rows(n_clips)]
+
+
+def test_read_conversations_join_the_heard_ones_drawn_anew_each_epoch():
+    read = ClipDialogues(rows(12), questions_per_clip=2, seed=4)
+    ds = ClipDialogues(heard(12), questions_per_clip=2, seed=3, read=read, read_draws=6)
+    plain = ClipDialogues(heard(12), questions_per_clip=2, seed=3)
+    clips = []
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        assert ds.examples[:len(plain.examples)] == plain.examples  # the heard conversations are unchanged
+        extra = ds.examples[len(plain.examples):]
+        assert len(extra) == 6 and len(ds) == 18  # the length never changes: Trainer's schedule holds
+        for conv in extra:  # whole conversations, every turn read, the clip seen
+            assert [t.mode for t in (conv, *conv.follow_ups)] == ["text"] * 2 and conv.frames and conv.question
+            assert not conv.audio
+        assert len({conv.frames for conv in extra}) == 6  # six clips, none twice
+        clips.append({conv.frames for conv in extra})
+    assert clips[0] != clips[1]
+    again = ClipDialogues(heard(12), questions_per_clip=2, seed=3, read=ClipDialogues(rows(12), 2, seed=4), read_draws=6)
+    again.set_epoch(3)
+    assert again.examples == ds.examples  # seeded by (seed, epoch)
+    with pytest.raises(ValueError, match="read_draws=13"):
+        ClipDialogues(heard(12), questions_per_clip=2, read=read, read_draws=13)
+
+
+def test_only_the_grafts_stage2_reads_and_its_ratio_sets_the_count(spoken_rows, tmp_path):
+    from surgvqa.data import Dataset
+    from surgvqa.train import stage2_examples
+
+    clips = Dataset([{**r, "frames": [f"f/{i % 8}.png"]} for i, r in enumerate(spoken_rows.rows)],  # 8 clips
+                    spoken_rows.root, spoken_rows.audio_root)
+    for i in range(8):
+        (tmp_path / "f" / f"{i}.png").write_bytes((tmp_path / "f" / "0.png").read_bytes())
+    splits = {"train": clips, "val": clips}
+
+    def stage2(ratio, mode):
+        cfg = Config.from_params({"profile": "unit", "run_root": str(tmp_path),
+                                  "train": {"graft_read_ratio": ratio, "transcription_fraction": 0.0}})
+        return stage2_examples(cfg, splits, mode)[0]
+
+    plain, half = stage2(0.0, "audio"), stage2(0.5, "audio")
+    assert len(plain) == 8 and len(half) == 12 and half.examples[:8] == plain.examples
+    assert {ex.mode for ex in plain.examples} == {"audio"} and {ex.mode for ex in half.examples[8:]} == {"text"}
+    assert len(stage2(1.0, "audio")) == 16
+    assert stage2(0.5, "text").examples == stage2(0.0, "text").examples  # the text model reads anyway
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "half", True])
+def test_graft_read_ratio_is_checked(value):
+    with pytest.raises(ConfigError, match="train.graft_read_ratio"):
+        Config.from_params({"profile": "unit", "train": {"graft_read_ratio": value}})

@@ -199,7 +199,7 @@ def test_stage1_with_lora_trains_projector_and_language_model_and_merges_into_a_
 def test_stage0_stamp_holds_only_what_stage0_depends_on(cfg):
     later = {"stage1_language_model": "frozen" if cfg.train.stage1_language_model == "lora" else "lora",
              "transcription_fraction": 0.55, "long_answer_fraction": 0.55, "heard_question_fraction": 0.55,
-             "stage1_vqa_fraction": 0.55}
+             "stage1_vqa_fraction": 0.55, "graft_read_ratio": 0.55}
     options = {f.name for f in dataclasses.fields(TrainConfig)} - {"stage0", "stage1", "stage2", "report_to"}
     assert options == set(train.STAGE0_OPTIONS) | set(later), "a new train option: say which stages it changes"
     for key, value in later.items():

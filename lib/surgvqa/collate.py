@@ -135,7 +135,8 @@ class ClipDialogues(torch.utils.data.Dataset):
     drawn with weight (share of clips with this clip's answer to the type) ** -rarity instead of
     uniformly: a clip with blue dye is asked about the dye in most epochs, not in 6 of 20.
     `fixed` examples are in every epoch; `pool_draws` examples of `pool` are drawn anew each epoch (each once
-    before any repeats), so a pool larger than one epoch's share is covered over the epochs.
+    before any repeats), so a pool larger than one epoch's share is covered over the epochs. `read_draws`
+    conversations of `read` (dialogues of the same clips in the other mode) join each epoch, from its own epoch.
     A share `long_fraction` of the questions asks for the long-form answer instead (the long
     instruction, the row's `answer` sentence as target); a short-answer prompt never has a long target.
     Deterministic given (seed, epoch); the length never changes, so Trainer's schedule holds.
@@ -143,7 +144,8 @@ class ClipDialogues(torch.utils.data.Dataset):
 
     def __init__(self, examples: list[Example], questions_per_clip: int, balanced: float = 0.0,
                  fixed: list[Example] | None = None, seed: int = 0, caption: bool = False, long_fraction: float = 0.0,
-                 rarity: float = 0.0, pool: list[Example] | None = None, pool_draws: int = 0):
+                 rarity: float = 0.0, pool: list[Example] | None = None, pool_draws: int = 0,
+                 read: "ClipDialogues | None" = None, read_draws: int = 0):
         clips: dict[tuple[str, ...], dict[str, list[Example]]] = {}
         for ex in examples:
             clips.setdefault(ex.frames, {}).setdefault(ex.meta["question_type"], []).append(ex)
@@ -167,6 +169,9 @@ class ClipDialogues(torch.utils.data.Dataset):
         if pool_draws and not self.pool:
             raise ValueError(f"pool_draws={pool_draws} but the pool is empty")
         self.pool_draws = pool_draws
+        if read_draws and (read is None or read_draws > len(read.clips)):
+            raise ValueError(f"read_draws={read_draws} but the read dialogues have {0 if read is None else len(read.clips)} clips")
+        self.read, self.read_draws = read, read_draws
         self.seed = seed
         self.set_epoch(0)
 
@@ -185,6 +190,10 @@ class ClipDialogues(torch.utils.data.Dataset):
         if self.pool_draws:  # its own stream, so the conversations are those of a run without a pool
             order = np.random.default_rng([self.seed, int(epoch), 0x9001]).permutation(len(self.pool))
             self.examples += [self.pool[int(order[i % len(order)])] for i in range(self.pool_draws)]
+        if self.read_draws:  # conversations of another mode about other clips, from the read set's own epoch
+            self.read.set_epoch(epoch)
+            pick = np.random.default_rng([self.seed, int(epoch), 0x7EAD]).permutation(len(self.read.examples))
+            self.examples += [self.read.examples[int(i)] for i in pick[: self.read_draws]]
         self.epoch = int(epoch)
 
     def _conversation(self, rng, by_type: dict[str, list[Example]], first: str | None, weights: dict[str, float]) -> Example:

@@ -428,16 +428,25 @@ def new_tiny_processor(tokenizer, image_processor):
 
 def vqa_training_examples(cfg: Config, splits: dict, mode: str, fixed: list[Example] | None = None,
                           caption: bool = False, long_fraction: float = 0.0, heard: dict[str, str] | None = None,
-                          pool: list[Example] | None = None, pool_draws: int = 0) -> tuple[ClipDialogues, list[Example]]:
+                          pool: list[Example] | None = None, pool_draws: int = 0,
+                          read_ratio: float = 0.0) -> tuple[ClipDialogues, list[Example]]:
     """Training conversations about each clip (re-drawn each epoch) and a fixed sample of val questions.
-    `heard` (audio path -> transcript): text mode reads `train.heard_question_fraction` of the questions so."""
+    `heard` (audio path -> transcript): text mode reads `train.heard_question_fraction` of the questions so.
+    `read_ratio` (audio mode): that many conversations read (text mode) per conversation heard join each epoch."""
     t = cfg.train
     examples = vqa_examples(splits["train"], mode)
     if heard is not None:
         examples = with_heard_questions(examples, splits["train"], heard, t.heard_question_fraction, cfg.seed)
+    read = None
+    if read_ratio:
+        if mode != "audio":
+            raise ValueError("read_ratio: read conversations join heard ones (mode='audio')")
+        read = ClipDialogues(vqa_examples(splits["train"], "text"), t.questions_per_clip, t.balanced_fraction,
+                             seed=cfg.seed + 1, long_fraction=long_fraction, rarity=t.question_rarity)
     train = ClipDialogues(examples, t.questions_per_clip, t.balanced_fraction,
                           fixed=fixed, seed=cfg.seed, caption=caption, long_fraction=long_fraction,
-                          rarity=t.question_rarity, pool=pool, pool_draws=pool_draws)
+                          rarity=t.question_rarity, pool=pool, pool_draws=pool_draws,
+                          read=read, read_draws=int(round(len(read.clips) * read_ratio)) if read else 0)
     val = vqa_examples(splits["val"], mode)
     keep = sorted(torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: t.eval_rows].tolist())
     return train, [val[i] for i in keep]
@@ -624,8 +633,9 @@ def stage2_examples(cfg: Config, splits: dict, mode: str, corpus: list[dict] | N
                     heard: dict[str, str] | None = None) -> tuple[ClipDialogues, list[Example]]:
     """Conversations about the training clips (a share asking for long answers: `train.long_answer_fraction`);
     for the graft also transcription of the training corpus (`train.transcription_fraction` of the examples),
-    so one model answers and transcribes and the prompt picks the task; for the text model, with `heard`, a
-    share of the questions as the ASR heard them (`train.heard_question_fraction`)."""
+    so one model answers and transcribes and the prompt picks the task, and conversations read instead of heard
+    (`train.graft_read_ratio` per heard one); for the text model, with `heard`, a share of the questions as the ASR
+    heard them (`train.heard_question_fraction`)."""
     t = cfg.train
     pool: list[Example] = []
     draws = 0
@@ -636,7 +646,7 @@ def stage2_examples(cfg: Config, splits: dict, mode: str, corpus: list[dict] | N
         clips = len({clip_key(r) for r in splits["train"].rows})
         draws = int(round(clips * t.transcription_fraction / (1 - t.transcription_fraction)))
     return vqa_training_examples(cfg, splits, mode, pool=pool, pool_draws=draws, long_fraction=t.long_answer_fraction,
-                                 heard=heard)
+                                 heard=heard, read_ratio=t.graft_read_ratio if mode == "audio" else 0.0)
 
 
 def transcription_pool(cfg: Config, splits: dict, corpus: list[dict]) -> list[Example]:
