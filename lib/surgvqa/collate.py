@@ -190,7 +190,7 @@ class ClipDialogues(torch.utils.data.Dataset):
         if self.pool_draws:  # its own stream, so the conversations are those of a run without a pool
             order = np.random.default_rng([self.seed, int(epoch), 0x9001]).permutation(len(self.pool))
             self.examples += [self.pool[int(order[i % len(order)])] for i in range(self.pool_draws)]
-        if self.read_draws:  # conversations of another mode about other clips, from the read set's own epoch
+        if self.read_draws:  # the read set's conversations (the other mode, the same clips), from its own epoch
             self.read.set_epoch(epoch)
             pick = np.random.default_rng([self.seed, int(epoch), 0x7EAD]).permutation(len(self.read.examples))
             self.examples += [self.read.examples[int(i)] for i in pick[: self.read_draws]]

@@ -243,14 +243,13 @@ class TrainConfig:
             raise ConfigError(f"train.question_rarity must be in [0, 2], got {self.question_rarity}")
         if not 0.0 <= self.balanced_fraction <= 1.0:
             raise ConfigError(f"train.balanced_fraction must be in [0, 1], got {self.balanced_fraction}")
-        for key in ("long_answer_fraction", "transcription_fraction", "heard_question_fraction", "stage1_vqa_fraction"):
+        # a mixture's share stays below 1 (the rest is what it is mixed into); read per heard conversation may be 1
+        for key, top in (("long_answer_fraction", ")"), ("transcription_fraction", ")"), ("heard_question_fraction", ")"),
+                         ("stage1_vqa_fraction", ")"), ("graft_read_ratio", "]")):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ConfigError(f"train.{key} must be a number in [0, 1), got {value!r}")
-        if isinstance(self.graft_read_ratio, bool) or not isinstance(self.graft_read_ratio, (int, float)) \
-                or not 0.0 <= self.graft_read_ratio <= 1.0:
-            raise ConfigError(f"train.graft_read_ratio must be a number in [0, 1] (read conversations per heard one), "
-                              f"got {self.graft_read_ratio!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0 \
+                    or (top == ")" and value == 1.0):
+                raise ConfigError(f"train.{key} must be a number in [0, 1{top}, got {value!r}")
         _check_training_arguments("stage0_refine", self.stage0_refine)
         for stage, defaults in STAGE_DEFAULTS.items():
             given = getattr(self, stage)
