@@ -192,8 +192,8 @@ class TrainConfig:
     stage1_vqa_fraction: float = 0.0
     # The graft's stage 2: this many conversations about a training clip READ (text mode, clip seen) per conversation
     # heard, on top of the heard ones and drawn anew each epoch, so its language model keeps the sight that stage 1's
-    # LoRA erased. 0.5 vs 0, val: the final graft 0.659 vs 0.613 macro balanced (the text model: 0.655), 1,463 s vs
-    # 950 s (reports/ablations/stage2_read_conversations.json)
+    # LoRA erased. 0.5 vs 0, val: the final graft 0.659 vs 0.613 macro balanced (the text model: 0.655); 2,020 vs 1,496
+    # stage-2 examples per epoch, about 1.35x the time (reports/ablations/stage2_read_conversations.json)
     graft_read_ratio: float = 0.0
     # VQA training examples (stages 0 and 2) are conversations about one clip, re-drawn each epoch:
     questions_per_clip: int = 6  # questions per conversation (each of a different type)
