@@ -239,6 +239,19 @@ def test_lora_wraps_only_the_language_model_and_towers_get_no_gradient(cfg, spee
     assert any("audio_projector" in n and g.abs().sum() > 0 for n, g in grads.items())
 
 
+def test_stage2_adapters_do_not_depend_on_what_ran_before(cfg):
+    def adapters(draws_before: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model, _ = build.build_graft(cfg)
+        torch.rand(draws_before)  # e.g. the graft's training, before the text model's adapters in notebook 03
+        peft_model = train.stage2_adapters(cfg, model, "audio")
+        return {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_A" in n}
+
+    first, second = adapters(0), adapters(12345)
+    assert first and first.keys() == second.keys()
+    assert all(torch.equal(first[n], second[n]) for n in first)
+
+
 def test_only_the_main_process_writes_or_clears_tensorboard_logs(tmp_path, monkeypatch):
     log_dir = tmp_path / "logs" / "stage0"
     monkeypatch.setenv("RANK", "1")  # another DDP process: it must neither create the folder nor empty it

@@ -629,6 +629,14 @@ def add_lora(cfg: Config, model, with_projector: bool):
     return peft_model
 
 
+def stage2_adapters(cfg: Config, model, mode: str):
+    """Stage 2's LoRA (with the projector for the graft), initialised from `seed` alone: notebook 03 trains the text
+    model after the graft in one process, and its adapters must not depend on how many random numbers the graft's
+    training drew (they did: the text model moved with `train.graft_read_ratio`)."""
+    torch.manual_seed(cfg.seed)
+    return add_lora(cfg, model, with_projector=(mode == "audio"))
+
+
 def stage2_examples(cfg: Config, splits: dict, mode: str, corpus: list[dict] | None = None,
                     heard: dict[str, str] | None = None) -> tuple[ClipDialogues, list[Example]]:
     """Conversations about the training clips (a share asking for long answers: `train.long_answer_fraction`);
@@ -671,7 +679,7 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
     name = "stage2" if mode == "audio" else "stage2_text"
     out = stage_dir(cfg, name)
     stamp = stage_stamp(cfg, name, extra=cfg.train.stage2)
-    peft_model = model if isinstance(model, PeftModel) else add_lora(cfg, model, with_projector=(mode == "audio"))
+    peft_model = model if isinstance(model, PeftModel) else stage2_adapters(cfg, model, mode)
     peft_model.train()
     inner = peft_model.base_model.model
     cache = feature_cache(cfg, inner, processor) if (use_feature_cache and mode == "audio") else None
