@@ -630,9 +630,8 @@ def add_lora(cfg: Config, model, with_projector: bool):
 
 
 def stage2_adapters(cfg: Config, model, mode: str):
-    """Stage 2's LoRA (with the projector for the graft), initialised from `seed` alone: notebook 03 trains the text
-    model after the graft in one process, and its adapters must not depend on how many random numbers the graft's
-    training drew (they did: the text model moved with `train.graft_read_ratio`)."""
+    """Stage 2's LoRA (with the projector for the graft), initialised from `seed` alone: notebook 03 and `run_stages`
+    train the text model after the graft in one process, and its adapters must not depend on what ran before them."""
     torch.manual_seed(cfg.seed)
     return add_lora(cfg, model, with_projector=(mode == "audio"))
 
