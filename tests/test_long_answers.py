@@ -157,6 +157,20 @@ def test_question_recordings_are_each_recording_once_with_its_spoken_text(spoken
         question_recordings(type(spoken_rows)([silent], spoken_rows.root, spoken_rows.root))
 
 
+def added_per_epoch(ds: ClipDialogues, plain: ClipDialogues, epochs: int) -> list[list[Example]]:
+    """What `ds` adds to a run without the addition (`plain`), per epoch; `plain`'s examples must come first,
+    unchanged, and `ds`'s length must never change (Trainer's schedule holds)."""
+    added, lengths = [], set()
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        assert ds.examples[:len(plain.examples)] == plain.examples
+        lengths.add(len(ds))
+        added.append(ds.examples[len(plain.examples):])
+    assert len(lengths) == 1
+    return added
+
+
 def test_the_transcription_pool_is_drawn_anew_each_epoch_and_covered(spoken_rows):
     from surgvqa.collate import question_recordings
 
@@ -164,13 +178,10 @@ def test_the_transcription_pool_is_drawn_anew_each_epoch_and_covered(spoken_rows
     ds = ClipDialogues(rows(12), questions_per_clip=2, seed=3, pool=pool, pool_draws=12)
     plain = ClipDialogues(rows(12), questions_per_clip=2, seed=3)
     drawn = []
-    for epoch in range(5):
-        ds.set_epoch(epoch)
-        plain.set_epoch(epoch)
-        turns = [ex.audio for ex in ds.examples if ex.task == "transcribe"]
+    for added in added_per_epoch(ds, plain, epochs=5):  # the conversations are a pool-less run's
+        turns = [ex.audio for ex in added if ex.task == "transcribe"]
         assert len(turns) == 12 == len(set(turns))  # no repeats while the pool lasts
         drawn.append(turns)
-        assert ds.examples[:len(plain.examples)] == plain.examples  # the conversations are a pool-less run's
     assert len({a for turns in drawn for a in turns}) == 20  # 60 draws over five epochs cover the pool
     assert drawn[0] != drawn[1]
     with pytest.raises(ValueError, match="pool is empty"):
@@ -223,12 +234,8 @@ def test_read_conversations_join_the_heard_ones_drawn_anew_each_epoch():
     ds = ClipDialogues(heard(12), questions_per_clip=2, seed=3, read=read, read_draws=6)
     plain = ClipDialogues(heard(12), questions_per_clip=2, seed=3)
     clips = []
-    for epoch in range(4):
-        ds.set_epoch(epoch)
-        plain.set_epoch(epoch)
-        assert ds.examples[:len(plain.examples)] == plain.examples  # the heard conversations are unchanged
-        extra = ds.examples[len(plain.examples):]
-        assert len(extra) == 6 and len(ds) == 18  # the length never changes: Trainer's schedule holds
+    for extra in added_per_epoch(ds, plain, epochs=4):  # the heard conversations are unchanged
+        assert len(extra) == 6 and len(ds) == 18
         for conv in extra:  # whole conversations, every turn read, the clip seen
             assert [t.mode for t in (conv, *conv.follow_ups)] == ["text"] * 2 and conv.frames and conv.question
             assert not conv.audio
