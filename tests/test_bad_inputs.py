@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from surgvqa import build, data, datastep, stratify
+from surgvqa import data, datastep, models, stratify
 from surgvqa.audio import AudioError, load_audio, to_mono_16k, write_wav
 from surgvqa.config import REPO_ROOT, Config, ConfigError
 from surgvqa.data import DataError
@@ -505,7 +505,7 @@ def test_processor_rescales_int16_like_load_audio(tiny):
 
 
 def _entry(cache, wav):
-    from surgvqa.features import content_key
+    from surgvqa.caches import content_key
 
     return cache.path(content_key(wav))
 
@@ -533,7 +533,7 @@ def _damage_no_metadata(path: Path, other: Path):
 @pytest.mark.parametrize("damage", [_damage_truncate, _damage_flip_bytes, _damage_other_key, _damage_no_metadata],
                          ids=["truncated", "changed_bytes", "another_clips_entry", "no_key_or_checksum"])
 def test_damaged_cache_entry_is_recomputed_with_a_warning_naming_it(tiny, tmp_path, damage):
-    from surgvqa.features import FeatureCache
+    from surgvqa.caches import FeatureCache
 
     model, processor = tiny
     cache = FeatureCache(tmp_path / "cache", model, processor)
@@ -553,7 +553,7 @@ def test_damaged_cache_entry_is_recomputed_with_a_warning_naming_it(tiny, tmp_pa
 
 
 def test_stale_temp_files_are_removed_live_ones_kept(tiny, tmp_path):
-    from surgvqa.features import FeatureCache
+    from surgvqa.caches import FeatureCache
 
     model, processor = tiny
     cache = FeatureCache(tmp_path, model, processor)
@@ -568,11 +568,11 @@ def test_stale_temp_files_are_removed_live_ones_kept(tiny, tmp_path):
 @pytest.fixture()
 def saved(tiny, tmp_path):
     model, processor = tiny
-    return build.save_graft(model, processor, tmp_path / "graft")
+    return models.save_graft(model, processor, tmp_path / "graft")
 
 
 def test_saved_graft_loads_strictly(saved, tiny):
-    loaded, _ = build.load_graft(saved)
+    loaded, _ = models.load_graft(saved)
     for key, value in tiny[0].state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
 
@@ -605,8 +605,8 @@ def _pickle_only(path: Path):
 ], ids=["projector_missing", "unexpected_key", "pytorch_model_bin"])
 def test_checkpoint_that_would_load_wrong_is_refused(saved, damage, words):
     damage(saved)
-    with pytest.raises(build.CheckpointError) as info:
-        build.load_graft(saved)
+    with pytest.raises(models.CheckpointError) as info:
+        models.load_graft(saved)
     assert str(saved) in str(info.value) and all(w in str(info.value) for w in words), str(info.value)
 
 

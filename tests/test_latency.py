@@ -92,7 +92,7 @@ def test_protocol_interleaves_rotates_and_discards_warmup(monkeypatch):
     cfg = types.SimpleNamespace(eval=types.SimpleNamespace(speed_rows=5, max_new_tokens=4))
     ds = types.SimpleNamespace(rows=rows, root=None, audio_root=None)
     monkeypatch.setattr(latency, "Dataset", lambda rows, root, audio_root: types.SimpleNamespace(rows=rows))
-    out = latency.single_stream(cfg, models, ds, warmup=2, seed_faithful=("seed", None))
+    out = latency.single_stream(cfg, models, ds, warmup=2, upstream=("seed", None))
     ids = [r["id"] for r in rows if r["split"] != "val"]  # val rows are never timed
     assert [i for _, i in calls] == [i for i in ids for _ in range(3)]  # each sample: all three systems in turn
     firsts = [calls[3 * k][0] for k in range(len(ids))]
@@ -101,10 +101,10 @@ def test_protocol_interleaves_rotates_and_discards_warmup(monkeypatch):
     assert all(s["samples"] == 5 for s in out["systems"].values())
     assert out["systems"]["asr_pipeline"]["transcription_ms_p50"] == 150.0
     assert out["ratios"]["audio_finetuned_vs_asr_pipeline_p50"] == pytest.approx(0.5)
-    assert out["ratios"]["audio_seed_faithful_vs_asr_pipeline_p50"] == pytest.approx(1.5)
+    assert out["ratios"]["audio_upstream_vs_asr_pipeline_p50"] == pytest.approx(1.5)
     with pytest.raises(ValueError, match="warmup"):
         latency.single_stream(cfg, models, types.SimpleNamespace(rows=rows[:3], root=None, audio_root=None), warmup=2,
-                              seed_faithful=("seed", None))
+                              upstream=("seed", None))
 
 
 def test_batched_whisper_transcribes_each_clip_as_alone(embedded_whisper_dir, tmp_path):

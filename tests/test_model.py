@@ -299,7 +299,7 @@ def test_45_second_clip_is_chunked_not_truncated(grafted):
     assert (la - lb).abs().max() > 0
 
 
-def test_seed_faithful_setting_gives_1500_tokens_per_30_s_window(grafted):
+def test_upstream_setting_gives_1500_tokens_per_30_s_window(grafted):
     _, processor = grafted
     seed_config = qwen2_vl_audio.Qwen2VLAudioConfig(projector_type="linear", projector_stack_factor=1, audio_length_mode="padded")
     seeds = qwen2_vl_audio.Qwen2VLAudioProcessor.from_config(

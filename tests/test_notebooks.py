@@ -28,7 +28,7 @@ EXTRA_METRICS = {"04_sight": {"per_type", "mean_probe", "constant_types"},
 METRICS_FILE = {"00_graft": "00_graft", "01_data_eda_stratification": "01_data", "02_stage1_projector": "02_stage1",
                 "03_stage2_qlora": "03_stage2"}
 SYSTEMS = {"majority", "text_zeroshot", "text_finetuned", "audio_zeroshot", "audio_finetuned", "asr_pipeline",
-           "audio_seed_faithful"}
+           "audio_upstream"}
 
 
 pytestmark = pytest.mark.slow
@@ -100,7 +100,7 @@ def test_evaluation_has_every_system_and_split_and_the_index(smoke_run):
         assert set(entry["balanced_accuracy"]) == set(entry["accuracy"]) == set(entry["balanced_ci95"]), system
         assert "types_beating_majority" in entry, system
         assert entry["samples_per_s"] > 0 and entry["batch_size"] > 0, system
-        if system != "audio_seed_faithful":
+        if system != "audio_upstream":
             lo, hi = entry["ci95"]["overall"]
             assert lo <= entry["accuracy"]["overall"] <= hi, system
     assert set(evaluation["asr"]) == {"whisper_base", "graft"}

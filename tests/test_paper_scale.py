@@ -8,7 +8,7 @@ import math
 import pytest
 
 from surgvqa import paper_scale
-from surgvqa.build import SEED_FAITHFUL
+from surgvqa.models import UPSTREAM_AUDIO
 from surgvqa.config import Config
 
 PAPER = "params/qwen2vl7b_whisper_turbo.yaml"
@@ -75,7 +75,7 @@ def test_projectors_ours_and_the_seeds(paper):
     # ours: RMSNorm(k*d) -> Linear(k*d, 2h) -> SwiGLU -> Linear(h, h), no biases
     assert cfg.model.projector_type == "mlp"
     assert paper_scale.parameter_groups(model)["audio_projector"] == k * d + k * d * 2 * h + h * h
-    seeds, _ = paper_scale.meta_graft(cfg, **SEED_FAITHFUL)
+    seeds, _ = paper_scale.meta_graft(cfg, **UPSTREAM_AUDIO)
     seed_params = paper_scale.parameter_groups(seeds)["audio_projector"]
     assert seed_params == 1280 * 3584 == 4_587_520  # the seeds' Linear(1280 -> 3584): 4.59 M
 
@@ -87,7 +87,7 @@ def test_visual_and_audio_tokens_from_the_processor(paper):
     assert paper_scale.visual_tokens(processor, 8, 384) == (8 // 2) * side * side // 4 == 784
     # 3 s = 300 mel frames -> 150 encoder frames -> 4 per token
     assert paper_scale.audio_tokens(processor, 3.0) == math.ceil(150 / cfg.model.projector_stack_factor) == 38
-    _, seed_processor = paper_scale.meta_graft(cfg, **SEED_FAITHFUL)
+    _, seed_processor = paper_scale.meta_graft(cfg, **UPSTREAM_AUDIO)
     assert paper_scale.audio_tokens(seed_processor, 3.0) == 1500  # every window padded to 30 s
 
 

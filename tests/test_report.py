@@ -29,8 +29,8 @@ FAKE_SYSTEMS = {
         "ci95": {"val": [0.7, 0.8], "heldout_video": [0.55, 0.67], "heldout_voice": [0.63, 0.75], "overall": [0.65, 0.75]},
         "samples_per_s": 55.0, "latency_ms_p50": 15.0, "latency_ms_p95": 20.0, "batch_size": 8,
     },
-    "audio_seed_faithful": {
-        "label": "Audio seed-faithful (30 s padding)",
+    "audio_upstream": {
+        "label": "Audio upstream-style (30 s padding)",
         "accuracy": {"val": None, "heldout_video": None, "heldout_voice": None, "overall": None},
         "ci95": {}, "samples_per_s": 3.2, "latency_ms_p50": 310.0, "latency_ms_p95": 402.5, "batch_size": 1,
     },

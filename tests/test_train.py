@@ -4,12 +4,12 @@ import dataclasses
 import pytest
 import torch
 
-from surgvqa import build, synthetic, train, training_report
+from surgvqa import models, synthetic, train, training_report
 from surgvqa import prompts
 from surgvqa.audio import write_wav
 from surgvqa.collate import Collator, Example
 from surgvqa.config import REPO_ROOT, Config, ConfigError, TrainConfig
-from surgvqa.features import FeatureCache, encoder_fingerprint
+from surgvqa.caches import FeatureCache, encoder_fingerprint
 from surgvqa.speech import voices, synthesize
 
 pytestmark = pytest.mark.slow  # builds grafts and trains (minutes)
@@ -27,7 +27,7 @@ def cfg(tmp_path_factory, whisper_cache_dir):
 @pytest.fixture(scope="module")
 def graft_and_processor(cfg):
     torch.manual_seed(0)
-    return build.build_graft(cfg)
+    return models.build_graft(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_feature_cache_hits_misses_and_invalidation(cfg, graft_and_processor, sp
     cache.get(copy)
     assert cache.misses == 2
     # other encoder weights or other length mode: another cache directory
-    other = build.build_graft(cfg)[0]
+    other = models.build_graft(cfg)[0]
     with torch.no_grad():
         other.model.audio_tower.layer_norm.weight.add_(0.01)
     assert encoder_fingerprint(other.model.audio_tower) != cache.encoder_id
@@ -158,7 +158,7 @@ def test_cached_features_give_the_same_logits(cfg, graft_and_processor, speech, 
 
 def test_stage1_trains_only_the_projector(cfg, speech, frames):
     torch.manual_seed(0)
-    model, processor = build.build_graft(cfg)
+    model, processor = models.build_graft(cfg)
     train.freeze_for_stage1(model)
     model.train()
     batch = Collator(processor)(vqa(speech, frames, "audio"))
@@ -170,7 +170,7 @@ def test_stage1_trains_only_the_projector(cfg, speech, frames):
 def test_stage1_with_lora_trains_projector_and_language_model_and_merges_into_a_plain_graft(cfg, speech, frames):
     torch.manual_seed(0)
     lora_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage1_language_model="lora"))
-    model, processor = build.build_graft(lora_cfg)
+    model, processor = models.build_graft(lora_cfg)
     prepared = train.prepare_stage1(lora_cfg, model)
     report = training_report.lora_report(prepared)
     assert report.loc["language model", "lora_modules"] > 0 and report.loc["audio projector", "trainable"] > 0
@@ -192,7 +192,7 @@ def test_stage1_with_lora_trains_projector_and_language_model_and_merges_into_a_
         assert not any(".lora_" in n for n, _ in merged.named_parameters())
         torch.testing.assert_close(merged(**batch).logits, expected, atol=1e-4, rtol=1e-4)
     frozen_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage1_language_model="frozen"))
-    frozen = train.prepare_stage1(frozen_cfg, build.build_graft(frozen_cfg)[0])  # the seeds' recipe: the projector alone
+    frozen = train.prepare_stage1(frozen_cfg, models.build_graft(frozen_cfg)[0])  # the upstream recipe: the projector alone
     assert {n.split(".")[1] for n, p in frozen.named_parameters() if p.requires_grad} == {"audio_projector"}
 
 
@@ -225,7 +225,7 @@ def test_early_stopping_patience_per_stage_and_stage0_stamp_sees_only_its_own(cf
 
 def test_lora_wraps_only_the_language_model_and_towers_get_no_gradient(cfg, speech, frames):
     torch.manual_seed(0)
-    model, processor = build.build_graft(cfg)
+    model, processor = models.build_graft(cfg)
     peft_model = train.add_lora(cfg, model, with_projector=True)
     report = training_report.lora_report(peft_model)
     assert report.loc["language model", "lora_modules"] == cfg.model.tiny.num_hidden_layers * len(cfg.lora.target_modules)
@@ -242,7 +242,7 @@ def test_lora_wraps_only_the_language_model_and_towers_get_no_gradient(cfg, spee
 def test_stage2_adapters_do_not_depend_on_what_ran_before(cfg):
     def adapters(draws_before: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(0)
-        model, _ = build.build_graft(cfg)
+        model, _ = models.build_graft(cfg)
         torch.rand(draws_before)  # e.g. the graft's training, before the text model's adapters in notebook 03
         peft_model = train.stage2_adapters(cfg, model, "audio")
         return {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_A" in n}

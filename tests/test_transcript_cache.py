@@ -7,7 +7,7 @@ import pytest
 
 from surgvqa.audio import write_wav
 from surgvqa.evaluate import transcribe_faster_whisper
-from surgvqa.features import TranscriptCache
+from surgvqa.caches import TranscriptCache
 
 
 class CountingASR:

@@ -12,7 +12,7 @@ from qwen2_vl_audio import graft
 from surgvqa import prompts
 from surgvqa.collate import ClipDialogues, Collator, Example, dialogue
 from surgvqa.data import load_frames
-from surgvqa.features import VisionCache
+from surgvqa.caches import VisionCache
 
 from test_model import CORPUS, SIZES, speech_like, tiny_whisper
 from surgvqa.tiny_vlm import build_tiny_qwen2_vl

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, EvalConfig
-from .features import TranscriptCache
+from .caches import TranscriptCache
 
 
 def asr_model(cfg: Config, options: EvalConfig):

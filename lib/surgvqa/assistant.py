@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import build, train
+from . import models, train
 from .asr import asr_model, transcribe_faster_whisper
 from .audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k
 from .collate import Collator, Example, as_question
@@ -43,7 +43,7 @@ class AssistantError(ValueError):
 
 
 # What the CLI and the app report as a message rather than a traceback.
-USER_ERRORS = (AssistantError, AudioError, VideoError, ConfigError, build.CheckpointError, FileNotFoundError, NotImplementedError)
+USER_ERRORS = (AssistantError, AudioError, VideoError, ConfigError, models.CheckpointError, FileNotFoundError, NotImplementedError)
 
 
 @dataclass
@@ -110,7 +110,7 @@ def _merged(base: dict, overrides: dict) -> dict:
 def check_checkpoints(cfg: Config, needed=tuple(CHECKPOINTS)) -> dict[str, Path]:
     """The checkpoint folders the assistant loads, or a message naming what is missing."""
     folders = {k: train.stage_dir(cfg, CHECKPOINTS[k][0]) / CHECKPOINTS[k][1] for k in needed}
-    missing = [shown_path(p) for p in folders.values() if not any((p / n).is_file() for n in build.SAFE_WEIGHTS)]
+    missing = [shown_path(p) for p in folders.values() if not any((p / n).is_file() for n in models.SAFE_WEIGHTS)]
     if missing:
         raise AssistantError(f"{shown_path(cfg.paths.run)} has no trained checkpoints ({', '.join(missing)} missing): "
                              "train it first (`make report`, notebooks 00-03)")
@@ -134,9 +134,9 @@ class Assistant:
     @classmethod
     def from_config(cls, cfg: Config, asr: bool = True) -> "Assistant":
         folders = check_checkpoints(cfg)
-        kw = build.load_kwargs(cfg)
-        graft, processor = build.load_graft(folders["graft"], **kw)
-        transcriber, _ = build.load_graft(folders["transcriber"], **kw)
+        kw = models.load_kwargs(cfg)
+        graft, processor = models.load_graft(folders["graft"], **kw)
+        transcriber, _ = models.load_graft(folders["transcriber"], **kw)
         text_model = train.load_text_base(cfg, folders["text"]).eval()
         return cls(cfg, graft, transcriber, text_model, processor, asr_model(cfg, cfg.eval) if asr else None)
 

@@ -17,26 +17,26 @@ from .config import Config
 
 
 def graft_benchmark(cfg: Config) -> dict:
-    """Audio tokens and forward latency of a 3 s spoken question: this graft's setting vs the seeds'."""
-    from . import build, model_checks, speech, synthetic
+    """Audio tokens and forward latency of a 3 s spoken question: this graft's setting vs the upstream repository's."""
+    from . import model_checks, models, speech, synthetic
 
-    corpus = build.tokenizer_corpus(cfg.seed)
-    seed_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **build.SEED_FAITHFUL))
+    corpus = models.tokenizer_corpus(cfg.seed)
+    seed_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **models.UPSTREAM_AUDIO))
     clip = speech.synthesize("is there blue dye visible in this sequence", speech.VOICES[0])
     clip = np.pad(clip, (0, max(0, 3 * 16000 - len(clip))))[: 3 * 16000]  # exactly 3 s
     frames = synthetic.sample_clip(cfg.seed, cfg.data.num_frames, cfg.data.frame_size)
     results = {}
-    for name, c in (("ours", cfg), ("seed_faithful", seed_cfg)):
+    for name, c in (("ours", cfg), ("upstream", seed_cfg)):
         torch.manual_seed(cfg.seed)
-        model, processor = build.build_graft(c, corpus)
+        model, processor = models.build_graft(c, corpus)
         batch = model_checks.audio_prompt_batch(processor, [clip], frames)
         results[name] = {
             "audio_tokens_3s": processor.audio_token_count(len(clip)),
             "prompt_tokens": int(batch["input_ids"].shape[1]),
             "forward_ms": 1000 * model_checks.forward_latency(model, batch),
         }
-    results["forward_speedup"] = results["seed_faithful"]["forward_ms"] / results["ours"]["forward_ms"]
-    results["token_ratio"] = results["seed_faithful"]["audio_tokens_3s"] / results["ours"]["audio_tokens_3s"]
+    results["forward_speedup"] = results["upstream"]["forward_ms"] / results["ours"]["forward_ms"]
+    results["token_ratio"] = results["upstream"]["audio_tokens_3s"] / results["ours"]["audio_tokens_3s"]
     return results
 
 
@@ -47,7 +47,7 @@ def data_benchmark(cfg: Config) -> dict:
 
 
 def systems_benchmark(cfg: Config) -> dict | None:
-    """Samples/s of the fine-tuned graft vs the ASR pipeline vs the seed-faithful graft (same rows, same
+    """Samples/s of the fine-tuned graft vs the ASR pipeline vs the upstream-style graft (same rows, same
     batch size, same process), from the trained checkpoints; None before `make report` trained them."""
     from . import evaluate, evaluation_report
     from .datastep import load_run_data
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     g = graft_benchmark(cfg)
     print("## Graft: one 3 s spoken question + an 8-frame clip, one forward pass (median of 5)")
     print(f"{'setting':<16}{'audio tokens':>14}{'prompt tokens':>15}{'forward ms':>12}")
-    for name in ("ours", "seed_faithful"):
+    for name in ("ours", "upstream"):
         r = g[name]
         print(f"{name:<16}{r['audio_tokens_3s']:>14}{r['prompt_tokens']:>15}{r['forward_ms']:>12.1f}")
     print(f"audio-token ratio {g['token_ratio']:.1f}x, forward speed-up {g['forward_speedup']:.1f}x\n")
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(f"{'system':<24}{'samples/s':>10}{'p50 ms':>10}{'p95 ms':>10}   (batch {sb['batch_size']}, "
               f"{next(iter(sb['speed'].values()))['speed_rows']} rows)")
-        for name in ("audio_finetuned", "asr_pipeline", "asr_pipeline_hf_batched", "audio_seed_faithful", "text_finetuned"):
+        for name in ("audio_finetuned", "asr_pipeline", "asr_pipeline_hf_batched", "audio_upstream", "text_finetuned"):
             r = sb["speed"][name]
             print(f"{name:<24}{r['samples_per_s']:>10.2f}{r['latency_ms_p50']:>10.0f}{r['latency_ms_p95']:>10.0f}")
         print("(asr_pipeline transcribes file by file with faster-whisper; asr_pipeline_hf_batched transcribes each "

@@ -23,7 +23,7 @@ from . import prompts
 from .wording import clip_caption, speakable
 from .audio import load_audio
 from .data import Dataset, load_frames, qa_key
-from .features import VIDEO_PROMPT, FeatureCache, VisionCache, pad_chunks
+from .caches import VIDEO_PROMPT, FeatureCache, VisionCache, pad_chunks
 
 TASKS = ("vqa", "transcribe", "repeat", "caption")
 

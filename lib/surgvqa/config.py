@@ -182,7 +182,7 @@ class TrainConfig:
     # {num_train_epochs: 6, learning_rate: 3.0e-4}); empty = none. Val, continuing the reference stage 0 so: macro
     # balanced 0.616 -> 0.652, motion and tool presence read (README, stage-0 recipe; on in the default profile)
     stage0_refine: dict[str, Any] = field(default_factory=dict)
-    # Stage 1's language model: "frozen" (the seeds' recipe: only the projector learns, which aligns speech to a
+    # Stage 1's language model: "frozen" (the upstream recipe: only the projector learns, which aligns speech to a
     # pretrained LLM) or "lora" (projector and a LoRA on the language model, merged into the graft at the end):
     # the embedded LM, trained on VQA alone, cannot be steered into writing by the projector (README, stage 1)
     stage1_language_model: str = "frozen"

@@ -7,7 +7,7 @@ Systems (IDs are the keys of `metrics.json["systems"]`):
   audio_zeroshot       the graft after stage 1 only, hearing the question
   audio_finetuned      the graft after stage 2, hearing the question
   asr_pipeline         faster-whisper (the same Whisper) transcribes, text_finetuned answers the transcript
-  audio_seed_faithful  the seeds' audio setting (1500 tokens per 30 s window): speed only, untrained projector
+  audio_upstream  the upstream repository's audio setting (1500 tokens per 30 s window): speed only, untrained projector
 
 Scoring is exact on canonical short answers (`metrics.exact_match`), never substring.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import answers, build, metrics, train
+from . import answers, metrics, models, train
 from .asr import asr_model, transcribe_faster_whisper, transcript_cache
 from .collate import Collator, Example, as_question, transcription_examples, vqa_examples
 from .config import Config, EvalConfig
@@ -90,18 +90,18 @@ class Models:
 
     @classmethod
     def load(cls, cfg: Config, options: EvalConfig) -> "Models":
-        kw = build.load_kwargs(cfg)
-        stage1, processor = build.load_graft(train.stage_dir(cfg, "stage1") / "final", **kw)
-        stage2, _ = build.load_graft(train.stage_dir(cfg, "stage2") / "merged", **kw)
+        kw = models.load_kwargs(cfg)
+        stage1, processor = models.load_graft(train.stage_dir(cfg, "stage1") / "final", **kw)
+        stage2, _ = models.load_graft(train.stage_dir(cfg, "stage2") / "merged", **kw)
         text_ft = train.load_text_base(cfg, train.stage_dir(cfg, "stage2_text") / "merged")
         return cls(processor, train.load_text_base(cfg).eval(), text_ft.eval(), stage1, stage2, asr_model(cfg, options))
 
 
-def seed_faithful_graft(cfg: Config):
-    """The seeds' audio setting on the same base: linear projector, no stacking, every window padded to 30 s."""
-    seed_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **build.SEED_FAITHFUL))
+def upstream_graft(cfg: Config):
+    """The upstream repository's audio setting on the same base: linear projector, no stacking, every window padded to 30 s."""
+    seed_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **models.UPSTREAM_AUDIO))
     torch.manual_seed(cfg.seed)
-    model, processor = build.build_graft(seed_cfg, base=train.base_vlm_source(cfg))
+    model, processor = models.build_graft(seed_cfg, base=train.base_vlm_source(cfg))
     return model.eval(), processor
 
 
@@ -344,8 +344,8 @@ def speed_test(cfg: Config, models: Models, ds: Dataset, options: EvalConfig) ->
     keep("audio_zeroshot", run_model(models.audio_zeroshot, models.processor, vqa_examples(sub, "audio"), options, "speed: audio_zeroshot"))
     keep("audio_finetuned", run_model(models.audio_finetuned, models.processor, vqa_examples(sub, "audio"), options, "speed: audio_finetuned"))
     keep("asr_pipeline", asr_pipeline(models, sub, options, desc="speed: asr_pipeline"))
-    seed_model, seed_processor = seed_faithful_graft(cfg)
-    keep("audio_seed_faithful", run_model(seed_model, seed_processor, vqa_examples(sub, "audio"), options, "speed: seed-faithful"))
+    seed_model, seed_processor = upstream_graft(cfg)
+    keep("audio_upstream", run_model(seed_model, seed_processor, vqa_examples(sub, "audio"), options, "speed: upstream-style"))
     del seed_model
     return out
 

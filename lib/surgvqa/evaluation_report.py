@@ -137,7 +137,7 @@ def speed_ratios(systems: dict[str, dict]) -> dict[str, float]:
     """Throughput of the fine-tuned graft relative to the other ways of answering a spoken question."""
     graft = systems.get("audio_finetuned", {}).get("samples_per_s")
     out = {}
-    for other in ("asr_pipeline", "audio_seed_faithful", "text_finetuned"):
+    for other in ("asr_pipeline", "audio_upstream", "text_finetuned"):
         speed = systems.get(other, {}).get("samples_per_s")
         if graft and speed:
             out[f"graft_vs_{other}"] = round(graft / speed, 2)
@@ -189,7 +189,7 @@ def targets(predictions: pd.DataFrame, systems: dict[str, dict], speed: dict[str
     beating = systems.get("text_finetuned", {}).get("types_beating_majority")
     out["text_types_beating_majority_heldout_video"] = beating
     out["text_beats_majority_on_at_least_14_types"] = bool(beating is not None and beating >= 14)
-    for key, goal in (("graft_vs_asr_pipeline", 3.0), ("graft_vs_audio_seed_faithful", 3.0)):
+    for key, goal in (("graft_vs_asr_pipeline", 3.0), ("graft_vs_audio_upstream", 3.0)):
         if key in speed:
             out[f"{key}_speed"] = speed[key]
             out[f"{key}_at_least_{goal:g}x"] = bool(speed[key] >= goal)

@@ -25,7 +25,7 @@ from .config import Config, EvalConfig
 from .data import Dataset
 from .infer import predict
 
-SINGLE_STREAM_SYSTEMS = ("audio_finetuned", "asr_pipeline", "audio_seed_faithful")
+SINGLE_STREAM_SYSTEMS = ("audio_finetuned", "asr_pipeline", "audio_upstream")
 TIMED = ("latency_ms", "transcription_ms", "preprocess_ms", "prefill_ms", "decode_ms_per_token")
 COUNTED = ("input_tokens", "audio_tokens", "visual_tokens", "new_tokens")
 
@@ -106,26 +106,26 @@ def speed_rows(ds: Dataset, rows: int) -> Dataset:
 
 
 def single_stream(cfg: Config, models, ds: Dataset, rows: int | None = None, warmup: int = 2,
-                  max_new_tokens: int | None = None, seed_faithful=None) -> dict:
-    """Batch-1 latency of the graft, the ASR pipeline and the seed-faithful graft, interleaved per sample.
+                  max_new_tokens: int | None = None, upstream=None) -> dict:
+    """Batch-1 latency of the graft, the ASR pipeline and the upstream-style graft, interleaved per sample.
 
     `models`: an `evaluate.Models`; `ds`: evaluation rows (`evaluate.evaluation_rows`), of which the
-    first `rows` test rows (default `eval.speed_rows`) are timed after `warmup` more; `seed_faithful`:
+    first `rows` test rows (default `eval.speed_rows`) are timed after `warmup` more; `upstream`:
     (model, processor), built from the base when None. Returns a JSON-able dict: `systems[ID]` holds
     `latency_ms_p50`, `latency_ms_p95`, `latency_ms_iqr` and the same for each phase, plus token counts.
     """
-    from .evaluate import seed_faithful_graft
+    from .evaluate import upstream_graft
 
     rows = cfg.eval.speed_rows if rows is None else rows
     max_new_tokens = max_new_tokens or cfg.eval.max_new_tokens
     sub = speed_rows(ds, rows + warmup)
     if len(sub.rows) <= warmup:
         raise ValueError(f"single_stream needs more than warmup={warmup} test rows, got {len(sub.rows)}")
-    seed_model, seed_processor = seed_faithful or seed_faithful_graft(cfg)
+    seed_model, seed_processor = upstream or upstream_graft(cfg)
     runners = {
         "audio_finetuned": lambda ex: answer_one(models.audio_finetuned, models.processor, ex, max_new_tokens),
         "asr_pipeline": lambda ex: answer_asr(models, ex, max_new_tokens),
-        "audio_seed_faithful": lambda ex: answer_one(seed_model, seed_processor, ex, max_new_tokens),
+        "audio_upstream": lambda ex: answer_one(seed_model, seed_processor, ex, max_new_tokens),
     }
     samples: dict[str, list[dict]] = {s: [] for s in SINGLE_STREAM_SYSTEMS}
     for i, example in enumerate(vqa_examples(sub, "audio")):
@@ -142,7 +142,7 @@ def single_stream(cfg: Config, models, ds: Dataset, rows: int | None = None, war
                    "device": str(models.audio_finetuned.device)},
         "systems": systems,
         "ratios": {f"{s}_vs_asr_pipeline_p50": round(systems[s]["latency_ms_p50"] / asr, 3)
-                   for s in ("audio_finetuned", "audio_seed_faithful")},
+                   for s in ("audio_finetuned", "audio_upstream")},
     }
 
 

@@ -12,7 +12,7 @@ from qwen2_vl_audio.configuration_qwen2_vl_audio import WHISPER_SAMPLE_RATE
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from . import prompts
-from .build import seed_faithful_processor
+from .models import upstream_processor
 
 
 def parameter_table(model) -> pd.DataFrame:
@@ -86,11 +86,11 @@ def vision_parity(model, processor, video_frames, question: str = "is a tool vis
 
 
 def tokens_vs_seconds(processor: Qwen2VLAudioProcessor, seconds: np.ndarray) -> pd.DataFrame:
-    """Audio tokens per clip length under this graft's setting and the seed-faithful one."""
-    seeds = seed_faithful_processor(processor)
+    """Audio tokens per clip length under this graft's setting and the upstream-style one."""
+    seeds = upstream_processor(processor)
     rows = [(s, processor.audio_token_count(int(s * WHISPER_SAMPLE_RATE)), seeds.audio_token_count(int(s * WHISPER_SAMPLE_RATE)))
             for s in seconds]
-    return pd.DataFrame(rows, columns=["seconds", "ours", "seed_faithful"])
+    return pd.DataFrame(rows, columns=["seconds", "ours", "upstream"])
 
 
 def plot_tokens_vs_seconds(tokens: pd.DataFrame, config):
@@ -99,11 +99,11 @@ def plot_tokens_vs_seconds(tokens: pd.DataFrame, config):
 
     at_3s = tokens.loc[tokens.seconds == 3.0].iloc[0]
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.plot(tokens.seconds, tokens.seed_faithful, color="tab:red", label="seed-faithful (each 30 s window padded -> 1500 tokens)")
+    ax.plot(tokens.seconds, tokens.upstream, color="tab:red", label="upstream-style (each 30 s window padded -> 1500 tokens)")
     ax.plot(tokens.seconds, tokens.ours, color="tab:blue",
             label=f"ours ({config.audio_length_mode}, stack {config.projector_stack_factor}, {config.projector_type})")
     ax.axvline(30, color="grey", ls=":", lw=1)
-    ax.annotate(f"3 s question: {at_3s.ours} vs {at_3s.seed_faithful} tokens", (3, at_3s.ours), xytext=(6, 12),
+    ax.annotate(f"3 s question: {at_3s.ours} vs {at_3s.upstream} tokens", (3, at_3s.ours), xytext=(6, 12),
                 arrowprops=dict(arrowstyle="->", color="grey"))
     ax.set(xlabel="clip length (s)", ylabel="audio tokens", yscale="log", title="Audio tokens per spoken clip")
     ax.legend(loc="lower right")
@@ -128,7 +128,7 @@ def graft_metrics(table: pd.DataFrame, sensitivity: dict, parity: dict, tokens: 
     at_3s = tokens.loc[tokens.seconds == 3.0].iloc[0]
     return {
         "audio_tokens_3s": int(at_3s["ours"]),
-        "audio_tokens_3s_seed_faithful": int(at_3s["seed_faithful"]),
+        "audio_tokens_3s_upstream": int(at_3s["upstream"]),
         "trainable_params": int(table["trainable"].sum()),
         "frozen_params": int(table["frozen"].sum()),
         "parameters_by_component": table.to_dict(orient="records"),

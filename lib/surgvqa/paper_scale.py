@@ -105,7 +105,7 @@ def audio_tokens(processor, seconds: float) -> int:
 
 def parameter_groups(model) -> dict[str, int]:
     """Parameters by component, and the ones a 4-bit load quantises (nn.Linear weights outside the skip list)."""
-    from .build import QUANTIZATION_SKIP
+    from .models import QUANTIZATION_SKIP
 
     quantized = sum(mod.weight.numel() for name, mod in model.named_modules()
                     if isinstance(mod, torch.nn.Linear) and not name.startswith(tuple(QUANTIZATION_SKIP)))
@@ -185,17 +185,17 @@ def _profile_report(cfg: Config, questions: int, seconds: float, **graft_options
 
 
 def paper_scale_report(cfg: Config, seconds: float = 3.0, questions: int | None = None) -> dict:
-    """Shapes and memory estimates of `cfg`'s graft, and of the seeds' audio setting on the same base
-    (linear projector, no stacking, 30 s padded): `{"profile", "ours", "seed_faithful"}`.
+    """Shapes and memory estimates of `cfg`'s graft, and of the upstream repository's audio setting on the same base
+    (linear projector, no stacking, 30 s padded): `{"profile", "ours", "upstream"}`.
     `questions`: spoken questions per training sample (default: `train.questions_per_clip`)."""
-    from .build import SEED_FAITHFUL
+    from .models import UPSTREAM_AUDIO
 
     questions = cfg.train.questions_per_clip if questions is None else questions
     return {"profile": cfg.profile, "base_vlm": cfg.model.base_vlm, "whisper": cfg.model.whisper,
             "num_frames": cfg.data.num_frames, "frame_size": cfg.data.frame_size, "seconds": seconds,
             "lora_r": cfg.lora.r,
             "ours": _profile_report(cfg, questions, seconds),
-            "seed_faithful": _profile_report(cfg, questions, seconds, **SEED_FAITHFUL)}
+            "upstream": _profile_report(cfg, questions, seconds, **UPSTREAM_AUDIO)}
 
 
 def format_report(report: dict) -> str:
@@ -204,7 +204,7 @@ def format_report(report: dict) -> str:
              f"{report['frame_size']} px, a {report['seconds']:g} s question, LoRA r={report['lora_r']}",
              f"{'setting':<15}{'projector':>11}{'visual':>8}{'audio':>7}{'seq':>7}{'LoRA mods':>10}{'trainable':>11}"
              f"{'bf16 GB':>9}{'NF4 GB':>8}"]
-    for name in ("ours", "seed_faithful"):
+    for name in ("ours", "upstream"):
         r = report[name]
         lines.append(f"{name:<15}{r['parameters']['audio_projector'] / 1e6:>10.2f}M{r['visual_tokens']:>8}{r['audio_tokens']:>7}"
                      f"{r['sequence_tokens']:>7}{r['lora']['wrapped_modules']:>10}{r['lora']['trainable_params'] / 1e6:>10.1f}M"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 SYSTEMS = ("majority", "text_zeroshot", "text_finetuned", "audio_zeroshot", "audio_finetuned", "asr_pipeline",
-           "audio_seed_faithful")
+           "audio_upstream")
 LABELS = {
     "majority": "majority answer per type",
     "text_zeroshot": "text + video: base VLM",
@@ -10,7 +10,7 @@ LABELS = {
     "audio_zeroshot": "audio + video: graft, stage 1 only",
     "audio_finetuned": "audio + video: graft, stage 2",
     "asr_pipeline": "ASR (faster-whisper) -> text model",
-    "audio_seed_faithful": "audio + video: seed-faithful graft (1500 tokens)",
+    "audio_upstream": "audio + video: upstream-style graft (1500 tokens)",
 }
 TEST_SPLITS = ("heldout_video", "heldout_voice")  # the test rows, each question by a training and a held-out voice
 EVAL_SPLITS = ("val", *TEST_SPLITS)

@@ -2,7 +2,7 @@
 
 - stage 0 (embedded default only): the tiny Qwen2-VL learns text-question VQA on the training
   split (conversations per clip, closed by its caption), so there is a base VLM that can see and read;
-- stage 1: speech -> transcript; the projector trains (the seeds' recipe), and with
+- stage 1: speech -> transcript; the projector trains (the upstream recipe), and with
   `train.stage1_language_model: lora` a LoRA on the LLM too, merged at the end (towers frozen);
 - stage 2: LoRA on the language model + the projector, spoken question + clip -> short answer, with a
   share of transcription; the text-question model gets the same LoRA, data and budget.
@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, WhisperFeatureExtractor
 
-from . import build
+from . import models
 from .datastep import load_run_data
 from .collate import (ClipDialogues, Collator, Example, ExampleDataset, as_question, question_recordings,
                       repeat_examples, transcription_examples, vqa_examples)
 from .config import Config
 from .data import clip_key, load_frames
-from .features import FeatureCache, VisionCache
+from .caches import FeatureCache, VisionCache
 
 COMMON_ARGS: dict[str, Any] = dict(
     per_device_eval_batch_size=32,
@@ -406,7 +406,7 @@ def wait_for_everyone() -> None:
 
 def base_vlm_source(cfg: Config) -> str:
     """What the graft is built on: the stage-0 model (embedded default) or the hub id / dir in params."""
-    return str(stage_dir(cfg, "stage0") / "final") if cfg.model.base_vlm == build.EMBEDDED_VLM else cfg.model.base_vlm
+    return str(stage_dir(cfg, "stage0") / "final") if cfg.model.base_vlm == models.EMBEDDED_VLM else cfg.model.base_vlm
 
 
 def repeat_sentences(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[list[str], list[str]]:
@@ -498,7 +498,7 @@ def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool =
     """
     from .tiny_vlm import build_tiny_qwen2_vl
 
-    if cfg.model.base_vlm != build.EMBEDDED_VLM:
+    if cfg.model.base_vlm != models.EMBEDDED_VLM:
         return None
     out = stage_dir(cfg, "stage0")
     stamp = stage_stamp(cfg, "stage0", extra=cfg.train.stage0)
@@ -506,7 +506,7 @@ def train_base_vlm(cfg: Config, splits: dict, corpus: list[dict], resume: bool =
         result = StageResult.load(out)
         result.reused = True
         return result
-    model, tokenizer, image_processor = build_tiny_qwen2_vl(build.tokenizer_corpus(cfg.seed), seed=cfg.seed, **vars(cfg.model.tiny))
+    model, tokenizer, image_processor = build_tiny_qwen2_vl(models.tokenizer_corpus(cfg.seed), seed=cfg.seed, **vars(cfg.model.tiny))
     processor = new_tiny_processor(tokenizer, image_processor)
     train, evaluate = stage0_examples(cfg, splits, corpus)
     cache = None
@@ -552,10 +552,10 @@ def prepare_stage1(cfg: Config, model):
 def build_stage1_graft(cfg: Config):
     """The graft on the base VLM (stage 0 output, or the hub model at paper scale)."""
     base = base_vlm_source(cfg)
-    if cfg.model.base_vlm == build.EMBEDDED_VLM and not Path(base).is_dir():
+    if cfg.model.base_vlm == models.EMBEDDED_VLM and not Path(base).is_dir():
         raise FileNotFoundError(f"{base} not found: train the base VLM first (stage 0, `train_base_vlm`)")
     torch.manual_seed(cfg.seed)  # the projector's initialisation
-    return build.build_graft(cfg, base=base)
+    return models.build_graft(cfg, base=base)
 
 
 def stage1_examples(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[list[Example], list[Example]]:
@@ -575,7 +575,7 @@ def stage1_examples(cfg: Config, splits: dict, corpus: list[dict]) -> tuple[list
     return train, val
 
 
-def train_projector(cfg: Config, model, processor, corpus: list[dict], splits: dict, resume: bool = True,
+def train_stage1(cfg: Config, model, processor, corpus: list[dict], splits: dict, resume: bool = True,
                     stop_after_steps: int | None = None, use_feature_cache: bool = True,
                     cache: FeatureCache | None = None) -> tuple[Any, StageResult]:
     """Stage 1: speech -> transcript; the projector learns, and with `train.stage1_language_model: lora` a LoRA
@@ -594,7 +594,7 @@ def train_projector(cfg: Config, model, processor, corpus: list[dict], splits: d
                                 trainer_class=WERTrainer, trainer_kwargs=wer)
     graft = trainer.model.merge_and_unload() if _is_peft(trainer.model) else trainer.model
     if not stop_after_steps and is_main_process():
-        build.save_graft(graft, processor, out / "final")
+        models.save_graft(graft, processor, out / "final")
         result.save()
     wait_for_everyone()
     return graft.eval(), result
@@ -692,7 +692,7 @@ def train_lora(cfg: Config, model, processor, splits: dict, mode: str, resume: b
         trainer.model.save_pretrained(out / "adapter")
         processor.save_pretrained(out / "adapter")
         merged = trainer.model.merge_and_unload()
-        build.save_graft(merged, processor, out / "merged")
+        models.save_graft(merged, processor, out / "merged")
         result.save()
         wait_for_everyone()
         return merged.eval(), result
@@ -705,7 +705,7 @@ def load_text_base(cfg: Config, source: str | Path | None = None):
     (the merged text model), for text questions; the graft's processor serves it too."""
     from transformers import Qwen2VLForConditionalGeneration
 
-    return Qwen2VLForConditionalGeneration.from_pretrained(source or base_vlm_source(cfg), **build.load_kwargs(cfg))
+    return Qwen2VLForConditionalGeneration.from_pretrained(source or base_vlm_source(cfg), **models.load_kwargs(cfg))
 
 
 # ---- command line (also the `accelerate launch` entry point) ------------------------------------
@@ -722,12 +722,12 @@ def run_stages(cfg: Config, stages: list[str], resume: bool = True, build_data: 
         results["stage0"] = train_base_vlm(cfg, splits, corpus, resume=resume)
     if "stage1" in stages:
         model, processor = build_stage1_graft(cfg)
-        _, results["stage1"] = train_projector(cfg, model, processor, corpus, splits, resume=resume)
+        _, results["stage1"] = train_stage1(cfg, model, processor, corpus, splits, resume=resume)
     if "stage2" in stages:
-        model, processor = build.load_graft(stage_dir(cfg, "stage1") / "final", **build.load_kwargs(cfg))
+        model, processor = models.load_graft(stage_dir(cfg, "stage1") / "final", **models.load_kwargs(cfg))
         _, results["stage2"] = train_lora(cfg, model, processor, splits, "audio", resume=resume, corpus=corpus)
     if "stage2_text" in stages:
-        processor = build.load_graft_processor(stage_dir(cfg, "stage1") / "final")
+        processor = models.load_graft_processor(stage_dir(cfg, "stage1") / "final")
         _, results["stage2_text"] = train_lora(cfg, load_text_base(cfg), processor, splits, "text", resume=resume)
     return results
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .collate import Collator, Example
 from .config import Config
-from .features import FeatureCache
+from .caches import FeatureCache
 from .train import StageResult, stage_dir
 
 

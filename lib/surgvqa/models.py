@@ -115,12 +115,12 @@ def load_graft_processor(path: Path) -> Qwen2VLAudioProcessor:
     return AutoProcessor.from_pretrained(path)
 
 
-SEED_FAITHFUL = dict(projector_type="linear", projector_stack_factor=1, audio_length_mode="padded")
+UPSTREAM_AUDIO = dict(projector_type="linear", projector_stack_factor=1, audio_length_mode="padded")
 
 
-def seed_faithful_processor(processor: Qwen2VLAudioProcessor) -> Qwen2VLAudioProcessor:
-    """The same processor with the seeds' audio setting: every 30 s window padded, 1500 tokens each."""
-    return Qwen2VLAudioProcessor.from_config(Qwen2VLAudioConfig(**SEED_FAITHFUL), processor.image_processor,
+def upstream_processor(processor: Qwen2VLAudioProcessor) -> Qwen2VLAudioProcessor:
+    """The same processor with the upstream repository's audio setting: every 30 s window padded, 1500 tokens each."""
+    return Qwen2VLAudioProcessor.from_config(Qwen2VLAudioConfig(**UPSTREAM_AUDIO), processor.image_processor,
                                              processor.tokenizer, processor.feature_extractor)
 
 
