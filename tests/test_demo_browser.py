@@ -10,7 +10,7 @@ import numpy as np
 
 import pytest
 
-from surgvqa.demo_browser import chromium_path
+from browser_harness import chromium_path
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,7 +23,7 @@ def test_voice_question_in_the_browser_is_answered_as_the_api_answers(smoke_trai
     from surgvqa import datastep, demo
     from surgvqa.assistant import Assistant
     from surgvqa.config import shown_path
-    from surgvqa.demo_browser import DemoServer, ask_by_voice
+    from browser_harness import DemoServer, ask_by_voice
 
     cfg = smoke_trained
     test = datastep.load_run_data(cfg, build=False).splits["test"]
@@ -49,7 +49,7 @@ def test_the_page_shows_a_message_for_a_run_without_checkpoints(smoke_trained, t
     """(Silence, broken videos and the like are checked on the app's handlers in test_assistant.py.)"""
     from surgvqa.audio import write_wav
     from surgvqa.config import Config, shown_path
-    from surgvqa.demo_browser import DemoServer, PageError, ask_by_voice
+    from browser_harness import DemoServer, PageError, ask_by_voice
 
     cfg = smoke_trained
     wav = write_wav(tmp_path / "q.wav", np.full(16_000, 0.1, np.float32))

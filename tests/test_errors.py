@@ -1,5 +1,5 @@
-"""Error analysis helpers on hand-made predictions (no model): confusions, worst cases, audio swap
-map, misheard rows and the HTML cards."""
+"""Error analysis helpers on hand-made predictions (no model): confusions, worst cases, the audio swap
+(`audio_swap`: its map, and its check with a fake model), misheard rows and the HTML cards."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from surgvqa import error_analysis, media
+from surgvqa import audio_swap, error_analysis, media
 from surgvqa.audio import write_wav
 from surgvqa.data import Dataset
 
@@ -111,12 +111,12 @@ def _swap_rows(counts: dict[str, int]) -> list[dict]:
 @pytest.mark.parametrize("counts", [{"a": 3, "b": 3}, {"a": 2, "b": 3, "c": 4}, {"a": 7, "b": 1, "c": 1}])
 def test_swap_map_other_type(counts):
     rows = _swap_rows(counts)
-    swap = error_analysis.swap_audio_map(rows, seed=3)
+    swap = audio_swap.swap_audio_map(rows, seed=3)
     type_of_audio = {r["audio"]: r["question_type"] for r in rows}
     assert set(swap) == {("v", r["id"]) for r in rows}  # keyed by (video_id, id)
     for r in rows:
         assert type_of_audio[swap[("v", r["id"])]] != r["question_type"]
-    assert swap == error_analysis.swap_audio_map(list(reversed(rows)), seed=3)  # deterministic, order-free
+    assert swap == audio_swap.swap_audio_map(list(reversed(rows)), seed=3)  # deterministic, order-free
     if 2 * max(counts.values()) <= sum(counts.values()):  # a permutation when one exists
         assert sorted(swap.values()) == sorted(type_of_audio)
 
@@ -126,27 +126,27 @@ def test_swap_map_within_an_answer_vocabulary():
             for t in ("mucosa_visibility", "blue_dye_presence", "nbi_status", "tool_identification", "lighting_mode")
             for i in range(3)]
     type_of_audio = {r["audio"]: r["question_type"] for r in rows}
-    swap = error_analysis.swap_audio_map(rows, seed=1, same_vocabulary=True)
+    swap = audio_swap.swap_audio_map(rows, seed=1, same_vocabulary=True)
     yes_no = {("v", r["id"]) for r in rows if r["question_type"] in ("mucosa_visibility", "blue_dye_presence", "nbi_status")}
     assert set(swap) == yes_no  # tool type and lighting share their vocabulary with no other type: left out
     for (_, rid), audio in swap.items():
         heard = type_of_audio[audio]
         assert heard != rid.rsplit("_", 1)[0] and heard in ("mucosa_visibility", "blue_dye_presence", "nbi_status")
     assert sorted(swap.values()) == sorted(a for a, t in type_of_audio.items() if ("v", a[6:-4]) in yes_no)
-    assert swap == error_analysis.swap_audio_map(list(reversed(rows)), seed=1, same_vocabulary=True)
-    assert error_analysis.swap_audio_map(rows[9:], same_vocabulary=True) == {}  # no shared vocabulary at all
+    assert swap == audio_swap.swap_audio_map(list(reversed(rows)), seed=1, same_vocabulary=True)
+    assert audio_swap.swap_audio_map(rows[9:], same_vocabulary=True) == {}  # no shared vocabulary at all
 
 
 def test_swap_map_root_and_errors(tmp_path):
     rows = _swap_rows({"a": 2, "b": 2})
-    swap = error_analysis.swap_audio_map(rows, audio_root=tmp_path)
+    swap = audio_swap.swap_audio_map(rows, audio_root=tmp_path)
     assert all(v.startswith(str(tmp_path)) for v in swap.values())
     with pytest.raises(ValueError, match="two question types"):
-        error_analysis.swap_audio_map(_swap_rows({"a": 4}))
+        audio_swap.swap_audio_map(_swap_rows({"a": 4}))
     with pytest.raises(ValueError, match="no audio"):
-        error_analysis.swap_audio_map([{"id": "x", "video_id": "v", "question_type": "a"},
-                                       {"id": "y", "video_id": "v", "question_type": "b", "audio": "y.wav"}])
-    assert error_analysis.swap_audio_map([]) == {}
+        audio_swap.swap_audio_map([{"id": "x", "video_id": "v", "question_type": "a"},
+                                   {"id": "y", "video_id": "v", "question_type": "b", "audio": "y.wav"}])
+    assert audio_swap.swap_audio_map([]) == {}
 
 
 # ---- misheard -----------------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_error_metrics_per_type(predictions):
     import matplotlib
 
     matplotlib.use("Agg")
-    assert error_analysis.plot_swap(swap).axes
+    assert audio_swap.plot_swap(swap).axes
 
 
 # ---- case cards ---------------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_flipbook_widget(tiny_ds):
 
 
 def test_split_rows_and_case_frames(tiny_ds):
-    assert len(error_analysis.split_rows(tiny_ds)) == 1 and len(error_analysis.split_rows(tiny_ds, ["val"])) == 0
+    assert len(audio_swap.split_rows(tiny_ds)) == 1 and len(audio_swap.split_rows(tiny_ds, ["val"])) == 0
     assert error_analysis.case_frames(tiny_ds, {"id": "q1", "video_id": "syn-01"}).shape == (8, 12, 12, 3)
 
 
@@ -281,7 +281,7 @@ def test_audio_swap_check_wiring(tmp_path, monkeypatch):
         return {"predictions": [answer_of_audio[examples[k].audio.split("/")[-1]] for k in range(len(examples))]}
 
     monkeypatch.setattr(evaluate, "run_model", fake_run_model)
-    res = error_analysis.audio_swap_check(None, None, ds, EvalConfig(bootstrap=50), majority={
+    res = audio_swap.audio_swap_check(None, None, ds, EvalConfig(bootstrap=50), majority={
         "mucosa_visibility": "yes", "tool_identification": "snare"})
     assert res["rows"] == 4 and res["true_audio"]["accuracy"] == 1.0
     assert res["swapped_audio"]["accuracy"] == 0.0 and res["changed"] == 1.0
@@ -313,8 +313,8 @@ def test_same_vocabulary_swap_takes_a_listener_to_chance_and_not_a_deaf_model(tm
     results = {}
     for name, model in (("listener", listener), ("deaf", deaf)):
         monkeypatch.setattr(evaluate, "run_model", lambda m, p, examples, o, d, cfg=None: {"predictions": model(examples)})
-        results[name] = error_analysis.audio_swap_check(None, None, ds, EvalConfig(bootstrap=50), majority=majority)
-    heard = error_analysis.swap_audio_map(rows, same_vocabulary=True)
+        results[name] = audio_swap.audio_swap_check(None, None, ds, EvalConfig(bootstrap=50), majority=majority)
+    heard = audio_swap.swap_audio_map(rows, same_vocabulary=True)
     listened = results["listener"]["same_vocabulary"]
     assert listened["rows"] == 4 and listened["types"] == ["blue_dye_presence", "mucosa_visibility"]
     assert listened["predictions"] == [answer_of_audio[Path(heard[("v", r["id"])]).name] for r in rows[:4]]
@@ -326,4 +326,4 @@ def test_same_vocabulary_swap_takes_a_listener_to_chance_and_not_a_deaf_model(tm
     import matplotlib
 
     matplotlib.use("Agg")
-    assert len(error_analysis.plot_swap(results["listener"]).axes) == 2
+    assert len(audio_swap.plot_swap(results["listener"]).axes) == 2

@@ -1,7 +1,8 @@
 """Ask the demo app by voice in a real browser: headless Chromium (the system's, driven by playwright) with its
-fake microphone playing a wav file. The browser test uses it; so does the README's screenshot.
+fake microphone playing a wav file. The browser test (test_demo_browser.py) imports it; run as a script, it takes
+the README's screenshot:
 
-    python -m surgvqa.demo_browser --params params/default.yaml --audio q.wav --screenshot reports/demo_screenshot.png
+    .venv/bin/python tests/browser_harness.py --params params/default.yaml --audio q.wav --screenshot reports/demo_screenshot.png
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import REPO_ROOT
+from surgvqa.config import REPO_ROOT
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
@@ -46,7 +47,7 @@ class DemoServer:
     """`python -m surgvqa.demo` on a free port of 127.0.0.1, stopped with its kernels on exit."""
 
     def __init__(self, params: str, run_root: str | None = None, port: int | None = None, log: Path | None = None):
-        from .demo import free_port
+        from surgvqa.demo import free_port
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -139,8 +140,8 @@ def ask_by_voice(url: str, wav: str | Path, seconds: float = 3.0, screenshot: st
 
 def heldout_voice_question(params: str, run_root: str | None = None) -> Path:
     """The audio of the run's first held-out-voice test question (a voice never heard in training)."""
-    from . import datastep
-    from .config import Config
+    from surgvqa import datastep
+    from surgvqa.config import Config
 
     cfg = Config.from_yaml(params, {"run_root": run_root} if run_root else None)
     test = datastep.load_run_data(cfg, build=False).splits["test"]
