@@ -6,7 +6,8 @@
 `cfg.paths.metrics/*.json` (written by `Config.write_metrics`), flags files produced with
 different params as stale, and writes `cfg.paths.reports/metrics.json` and
 `cfg.paths.reports/index.html` (inline CSS, no JS, no external resources; figures are
-linked relative to the sibling figures directory).
+linked relative to the sibling figures directory), then `RESULTS.md` beside them (`surgvqa.results_page`; for the
+repository's own reports/, README's results block too).
 
 Accuracies, confidence intervals, WER and CER are expected as fractions (0.713) and
 rendered as percent (71.3).
@@ -26,6 +27,7 @@ from urllib.parse import quote
 
 import yaml
 
+from . import results_page
 from .config import Config, json_default
 from .systems import SPLIT_TITLES, SYSTEMS, TEST_SPLITS
 
@@ -368,11 +370,15 @@ def load_timings(cfg: Config) -> list[dict]:
 
 
 def finish_report(cfg: Config, timings: list[dict] | None = None) -> dict:
-    """Merge the metrics, write metrics.json and index.html; timings default to the run's pipeline_timings.json."""
+    """Merge the metrics, write metrics.json, index.html and RESULTS.md (README's results block too when the run writes
+    the repository's own reports/); timings default to the run's pipeline_timings.json."""
     merged = merge_metrics(cfg, load_timings(cfg) if timings is None else timings)
     metrics_json = write_metrics_json(cfg, merged)
     index = write_index(cfg, merged)
-    return {"index": index, "metrics_json": metrics_json, "merged": merged}
+    # rendered from the file as written, so README's block is what reports/metrics.json renders to
+    results = results_page.write_run_results(json.loads(metrics_json.read_text()), cfg.paths.reports,
+                                             readme=results_page.repo_readme(cfg.paths.reports))
+    return {"index": index, "metrics_json": metrics_json, "merged": merged, "results": results}
 
 
 def main(argv: list[str] | None = None) -> None:
