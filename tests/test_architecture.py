@@ -1,5 +1,6 @@
-"""The structure the docs promise: lib/surgvqa's import graph has no cycle, the model side never
-imports the data generator, and the model overlay depends on transformers alone."""
+"""The structure docs/ARCHITECTURE.md promises: lib/surgvqa's modules sit in layers, each importing only from its
+own layer or those below, with no cycle; nothing that builds, trains or evaluates models reaches the data generator;
+the model overlay depends on transformers alone."""
 from __future__ import annotations
 
 import ast
@@ -10,8 +11,22 @@ from surgvqa.config import REPO_ROOT
 
 LIB = REPO_ROOT / "lib" / "surgvqa"
 OVERLAY = REPO_ROOT / "transformers_fork" / "qwen2_vl_audio"
-# Modules that build, train or run models: they must not depend on how the synthetic data is made.
-MODEL_SIDE = ("build", "model_checks", "features", "collate", "prompts", "lora", "train", "infer", "evaluate")
+# Bottom to top, as in docs/ARCHITECTURE.md; every module of lib/surgvqa is in exactly one layer.
+LAYERS = {
+    "settings": {"config", "repro", "plots", "systems"},
+    "I/O": {"audio", "speech", "media", "video", "whisper_conversion"},
+    "data and scoring": {"schema", "answers", "metrics", "data", "wording", "synthetic", "stratify", "datastep",
+                         "data_eda"},
+    "model helpers": {"prompts", "lora", "tiny_vlm", "models", "caches", "collate", "infer", "asr", "checkpoints",
+                      "model_checks", "paper_scale"},
+    "stages": {"trainer", "training_data", "stages", "training_report"},
+    "evaluation": {"evaluate", "latency", "evaluation_report", "sight", "error_analysis", "audio_swap"},
+    "reports and entry points": {"report", "results_page", "notebook", "pipeline", "bench", "train", "assistant", "ask",
+                                 "demo"},
+}
+# What builds, trains or evaluates models: it sees data only as the data step's files, never how they are made.
+MODEL_SIDE = LAYERS["model helpers"] | LAYERS["stages"] | LAYERS["evaluation"]
+GENERATOR = {"synthetic", "datastep"}
 
 
 def imported_modules(path: Path, package: str) -> set[str]:
@@ -65,21 +80,47 @@ def test_lib_import_graph_has_no_cycle():
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
 
 
-def test_model_side_never_imports_the_generator():
-    """Models see data only through the data step's readers, never the generator or its wording."""
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def layer_violations(graph: dict[str, set[str]], layers: dict[str, set[str]]) -> list[str]:
+    """Imports of a module from a layer above its own."""
+    rank = {m: i for i, members in enumerate(layers.values()) for m in members}
+    return [f"{m} -> {d}" for m, deps in sorted(graph.items()) for d in sorted(deps) if rank[d] > rank[m]]
+
+
+def test_layer_violations_are_found():
+    assert layer_violations({"a": {"b"}, "b": set()}, {"low": {"a"}, "high": {"b"}}) == ["a -> b"]
+    assert layer_violations({"a": set(), "b": {"a"}}, {"low": {"a"}, "high": {"b"}}) == []
+
+
+def test_every_module_sits_in_one_documented_layer():
+    modules = {p.stem for p in LIB.glob("*.py")} - {"__init__"}
+    placed = [m for members in LAYERS.values() for m in members]
+    assert len(placed) == len(set(placed)), "a module in two layers"
+    assert set(placed) == modules, {"unplaced": sorted(modules - set(placed)), "gone": sorted(set(placed) - modules)}
+    documented = (REPO_ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    assert not [m for m in modules if f"`{m}`" not in documented], "docs/ARCHITECTURE.md leaves a module out"
+
+
+def test_each_layer_imports_only_from_itself_and_below():
+    graph = {m: deps for m, deps in import_graph(LIB, "surgvqa").items() if m != "__init__"}
+    assert layer_violations(graph, LAYERS) == []
+
+
+def test_model_side_never_reaches_the_data_generator():
+    """Models see data only through the data step's files (`data` readers), never the generator or the data step
+    that runs it; only entry points (the training CLI, the pipeline, the demo) build data."""
     graph = import_graph(LIB, "surgvqa")
-    graph = {m: deps - {"datastep"} for m, deps in graph.items() if m != "datastep"}
-
-    def reachable(start: str) -> set[str]:
-        seen, todo = set(), [start]
-        while todo:
-            for nxt in graph[todo.pop()] - seen:
-                seen.add(nxt)
-                todo.append(nxt)
-        return seen
-
-    offenders = {m: sorted(reachable(m) & {"synthetic"}) for m in MODEL_SIDE}
-    assert not any(offenders.values()), offenders
+    assert graph["datastep"] >= {"synthetic", "speech"}  # the graph is really read
+    offenders = {m: sorted(reachable(graph, m) & GENERATOR) for m in sorted(MODEL_SIDE)}
+    assert not any(offenders.values()), {m: o for m, o in offenders.items() if o}
 
 
 def test_overlay_depends_on_transformers_alone():

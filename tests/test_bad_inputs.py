@@ -111,9 +111,9 @@ def config_patience_negative(tmp):
 
 
 @case
-def config_stage0_vision_tower_unknown(tmp):
-    return (_config({"train": {"stage0_vision_tower": "half"}}), ConfigError,
-            ["params/smoke.yaml", "train.stage0_vision_tower", "'half'"])
+def config_removed_option(tmp):
+    return (_config({"train": {"stage0_vision_tower": "frozen"}}), ConfigError,
+            ["params/smoke.yaml", "train.stage0_vision_tower", "removed", "docs/RECIPE.md"])
 
 
 @case
@@ -126,11 +126,6 @@ def config_stage1_language_model_unknown(tmp):
 def config_stage0_refine_unknown_argument(tmp):
     return (_config({"train": {"stage0_refine": {"learning_rat": 3e-4}}}), ConfigError,
             ["params/smoke.yaml", "train.stage0_refine.learning_rat", "learning_rate"])
-
-
-@case
-def config_balanced_fraction_above_one(tmp):
-    return _config({"train": {"balanced_fraction": 1.5}}), ConfigError, ["params/smoke.yaml", "train.balanced_fraction", "1.5"]
 
 
 @case
@@ -366,7 +361,7 @@ def wav_with_nan_samples(tmp):
 @case
 def dataset_stamp_half_written(tmp):
     (tmp / "dataset.json").write_text('{"source": "synth')
-    return lambda: datastep._read_meta(tmp), DataError, [str(tmp / "dataset.json"), "not valid JSON"]
+    return lambda: data.read_data_meta(tmp), DataError, [str(tmp / "dataset.json"), "not valid JSON"]
 
 
 # rows are keyed by (video_id, id) (item 8): the same id in the same video is still a duplicate

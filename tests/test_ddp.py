@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow  # builds grafts and trains (minutes)
 
 PROFILE = "smoke_ddp"
 WORLD = 2
-BATCH = 16
+BATCH = 1  # one conversation per batch: the smoke clips give 1 and 2 processes different step counts
 EPOCHS = 1
 
 
@@ -39,13 +39,12 @@ def ddp_params(tmp_path) -> Path:
     params["profile"] = PROFILE
     params["run_root"] = str(tmp_path / "runs")
     params["train"] = {"stage0": {"num_train_epochs": EPOCHS, "per_device_train_batch_size": BATCH},
-                       "stage1": {"num_train_epochs": EPOCHS},
-                       "repeat_sentences": 400}  # enough examples that 1 and 2 processes take different step counts
+                       "stage1": {"num_train_epochs": EPOCHS}, "stage0_refine": {}}
     path = tmp_path / "smoke_ddp.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     cfg = Config.from_yaml(path)
     assert cfg.paths.run == tmp_path / "runs" / PROFILE
-    # Multi-process runs never build data (train.main requires it on disk): build it here, once.
+    # Multi-process runs never build data (`python -m surgvqa.train` requires it on disk): build it here, once.
     load_run_data(cfg)
     return path
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from surgvqa import datastep, train
+from surgvqa import checkpoints, datastep, trainer
 from surgvqa.audio import load_audio
 from surgvqa.config import REPO_ROOT, Config
 
@@ -132,22 +132,22 @@ def test_a_checkpoint_cut_short_is_never_resumed_from(tmp_path):
         if whole:
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     (tmp_path / "stamp.txt").write_text("s")
-    assert train.resume_checkpoint(tmp_path, "s", resume=True) == str(tmp_path / "checkpoint-4")
+    assert trainer.resume_checkpoint(tmp_path, "s", resume=True) == str(tmp_path / "checkpoint-4")
     shutil.rmtree(tmp_path / "checkpoint-2")
     shutil.rmtree(tmp_path / "checkpoint-4")
-    assert train.resume_checkpoint(tmp_path, "s", resume=True) is None  # nothing whole: start over
+    assert trainer.resume_checkpoint(tmp_path, "s", resume=True) is None  # nothing whole: start over
 
 
 @pytest.mark.slow
 def test_sigkilled_training_stage_reruns_to_the_same_weights(tmp_path):
     from safetensors.torch import load_file
 
-    stage0 = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "eval_strategy": "no",
-              "save_strategy": "steps", "save_steps": 2, "logging_steps": 1}
-    params = _params(tmp_path, "runs", train={"stage0": stage0, "repeat_sentences": 400})  # enough steps to kill mid-epoch
+    stage0 = {"num_train_epochs": 2, "per_device_train_batch_size": 1, "eval_strategy": "no",  # enough steps to kill
+              "save_strategy": "steps", "save_steps": 2, "logging_steps": 1}                    # mid-epoch
+    params = _params(tmp_path, "runs", train={"stage0": stage0, "stage0_refine": {}})
     cfg = Config.from_yaml(params)
     datastep.load_run_data(cfg)  # the data step once, up front (not what is being killed here)
-    out = train.stage_dir(cfg, "stage0")
+    out = checkpoints.stage_dir(cfg, "stage0")
     cmd = [sys.executable, "-m", "surgvqa.train", "--params", str(params), "--stage", "stage0"]
 
     def run(*extra) -> subprocess.Popen:
@@ -158,7 +158,7 @@ def test_sigkilled_training_stage_reruns_to_the_same_weights(tmp_path):
     stdout, stderr = done.communicate(timeout=600)
     assert done.returncode == 0, stderr[-3000:]
     uninterrupted = load_file(out / "final" / "model.safetensors")
-    steps = train.StageResult.load(out).global_step
+    steps = checkpoints.StageResult.load(out).global_step
     assert steps >= 8, f"too few steps ({steps}) to kill mid-epoch"
 
     killed = run("--no-resume")  # starts over, then dies mid-epoch 1 (a checkpoint every 2 steps)
@@ -168,7 +168,7 @@ def test_sigkilled_training_stage_reruns_to_the_same_weights(tmp_path):
     resumed = run()
     stdout, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr[-3000:]
-    result = train.StageResult.load(out)
+    result = checkpoints.StageResult.load(out)
     assert result.resumed_from and Path(result.resumed_from).name.startswith("checkpoint-"), result.resumed_from
     assert int(Path(result.resumed_from).name.split("-")[1]) < steps and result.global_step == steps
     final = load_file(out / "final" / "model.safetensors")

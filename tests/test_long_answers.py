@@ -62,7 +62,7 @@ def test_long_form_needs_a_long_answer_and_only_vqa_has_one():
     with pytest.raises(ValueError, match="no long-form answer"):
         long_form(Example("vqa", "no", question="q", meta={"id": "r1", "question_type": "t"}))
     with pytest.raises(ValueError, match="only vqa"):
-        Example("repeat", "a sentence", long=True)
+        Example("transcribe", "a sentence", long=True)
 
 
 def test_transcription_in_the_mixture_is_labelled_on_the_transcript_only(grafted, tmp_path):
@@ -78,8 +78,7 @@ def test_transcription_in_the_mixture_is_labelled_on_the_transcript_only(grafted
     assert prompts.TRANSCRIBE_INSTRUCTION in processor.tokenizer.decode(batch["input_ids"][0])
 
 
-@pytest.mark.parametrize("key", ["long_answer_fraction", "transcription_fraction", "heard_question_fraction",
-                                 "stage1_vqa_fraction"])
+@pytest.mark.parametrize("key", ["long_answer_fraction", "transcription_fraction", "heard_question_fraction"])
 @pytest.mark.parametrize("value", [-0.1, 1.0, "half", True])
 def test_mixture_shares_are_checked(key, value):
     with pytest.raises(ConfigError, match=f"train.{key}"):
@@ -113,7 +112,7 @@ def spoken_rows(tmp_path):
 
 def test_heard_questions_replace_a_share_of_questions_by_the_rows_own_transcript(spoken_rows):
     from surgvqa.collate import vqa_examples
-    from surgvqa.train import with_heard_questions
+    from surgvqa.training_data import with_heard_questions
 
     heard = {str(spoken_rows.audio_path(r)): f"is a cat a tar visible {r['id'][1:]}" for r in spoken_rows.rows}
     heard[str(spoken_rows.audio_path(spoken_rows.rows[0]))] = ""  # whisper heard nothing
@@ -135,7 +134,7 @@ def test_heard_questions_replace_a_share_of_questions_by_the_rows_own_transcript
 
 def test_heard_question_without_a_transcript_names_its_row(spoken_rows):
     from surgvqa.collate import vqa_examples
-    from surgvqa.train import with_heard_questions
+    from surgvqa.training_data import with_heard_questions
 
     with pytest.raises(KeyError, match="row r"):
         with_heard_questions(vqa_examples(spoken_rows, "text"), spoken_rows, {}, 0.5, seed=0)
@@ -189,36 +188,18 @@ def test_the_transcription_pool_is_drawn_anew_each_epoch_and_covered(spoken_rows
 
 
 
-# ---- stage 1 rehearses stage 0's sight (train.stage1_vqa_fraction) ------------------------------------
+# ---- stage 1's speech ---------------------------------------------------------------------------------
 
 
-def test_stage1_rehearses_a_share_of_read_questions_about_training_clips(spoken_rows, tmp_path):
-    from surgvqa.train import stage1_examples
+def test_stage1_transcribes_the_training_corpus_and_every_training_question_recording(spoken_rows, tmp_path):
+    from surgvqa.training_data import stage1_examples
 
     corpus = [{"id": f"c{i}", "text": f"sentence {i}", "audio": f"corpus/{i}.wav", "voice": "v", "kind": "narration",
                "split": "val" if i < 2 else "train"} for i in range(12)]
-    splits = {"train": spoken_rows}
-
-    def examples(share):
-        cfg = Config.from_params({"profile": "unit", "run_root": str(tmp_path), "train": {"stage1_vqa_fraction": share}})
-        return stage1_examples(cfg, splits, corpus)
-
-    plain, val = examples(0.0)
-    assert {ex.task for ex in plain} == {"transcribe"} and len(plain) == 10 + 20  # corpus + the 20 recordings
-    half, half_val = examples(0.5)
-    assert half_val == val and half[:len(plain)] == plain  # the same speech, and the same WER to pick by
-    read = half[len(plain):]
-    assert len(read) == len(plain)  # a share of 0.5: as many questions as transcriptions
-    assert {(ex.task, ex.mode) for ex in read} == {("vqa", "text")}
-    ids = [ex.meta["id"] for ex in read]
-    assert len(set(ids)) == len(ids) and set(ids) <= {r["id"] for r in spoken_rows.rows}  # training rows, no repeats
-    assert all(ex.frames and ex.question for ex in read)  # the clip is seen and the question read
-    assert ids != [r["id"] for r in spoken_rows.rows][:len(ids)]  # a sample, not the first rows
-    assert examples(0.5)[0] == half  # seeded
-    quarter = examples(0.25)[0]
-    assert len(quarter) - len(plain) == round(len(plain) / 3)
-    most = [ex.meta["id"] for ex in examples(0.9)[0][len(plain):]]  # 270 questions from 200 rows
-    assert len(most) == 270 and len(set(most[:200])) == 200  # every row once before any twice
+    cfg = Config.from_params({"profile": "unit", "run_root": str(tmp_path)})
+    train, val = stage1_examples(cfg, {"train": spoken_rows}, corpus)
+    assert {ex.task for ex in train} == {"transcribe"} and len(train) == 10 + 20  # corpus + the 20 recordings
+    assert [ex.answer for ex in val] == ["sentence 0", "sentence 1"]  # the val corpus picks the checkpoint by WER
 
 
 # ---- the graft's stage 2 also reads (train.graft_read_ratio) ---------------------------------------------
@@ -251,7 +232,7 @@ def test_read_conversations_join_the_heard_ones_drawn_anew_each_epoch():
 
 def test_only_the_grafts_stage2_reads_and_its_ratio_sets_the_count(spoken_rows, tmp_path):
     from surgvqa.data import Dataset
-    from surgvqa.train import stage2_examples
+    from surgvqa.training_data import stage2_examples
 
     clips = Dataset([{**r, "frames": [f"f/{i % 8}.png"]} for i, r in enumerate(spoken_rows.rows)],  # 8 clips
                     spoken_rows.root, spoken_rows.audio_root)
@@ -261,7 +242,8 @@ def test_only_the_grafts_stage2_reads_and_its_ratio_sets_the_count(spoken_rows, 
 
     def stage2(ratio, mode):
         cfg = Config.from_params({"profile": "unit", "run_root": str(tmp_path),
-                                  "train": {"graft_read_ratio": ratio, "transcription_fraction": 0.0}})
+                                  "train": {"graft_read_ratio": ratio, "transcription_fraction": 0.0,
+                                            "long_answer_fraction": 0.0}})
         return stage2_examples(cfg, splits, mode)[0]
 
     plain, half = stage2(0.0, "audio"), stage2(0.5, "audio")

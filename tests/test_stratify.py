@@ -71,7 +71,7 @@ def test_every_type_in_train_and_test_where_the_data_allow(built):
 def test_val_is_type_stratified_on_a_bigger_set():
     rows, _ = synthetic.generate(0, 6, 12, frame_size=24)
     base = rows["in"] + rows["out"]
-    dcfg = Config().data
+    dcfg = dataclasses.replace(Config().data, heldout_videos=1, train_templates=["in"])
     plan = stratify.plan_splits(base, dcfg, seed=0)
     assert plan.heldout_videos == ["syn-06"]
     val_clips = [k for k, s in plan.clip_split.items() if s == "val"]
@@ -215,7 +215,7 @@ def test_real_folder_flows_through_the_data_step(tmp_path):
 
     cfg = Config.from_params(dict(profile="realtest", data=dict(
         source=str(src), num_voices=3, heldout_voices=1, heldout_videos=1, val_fraction=0.34,
-        narration_sentences=2, corpus_voices_per_text=1)))
+        narration_sentences=2, corpus_voices_per_text=1, train_templates=["in"])))
     out = tmp_path / "run"
     result = datastep.build_dataset(cfg, out_dir=out)
     assert result.heldout_videos == ["002-003"] and result.frames_root == src

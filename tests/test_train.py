@@ -4,11 +4,11 @@ import dataclasses
 import pytest
 import torch
 
-from surgvqa import models, synthetic, train, training_report
+from surgvqa import checkpoints, lora, models, stages, synthetic, trainer, training_report
 from surgvqa import prompts
 from surgvqa.audio import write_wav
 from surgvqa.collate import Collator, Example
-from surgvqa.config import REPO_ROOT, Config, ConfigError, TrainConfig
+from surgvqa.config import REPO_ROOT, STAGE_INPUTS, Config, ConfigError, TrainConfig
 from surgvqa.caches import FeatureCache, encoder_fingerprint
 from surgvqa.speech import voices, synthesize
 
@@ -22,6 +22,20 @@ def cfg(tmp_path_factory, whisper_cache_dir):
     """The smoke config with every run path inside a temp dir."""
     return Config.from_yaml(SMOKE, {"run_root": str(tmp_path_factory.mktemp("runs")),
                                     "model": {"whisper_cache_dir": str(whisper_cache_dir)}})
+
+
+@pytest.fixture(scope="module")
+def run_data(cfg):
+    """The smoke data step, built once for this module's run dir."""
+    from surgvqa.datastep import load_run_data
+
+    return load_run_data(cfg)
+
+
+@pytest.fixture
+def stamped(cfg, run_data):
+    """The smoke config once its data step exists (a stage's stamp covers the data step's own)."""
+    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +172,9 @@ def test_cached_features_give_the_same_logits(cfg, graft_and_processor, speech, 
 
 def test_stage1_trains_only_the_projector(cfg, speech, frames):
     torch.manual_seed(0)
-    model, processor = models.build_graft(cfg)
-    train.freeze_for_stage1(model)
+    frozen_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage1_language_model="frozen"))
+    model, processor = models.build_graft(frozen_cfg)
+    model = stages.stage1_trainables(frozen_cfg, model)
     model.train()
     batch = Collator(processor)(vqa(speech, frames, "audio"))
     model(**batch).loss.backward()
@@ -171,7 +186,7 @@ def test_stage1_with_lora_trains_projector_and_language_model_and_merges_into_a_
     torch.manual_seed(0)
     lora_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage1_language_model="lora"))
     model, processor = models.build_graft(lora_cfg)
-    prepared = train.prepare_stage1(lora_cfg, model)
+    prepared = stages.stage1_trainables(lora_cfg, model)
     report = training_report.lora_report(prepared)
     assert report.loc["language model", "lora_modules"] > 0 and report.loc["audio projector", "trainable"] > 0
     assert report.loc[["audio tower", "vision tower", "lm head"], "trainable"].sum() == 0
@@ -192,41 +207,54 @@ def test_stage1_with_lora_trains_projector_and_language_model_and_merges_into_a_
         assert not any(".lora_" in n for n, _ in merged.named_parameters())
         torch.testing.assert_close(merged(**batch).logits, expected, atol=1e-4, rtol=1e-4)
     frozen_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage1_language_model="frozen"))
-    frozen = train.prepare_stage1(frozen_cfg, models.build_graft(frozen_cfg)[0])  # the upstream recipe: the projector alone
+    frozen = stages.stage1_trainables(frozen_cfg, models.build_graft(frozen_cfg)[0])  # the upstream recipe: the projector alone
     assert {n.split(".")[1] for n, p in frozen.named_parameters() if p.requires_grad} == {"audio_projector"}
 
 
-def test_stage0_stamp_holds_only_what_stage0_depends_on(cfg):
-    later = {"stage1_language_model": "frozen" if cfg.train.stage1_language_model == "lora" else "lora",
-             "transcription_fraction": 0.55, "long_answer_fraction": 0.55, "heard_question_fraction": 0.55,
-             "stage1_vqa_fraction": 0.55, "graft_read_ratio": 0.55}
-    options = {f.name for f in dataclasses.fields(TrainConfig)} - {"stage0", "stage1", "stage2", "report_to"}
-    assert options == set(train.STAGE0_OPTIONS) | set(later), "a new train option: say which stages it changes"
-    for key, value in later.items():
-        changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **{key: value}))
-        assert train.stage_stamp(changed, "stage0") == train.stage_stamp(cfg, "stage0"), key
-        assert train.stage_stamp(changed, "stage2") != train.stage_stamp(cfg, "stage2"), key
-    for key, value in {"stage0_caption": not cfg.train.stage0_caption, "questions_per_clip": 3}.items():
-        changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **{key: value}))
-        assert train.stage_stamp(changed, "stage0") != train.stage_stamp(cfg, "stage0"), key
+def test_every_train_option_says_which_stages_it_changes():
+    """The stamps are built from each option's declared stages (`config.option`): a new option must declare them."""
+    for f in dataclasses.fields(TrainConfig):
+        assert "stages" in f.metadata, f"train.{f.name}: declare the stages it changes with config.option"
+        assert set(f.metadata["stages"]) <= set(STAGE_INPUTS), f.name
+    assert not TrainConfig.__dataclass_fields__["report_to"].metadata["stages"]  # logging changes no result
 
 
-def test_early_stopping_patience_per_stage_and_stage0_stamp_sees_only_its_own(cfg):
+def test_a_stage_stamp_holds_its_own_options_and_those_of_the_stages_it_is_made_from(stamped):
+    cfg = stamped
+    changes = {"stage1_language_model": "frozen", "transcription_fraction": 0.55, "long_answer_fraction": 0.55,
+               "heard_question_fraction": 0.55, "graft_read_ratio": 0.55, "stage0_caption": False,
+               "questions_per_clip": 3, "question_rarity": 0.0, "eval_rows": 7, "stage0_refine": {},
+               "stage0": {**cfg.train.stage0, "learning_rate": 0.5}, "stage1": {**cfg.train.stage1, "learning_rate": 0.5},
+               "stage2": {**cfg.train.stage2, "learning_rate": 0.5}}
+    assert set(changes) == {f.name for f in dataclasses.fields(TrainConfig)} - {"report_to", "early_stopping_patience"}
+    for key, value in changes.items():
+        changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **{key: value}))
+        declared = set(TrainConfig.__dataclass_fields__[key].metadata["stages"])
+        for stage, inputs in STAGE_INPUTS.items():
+            moved = checkpoints.stage_stamp(changed, stage) != checkpoints.stage_stamp(cfg, stage)
+            assert moved == bool(declared & {stage, *inputs}), (key, stage)
+    # stage 0 is reused by its stamp: no option of a later stage may move it
+    assert {k for k in changes if "stage0" in TrainConfig.__dataclass_fields__[k].metadata["stages"]} == {
+        "stage0", "stage0_caption", "stage0_refine", "questions_per_clip", "question_rarity", "eval_rows"}
+
+
+def test_early_stopping_patience_per_stage_and_stage0_stamp_sees_only_its_own(stamped):
+    cfg = stamped
     p0 = cfg.train.patience("stage0")
     per_stage = dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, early_stopping_patience={"stage0": p0, "stage1": p0 + 3}))
     assert [per_stage.train.patience(s) for s in ("stage0", "stage1", "stage2")] == [p0, p0 + 3, 0]  # unnamed: never
     # stage 1's patience leaves a finished stage 0 reusable, and changes the stages after it
-    assert train.stage_stamp(per_stage, "stage0") == train.stage_stamp(cfg, "stage0")
-    assert train.stage_stamp(per_stage, "stage1") != train.stage_stamp(cfg, "stage1")
+    assert checkpoints.stage_stamp(per_stage, "stage0") == checkpoints.stage_stamp(cfg, "stage0")
+    assert checkpoints.stage_stamp(per_stage, "stage1") != checkpoints.stage_stamp(cfg, "stage1")
     other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, early_stopping_patience={"stage0": p0 + 1}))
-    assert train.stage_stamp(other, "stage0") != train.stage_stamp(cfg, "stage0")
+    assert checkpoints.stage_stamp(other, "stage0") != checkpoints.stage_stamp(cfg, "stage0")
 
 
 def test_lora_wraps_only_the_language_model_and_towers_get_no_gradient(cfg, speech, frames):
     torch.manual_seed(0)
     model, processor = models.build_graft(cfg)
-    peft_model = train.add_lora(cfg, model, with_projector=True)
+    peft_model = lora.add_lora(cfg, model, with_projector=True)
     report = training_report.lora_report(peft_model)
     assert report.loc["language model", "lora_modules"] == cfg.model.tiny.num_hidden_layers * len(cfg.lora.target_modules)
     assert report.loc[["audio tower", "vision tower", "lm head"], "lora_modules"].sum() == 0
@@ -239,38 +267,25 @@ def test_lora_wraps_only_the_language_model_and_towers_get_no_gradient(cfg, spee
     assert any("audio_projector" in n and g.abs().sum() > 0 for n, g in grads.items())
 
 
-def test_stage2_adapters_do_not_depend_on_what_ran_before(cfg):
-    def adapters(draws_before: int) -> dict[str, torch.Tensor]:
-        torch.manual_seed(0)
-        model, _ = models.build_graft(cfg)
-        torch.rand(draws_before)  # e.g. the graft's training, before the text model's adapters in notebook 03
-        peft_model = train.stage2_adapters(cfg, model, "audio")
-        return {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_A" in n}
-
-    first, second = adapters(0), adapters(12345)
-    assert first and first.keys() == second.keys()
-    assert all(torch.equal(first[n], second[n]) for n in first)
-
-
 def test_only_the_main_process_writes_or_clears_tensorboard_logs(tmp_path, monkeypatch):
     log_dir = tmp_path / "logs" / "stage0"
     monkeypatch.setenv("RANK", "1")  # another DDP process: it must neither create the folder nor empty it
-    assert train.tensorboard_callback(log_dir, fresh=True).tb_writer is None and not log_dir.exists()
+    assert trainer.tensorboard_callback(log_dir, fresh=True).tb_writer is None and not log_dir.exists()
     log_dir.mkdir(parents=True)
     (log_dir / "old").write_text("x")
-    train.tensorboard_callback(log_dir, fresh=True)
+    trainer.tensorboard_callback(log_dir, fresh=True)
     assert (log_dir / "old").exists()
     monkeypatch.setenv("RANK", "0")
-    callback = train.tensorboard_callback(log_dir, fresh=True)  # the main process starts an empty folder
+    callback = trainer.tensorboard_callback(log_dir, fresh=True)  # the main process starts an empty folder
     assert not (log_dir / "old").exists() and callback.tb_writer is not None
     callback.tb_writer.close()
 
 
 def test_bf16_on_a_machine_without_a_gpu_trains_on_the_cpu(cfg, tmp_path):
     bf16 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage0={**cfg.train.stage0, "bf16": True}))
-    args = train.training_arguments(bf16, "stage0", tmp_path)
+    args = trainer.training_arguments(bf16, "stage0", tmp_path)
     assert args.bf16 and (args.use_cpu or torch.cuda.is_available())
-    assert not train.training_arguments(cfg, "stage0", tmp_path).bf16
+    assert not trainer.training_arguments(cfg, "stage0", tmp_path).bf16
 
 
 def test_bad_train_params_name_the_key():
@@ -288,22 +303,22 @@ def test_bad_train_params_name_the_key():
 def test_interrupted_stage0_resumes_to_the_same_weights(cfg):
     """Stop after 3 steps (a checkpoint is written there), resume, and land on the same weights as an
     uninterrupted run. Stage 0 is a full-model stage: its checkpoints use hub key names on disk."""
+    # batches of one conversation: the smoke data gives enough steps to stop at 3 and resume
     from surgvqa.datastep import load_run_data
 
-    # with the repeat task mixed in (off by default) the smoke data gives enough steps to stop at 3 and resume
-    run = dataclasses.replace(cfg, train=TrainConfig(stage0={"num_train_epochs": 2, "per_device_train_batch_size": 8,
+    run = dataclasses.replace(cfg, train=TrainConfig(stage0={"num_train_epochs": 2, "per_device_train_batch_size": 1,
                                                              "eval_strategy": "no", "save_strategy": "no", "logging_steps": 1},
-                                                     repeat_sentences=400))
-    splits, corpus = load_run_data(run)
-    final = train.stage_dir(run, "stage0") / "final" / "model.safetensors"
+                                                     stage0_refine={}))
+    data = load_run_data(run)
+    final = checkpoints.stage_dir(run, "stage0") / "final" / "model.safetensors"
 
-    train.train_base_vlm(run, splits, corpus, resume=False)
+    stages.train_stage0(run, data, resume=False)
     from safetensors.torch import load_file
 
     uninterrupted = load_file(final)
-    train.train_base_vlm(run, splits, corpus, resume=False, stop_after_steps=3)
-    assert not final.exists() and (train.stage_dir(run, "stage0") / "checkpoint-3").is_dir()
-    result = train.train_base_vlm(run, splits, corpus, resume=True)
+    stages.train_stage0(run, data, resume=False, stop_after_steps=3)
+    assert not final.exists() and (checkpoints.stage_dir(run, "stage0") / "checkpoint-3").is_dir()
+    result = stages.train_stage0(run, data, resume=True)
     assert result.resumed_from.endswith("checkpoint-3")
     resumed = load_file(final)
     assert uninterrupted.keys() == resumed.keys()
@@ -316,31 +331,31 @@ def test_stage0_refine_continues_from_the_first_phase_and_reports_both(cfg):
 
     from surgvqa.datastep import load_run_data
 
-    args = {"num_train_epochs": 1, "per_device_train_batch_size": 8, "eval_strategy": "no", "save_strategy": "no",
+    args = {"num_train_epochs": 1, "per_device_train_batch_size": 1, "eval_strategy": "no", "save_strategy": "no",
             "logging_steps": 1}
-    one = dataclasses.replace(cfg, train=TrainConfig(stage0=args, repeat_sentences=400))
+    one = dataclasses.replace(cfg, train=TrainConfig(stage0=args, stage0_refine={}))
     two = dataclasses.replace(one, train=dataclasses.replace(one.train, stage0_refine={"learning_rate": 1e-4}))
-    assert train.stage_stamp(one, "stage0") != train.stage_stamp(two, "stage0")
-    splits, corpus = load_run_data(one)
-    final = train.stage_dir(one, "stage0") / "final" / "model.safetensors"
-    first = train.train_base_vlm(one, splits, corpus, resume=False)
+    assert checkpoints.stage_stamp(one, "stage0") != checkpoints.stage_stamp(two, "stage0")
+    data = load_run_data(one)
+    final = checkpoints.stage_dir(one, "stage0") / "final" / "model.safetensors"
+    first = stages.train_stage0(one, data, resume=False)
     first_weights = load_file(final)
-    both = train.train_base_vlm(two, splits, corpus, resume=False)
+    both = stages.train_stage0(two, data, resume=False)
     assert both.global_step == 2 * first.global_step > 0 and both.epochs == 2 * first.epochs
     steps = [h["step"] for h in both.log_history if "loss" in h]
     assert steps == sorted(steps) and steps[-1] == both.global_step  # the second phase logs after the first
-    assert (train.stage_dir(two, "stage0") / "refine").is_dir()
+    assert (checkpoints.stage_dir(two, "stage0") / "refine").is_dir()
     from surgvqa.training_report import loss_curves
 
     curve, _ = loss_curves(both, two.paths.logs / "stage0")  # the figure shows both phases, not the first alone
     assert list(curve["step"]) == steps
     refined = load_file(final)
     assert max(float((refined[k] - first_weights[k]).abs().max()) for k in refined) > 0  # it trained further
-    assert train.train_base_vlm(two, splits, corpus).reused  # and a rerun reuses both phases
+    assert stages.train_stage0(two, data).reused  # and a rerun reuses both phases
 
 
 def test_wer_tiebreak_orders_equal_wers_by_loss_and_never_overrides_a_word():
-    from surgvqa.train import LOSS_CAP, wer_tiebroken
+    from surgvqa.trainer import LOSS_CAP, wer_tiebroken
 
     words = 400
     # a model that cannot write scores the same WER every epoch: the lower loss wins
@@ -353,7 +368,7 @@ def test_wer_tiebreak_orders_equal_wers_by_loss_and_never_overrides_a_word():
 
 def test_stage1_selection_caps_each_utterances_errors_at_its_words():
     from surgvqa.metrics import edit_counts
-    from surgvqa.train import capped_word_errors, wer_tiebroken
+    from surgvqa.trainer import capped_word_errors, wer_tiebroken
 
     refs = ["is the scope outside", "flush the lumen now"]
     empty = edit_counts(["", ""], refs)  # epoch 1: writes nothing
@@ -369,7 +384,7 @@ def test_stage1_selection_caps_each_utterances_errors_at_its_words():
 def test_best_logged_reads_the_kept_checkpoints_evaluation():
     from types import SimpleNamespace
 
-    from surgvqa.train import best_logged
+    from surgvqa.trainer import best_logged
 
     history = [{"loss": 3.0, "step": 10}, {"eval_wer": 0.9, "step": 10}, {"eval_wer": 0.8, "step": 20},
                {"eval_wer": 0.85, "step": 30}]

@@ -1,4 +1,4 @@
-"""What makes the embedded VLM see: the frozen vision tower's cache, per-clip conversations, balanced draws."""
+"""What makes the embedded VLM see: the frozen vision tower's cache, per-clip conversations, rarity draws."""
 from __future__ import annotations
 
 import collections
@@ -142,7 +142,7 @@ def test_conversation_trains_every_answer_and_hides_heard_questions(grafted, cli
         dialogue([exs[0], Example("vqa", "no", mode="text", question="q", frames=clips[1], meta={"question_type": "x"})])
 
 
-def test_clip_dialogues_redraw_each_epoch_and_balance_rare_answers(clips):
+def test_clip_dialogues_redraw_each_epoch(clips):
     # 40 clips: a rare "yes" (4 clips) on one type, a constant answer on another
     examples = []
     for c in range(40):
@@ -150,7 +150,7 @@ def test_clip_dialogues_redraw_each_epoch_and_balance_rare_answers(clips):
         examples += [Example("vqa", "yes" if c < 4 else "no", question="is a tool visible", frames=clip,
                              meta={"question_type": "tool"}),
                      Example("vqa", "white light", question="what light", frames=clip, meta={"question_type": "light"})]
-    natural = ClipDialogues(examples, questions_per_clip=2, balanced=0.0, seed=0)
+    natural = ClipDialogues(examples, questions_per_clip=2, seed=0)
     assert len(natural) == 40 and sorted(e.frames for e in natural.examples) == sorted({e.frames for e in examples})
     first = [(e.frames, [t.question for t in e.turns]) for e in natural.examples]
     natural.set_epoch(0)
@@ -160,14 +160,8 @@ def test_clip_dialogues_redraw_each_epoch_and_balance_rare_answers(clips):
     for conv in natural.examples:
         assert len({t.meta["question_type"] for t in conv.turns}) == len(conv.turns) == 2
         assert {t.frames for t in conv.turns} == {conv.frames}
-
-    def rare_share(ds):
-        answers = collections.Counter(t.answer for conv in ds.examples for t in conv.turns if t.meta["question_type"] == "tool")
-        return answers["yes"] / sum(answers.values())
-
-    balanced = ClipDialogues(examples, questions_per_clip=2, balanced=1.0, seed=0)
-    assert rare_share(natural) == pytest.approx(0.1) and rare_share(balanced) > 0.35
-    assert len(balanced) == 40
+    answers = collections.Counter(t.answer for conv in natural.examples for t in conv.turns if t.meta["question_type"] == "tool")
+    assert answers["yes"] / sum(answers.values()) == pytest.approx(0.1)  # without rarity, as often as the data has it
 
 
 def test_question_rarity_asks_about_a_clips_rare_answer_more_often():

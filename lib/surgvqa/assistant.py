@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import models, train
+from . import checkpoints, models
 from .asr import asr_model, transcribe_faster_whisper
 from .audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k
 from .collate import Collator, Example, as_question
@@ -109,7 +109,7 @@ def _merged(base: dict, overrides: dict) -> dict:
 
 def check_checkpoints(cfg: Config, needed=tuple(CHECKPOINTS)) -> dict[str, Path]:
     """The checkpoint folders the assistant loads, or a message naming what is missing."""
-    folders = {k: train.stage_dir(cfg, CHECKPOINTS[k][0]) / CHECKPOINTS[k][1] for k in needed}
+    folders = {k: checkpoints.stage_dir(cfg, CHECKPOINTS[k][0]) / CHECKPOINTS[k][1] for k in needed}
     missing = [shown_path(p) for p in folders.values() if not any((p / n).is_file() for n in models.SAFE_WEIGHTS)]
     if missing:
         raise AssistantError(f"{shown_path(cfg.paths.run)} has no trained checkpoints ({', '.join(missing)} missing): "
@@ -137,7 +137,7 @@ class Assistant:
         kw = models.load_kwargs(cfg)
         graft, processor = models.load_graft(folders["graft"], **kw)
         transcriber, _ = models.load_graft(folders["transcriber"], **kw)
-        text_model = train.load_text_base(cfg, folders["text"]).eval()
+        text_model = checkpoints.load_text_base(cfg, folders["text"]).eval()
         return cls(cfg, graft, transcriber, text_model, processor, asr_model(cfg, cfg.eval) if asr else None)
 
     # ---- inputs ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ An `Example` is one prompt/answer pair of a task:
 - `vqa`: the video clip + the question, heard (`mode="audio"`) or read (`mode="text"`) -> short answer, or
   with `long=True` the long-form answer (a sentence; the prompt's instruction says which);
 - `transcribe`: speech -> its transcript (stage 1, and the graft as a transcriber);
-- `repeat`: a sentence -> the same sentence (stage 0, so the base model can read and copy).
+- `caption`: the clip -> its dense caption (stage 0's conversations close with one).
 
 The collator renders prompts with `prompts` (one chat template for every stage), right-pads
 for training with loss on the answer only, left-pads for generation, and in audio mode
@@ -25,13 +25,13 @@ from .audio import load_audio
 from .data import Dataset, load_frames, qa_key
 from .caches import VIDEO_PROMPT, FeatureCache, VisionCache, pad_chunks
 
-TASKS = ("vqa", "transcribe", "repeat", "caption")
+TASKS = ("vqa", "transcribe", "caption")
 
 
 @dataclass
 class Example:
     task: str
-    answer: str  # the target: short (or, `long`, long-form) answer, transcript, or the sentence to repeat
+    answer: str  # the target: short (or, `long`, long-form) answer, transcript or caption
     mode: str = "text"  # vqa only: "audio" (heard) | "text" (read)
     long: bool = False  # vqa only: asked for a sentence; `answer` is the row's long-form `answer`
     question: str | None = None  # vqa text; in audio mode kept only to prove it is absent from the prompt
@@ -115,10 +115,6 @@ def question_recordings(ds: Dataset) -> list[Example]:
             for path, row in sorted(first.items())]
 
 
-def repeat_examples(sentences: list[str]) -> list[Example]:
-    return [Example("repeat", s, meta={"id": f"repeat{i:05d}"}) for i, s in enumerate(sentences)]
-
-
 def dialogue(examples: list[Example]) -> Example:
     """VQA examples about one clip -> one conversation (the first asks with the video, the others follow)."""
     return replace(examples[0], follow_ups=tuple(examples[1:]))
@@ -128,13 +124,10 @@ class ClipDialogues(torch.utils.data.Dataset):
     """A training epoch of conversations, one per clip, re-drawn each epoch (`set_epoch`).
 
     Each conversation asks `questions_per_clip` questions of different types about one clip, in
-    random order, each in a random wording/voice of that type. A fraction `balanced` of the
-    conversations is drawn class-balanced instead (a question type, then one of its answers,
-    then a clip with that answer, whose question comes first): rare answers (a tool, dye, a
-    polyp's site) are seen as often as common ones. With `rarity` > 0 a conversation's types are
+    random order, each in a random wording/voice of that type. With `rarity` > 0 a conversation's types are
     drawn with weight (share of clips with this clip's answer to the type) ** -rarity instead of
     uniformly: a clip with blue dye is asked about the dye in most epochs, not in 6 of 20.
-    `fixed` examples are in every epoch; `pool_draws` examples of `pool` are drawn anew each epoch (each once
+    `pool_draws` examples of `pool` are drawn anew each epoch (each once
     before any repeats), so a pool larger than one epoch's share is covered over the epochs. `read_draws`
     conversations of `read` (dialogues of the same clips in the other mode) join each epoch, from its own epoch.
     A share `long_fraction` of the questions asks for the long-form answer instead (the long
@@ -142,8 +135,8 @@ class ClipDialogues(torch.utils.data.Dataset):
     Deterministic given (seed, epoch); the length never changes, so Trainer's schedule holds.
     """
 
-    def __init__(self, examples: list[Example], questions_per_clip: int, balanced: float = 0.0,
-                 fixed: list[Example] | None = None, seed: int = 0, caption: bool = False, long_fraction: float = 0.0,
+    def __init__(self, examples: list[Example], questions_per_clip: int, seed: int = 0, caption: bool = False,
+                 long_fraction: float = 0.0,
                  rarity: float = 0.0, pool: list[Example] | None = None, pool_draws: int = 0,
                  read: "ClipDialogues | None" = None, read_draws: int = 0):
         clips: dict[tuple[str, ...], dict[str, list[Example]]] = {}
@@ -156,7 +149,6 @@ class ClipDialogues(torch.utils.data.Dataset):
                 for answer in {e.answer for e in exs}:
                     self.by_answer.setdefault(qtype, {}).setdefault(answer, []).append(i)
         self.questions_per_clip = questions_per_clip
-        self.balanced = balanced
         self.rarity = rarity
         totals = {qtype: sum(map(len, by.values())) for qtype, by in self.by_answer.items()}
         share = {(qtype, a): len(c) / totals[qtype] for qtype, by in self.by_answer.items() for a, c in by.items()}
@@ -164,7 +156,6 @@ class ClipDialogues(torch.utils.data.Dataset):
         self.weights = [{t: share[t, exs[0].answer] ** -rarity for t, exs in by_type.items()} for by_type in self.clips]
         self.caption = caption  # close each conversation with the clip's dense caption (`wording.clip_caption`)
         self.long_fraction = long_fraction
-        self.fixed = list(fixed or [])
         self.pool = list(pool or [])
         if pool_draws and not self.pool:
             raise ValueError(f"pool_draws={pool_draws} but the pool is empty")
@@ -177,16 +168,8 @@ class ClipDialogues(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         rng = np.random.default_rng([self.seed, int(epoch), 0xD1A1])
-        types = sorted(t for t, answers in self.by_answer.items() if len(answers) > 1)  # a constant has nothing to balance
-        n_balanced = int(round(self.balanced * len(self.clips))) if types else 0
-        natural = rng.permutation(len(self.clips))[: len(self.clips) - n_balanced]
-        draws = [(int(i), None) for i in natural]
-        for _ in range(n_balanced):
-            qtype = types[rng.integers(len(types))]
-            answers = sorted(self.by_answer[qtype])
-            clips = self.by_answer[qtype][answers[rng.integers(len(answers))]]
-            draws.append((int(clips[rng.integers(len(clips))]), qtype))
-        self.examples = [self._conversation(rng, self.clips[i], first, self.weights[i]) for i, first in draws] + self.fixed
+        order = rng.permutation(len(self.clips))
+        self.examples = [self._conversation(rng, self.clips[i], self.weights[i]) for i in order]
         if self.pool_draws:  # its own stream, so the conversations are those of a run without a pool
             order = np.random.default_rng([self.seed, int(epoch), 0x9001]).permutation(len(self.pool))
             self.examples += [self.pool[int(order[i % len(order)])] for i in range(self.pool_draws)]
@@ -196,17 +179,16 @@ class ClipDialogues(torch.utils.data.Dataset):
             self.examples += [self.read.examples[int(i)] for i in pick[: self.read_draws]]
         self.epoch = int(epoch)
 
-    def _conversation(self, rng, by_type: dict[str, list[Example]], first: str | None, weights: dict[str, float]) -> Example:
-        types = [t for t in sorted(by_type) if t != first]
+    def _conversation(self, rng, by_type: dict[str, list[Example]], weights: dict[str, float]) -> Example:
+        types = sorted(by_type)
         if self.rarity:  # drawn only when asked for, so runs without it keep their draws
             w = np.array([weights[t] for t in types])
             order = rng.choice(len(types), size=len(types), replace=False, p=w / w.sum())
         else:
             order = rng.permutation(len(types))
-        types = ([first] if first else []) + [types[i] for i in order]
+        types = [types[i] for i in order]
         picks = [by_type[t][rng.integers(len(by_type[t]))] for t in types[: self.questions_per_clip]]
-        if first is None:
-            picks = [picks[i] for i in rng.permutation(len(picks))]
+        picks = [picks[i] for i in rng.permutation(len(picks))]
         if self.long_fraction:  # drawn only when asked for, so runs without long answers keep their draws
             picks = [long_form(p) if rng.random() < self.long_fraction else p for p in picks]
         if self.caption:
@@ -254,8 +236,6 @@ class Collator:
         answer = ex.answer if self.training else None
         if ex.task == "transcribe":
             return prompts.transcribe_messages(answer)
-        if ex.task == "repeat":
-            return prompts.repeat_messages(ex.answer, answer)
         if ex.task == "caption":
             return prompts.caption_messages(answer, video=bool(ex.frames))
         messages: list[dict] = []

@@ -6,6 +6,7 @@ one owner here (a stage's TrainingArguments included); `RunPaths` names every fo
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -41,6 +42,11 @@ TRAINING_RANGES: dict[str, tuple[float, float | None, bool]] = {
     "max_grad_norm": (0.0, None, True),
     "save_total_limit": (1, None, True),
 }
+
+
+# Options that lost their ablation and left the product (their record: docs/RECIPE.md, reports/ablations/).
+REMOVED_OPTIONS = {f"train.{k}" for k in ("repeat_sentences", "balanced_fraction", "loss_per_answer",
+                                          "stage1_vqa_fraction", "stage0_vision_tower")}
 
 
 class ConfigError(ValueError):
@@ -89,19 +95,24 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     source: str = "synthetic"  # synthetic | a folder with REAL-Colon-VQA style JSONL + frames
-    num_videos: int = 6
-    clips_per_video: int = 12
+    # >= 1,000 training clips over >= 20 videos: every answer of every varying type on >= 20 training clips
+    # (notebook 01 checks it). Audio is per (question text, voice), so it does not grow with clips.
+    num_videos: int = 24
+    clips_per_video: int = 56
     num_frames: int = 8
     frame_size: int = 112
     num_voices: int = 10
-    heldout_videos: int = 1
+    heldout_videos: int = 2
     heldout_voices: int = 2
     val_fraction: float = 0.15
-    train_templates: list[str] = field(default_factory=lambda: ["in"])
+    # both wordings in training: a tiny LM trained from scratch does not understand unseen paraphrases (docs/RECIPE.md)
+    train_templates: list[str] = field(default_factory=lambda: ["in", "out"])
     test_templates: list[str] = field(default_factory=lambda: ["out"])
     noise_snr_db: float | None = None  # operating-room noise mixed into speech; None = clean
     heldout_video_ids: list[str] = field(default_factory=list)  # explicit test videos; [] = last `heldout_videos` sorted
-    priors: dict[str, float] = field(default_factory=dict)  # synthetic scene priors overriding synthetic.DEFAULT_PRIORS
+    # synthetic scene priors over synthetic.DEFAULT_PRIORS: polyps on half the clips that allow one (every histology,
+    # size and site on enough training clips)
+    priors: dict[str, float] = field(default_factory=lambda: {"lesion": 0.5})
     narration_sentences: int = 60  # template narration sentences in the stage-1 speech corpus
     corpus_voices_per_text: int = 2  # training voices speaking each stage-1 corpus text
 
@@ -149,73 +160,71 @@ class LoraConfig:
             raise ConfigError("lora.target_modules must name at least one module")
 
 
-# TrainingArguments of each stage; params `train.<stage>` overrides any field (merged, not replaced).
+# TrainingArguments of each stage (the reference recipe); params `train.<stage>` overrides any field (merged, not
+# replaced). Stage 1 keeps its checkpoint (and stops early) by the val speech's WER, what it is for, with ties in
+# WER going to the lower loss (trainer.wer_tiebroken).
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    # 1e-3 with conversations of 6 questions: 2e-3 diverged on single questions from scratch (measured)
-    "stage0": dict(num_train_epochs=10, learning_rate=1e-3, per_device_train_batch_size=8, warmup_steps=0.05),
-    # stage 1 keeps the checkpoint (and stops early) by the val speech's WER, what it is for, not by a loss on unseen
-    # text; ties in WER go to the lower loss (train.wer_tiebroken)
-    "stage1": dict(num_train_epochs=20, learning_rate=2e-3, per_device_train_batch_size=16, warmup_steps=0.05,
+    "stage0": dict(num_train_epochs=8, learning_rate=1e-3, per_device_train_batch_size=8, warmup_steps=0.05),
+    "stage1": dict(num_train_epochs=20, learning_rate=1e-3, per_device_train_batch_size=16, warmup_steps=0.05,
                    metric_for_best_model="eval_wer_tiebroken", greater_is_better=False),
-    "stage2": dict(num_train_epochs=6, learning_rate=1e-3, per_device_train_batch_size=16, warmup_steps=0.05),
+    "stage2": dict(num_train_epochs=4, learning_rate=1e-3, per_device_train_batch_size=8, warmup_steps=0.05),
 }
+# The training stages in order, and the stages each one's result is made from: a stage's stamp covers the train
+# options of every stage it is made from (`option`), so a later stage's option never retrains an earlier stage.
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "stage0": (),
+    "stage1": ("stage0",),
+    "stage2": ("stage0", "stage1"),
+    "stage2_text": ("stage0",),
+}
+
+
+def option(default: Any, *stages: str):
+    """A train option and the stages whose result it changes (their stamps cover it; `STAGE_INPUTS`)."""
+    unknown = set(stages) - set(STAGE_INPUTS)
+    assert not unknown, f"unknown stage(s) {unknown}"
+    kind = {"default_factory": lambda: copy.deepcopy(default)} if isinstance(default, (dict, list)) else {"default": default}
+    return field(metadata={"stages": stages}, **kind)
 
 
 @dataclass
 class TrainConfig:
     """Training: TrainingArguments per stage (checked against transformers' own fields) + stage options."""
 
-    stage0: dict[str, Any] = field(default_factory=dict)
-    stage1: dict[str, Any] = field(default_factory=dict)
-    stage2: dict[str, Any] = field(default_factory=dict)
+    # TrainingArguments per stage, over STAGE_DEFAULTS (stage2 serves the graft and the text model alike)
+    stage0: dict[str, Any] = option({}, "stage0")
+    stage1: dict[str, Any] = option({}, "stage1")
+    stage2: dict[str, Any] = option({}, "stage2", "stage2_text")
     # evaluations without improvement before a stage stops (0 = never): one number for every stage, or one per
-    # stage ({stage0: 2, stage1: 4, stage2: 2}; a stage not named never stops early)
-    early_stopping_patience: int | dict[str, int] = 2
-    # stage 0: at most this many "repeat the sentence" examples. 0 by default: mixed in (18% of the
-    # examples) they cost stage 0 0.14 val balanced accuracy (0.396 vs 0.538, README "stage-0 recipe")
-    repeat_sentences: int = 0
-    # Stage 0's vision tower: "frozen" keeps its initialisation and trains everything after it on
-    # cached tower tokens; "trained" lets it learn too (~15% more time per step here, and in the same
-    # 7 minutes it reached a lower balanced accuracy than frozen: see README, stage-0 recipe).
-    stage0_vision_tower: str = "frozen"
-    # A second phase of stage 0 from where the first ended, with these TrainingArguments over train.stage0 (e.g.
-    # {num_train_epochs: 6, learning_rate: 3.0e-4}); empty = none. Val, continuing the reference stage 0 so: macro
-    # balanced 0.616 -> 0.652, motion and tool presence read (README, stage-0 recipe; on in the default profile)
-    stage0_refine: dict[str, Any] = field(default_factory=dict)
+    # stage (a stage not named never stops early); a stage's stamp takes its own (`patience`)
+    early_stopping_patience: int | dict[str, int] = option({"stage0": 2, "stage1": 4, "stage2": 2})
+    # A second phase of stage 0 from where the first ended, with these TrainingArguments over train.stage0; {} = none
+    stage0_refine: dict[str, Any] = option({"num_train_epochs": 6, "learning_rate": 3.0e-4}, "stage0")
     # Stage 1's language model: "frozen" (the upstream recipe: only the projector learns, which aligns speech to a
-    # pretrained LLM) or "lora" (projector and a LoRA on the language model, merged into the graft at the end):
-    # the embedded LM, trained on VQA alone, cannot be steered into writing by the projector (README, stage 1)
-    stage1_language_model: str = "frozen"
-    # Stage 1: this share of its examples is a VQA question about a training clip, read (text mode, clip seen), so
-    # the LoRA that learns to transcribe keeps more of stage 0's sight. 0.5 vs 0, val: the stage-1 graft 0.657 vs
-    # 0.621 macro balanced (text mode), but the final graft 0.570 vs 0.613 (README, stage 1): off by default
-    stage1_vqa_fraction: float = 0.0
+    # pretrained LLM) or "lora" (projector and a LoRA on the language model, merged into the graft at the end): the
+    # embedded LM, trained on VQA alone, cannot be steered into writing by the projector alone
+    stage1_language_model: str = option("lora", "stage1")
     # The graft's stage 2: this many conversations about a training clip READ (text mode, clip seen) per conversation
     # heard, on top of the heard ones and drawn anew each epoch, so its language model keeps the sight that stage 1's
-    # LoRA erased. 0.5 vs 0, val: the final graft 0.659 vs 0.613 macro balanced (the text model: 0.655); 2,020 vs 1,496
-    # stage-2 examples per epoch, about 1.35x the time (reports/ablations/stage2_read_conversations.json)
-    graft_read_ratio: float = 0.0
+    # LoRA erased
+    graft_read_ratio: float = option(0.5, "stage2")
     # VQA training examples (stages 0 and 2) are conversations about one clip, re-drawn each epoch:
-    questions_per_clip: int = 6  # questions per conversation (each of a different type)
-    balanced_fraction: float = 0.0  # share of conversations drawn class-balanced (type -> answer -> clip)
+    questions_per_clip: int = option(6, "stage0", "stage2", "stage2_text")  # questions per conversation, types differ
     # types of a conversation drawn with weight (share of clips with the clip's answer) ** -question_rarity:
     # 0 = uniform; 1 = a rare answer (dye, a tool) is asked about in most epochs of its clip
-    question_rarity: float = 0.0
-    stage0_caption: bool = False  # stage 0's conversations close with the clip's dense caption (every attribute)
-    eval_rows: int = 400  # val rows (a fixed sample) the stages' eval loss runs on
+    question_rarity: float = option(1.0, "stage0", "stage2", "stage2_text")
+    stage0_caption: bool = option(True, "stage0")  # stage 0's conversations close with the clip's dense caption
+    eval_rows: int = option(400, "stage0", "stage2", "stage2_text")  # val rows (a fixed sample) of the eval loss
     # Stage 2's mixture (graft and text model alike): this share of the questions asks for the long-form answer
-    long_answer_fraction: float = 0.0
+    long_answer_fraction: float = option(0.2, "stage2", "stage2_text")
     # Stage 2 of the graft: this share of its training examples is transcription (train corpus, "Transcribe the speech.")
-    transcription_fraction: float = 0.0
+    transcription_fraction: float = option(0.3, "stage2")
     # Stage 2 of the text model: this share of its training questions is read as whisper-base heard it (the
     # transcript of the row's own audio, training voices only), so the ASR -> text baseline's text model has
     # read misheard questions before it is given them
-    heard_question_fraction: float = 0.0
-    # Every stage: each answer span (a turn's answer, a transcript) weighs the same in the loss, whatever its
-    # length; off, the loss is the mean over answer tokens, where a sentence outweighs a one-word answer 5-15x
-    loss_per_answer: bool = False
-    # Where Trainer logs go (TensorBoard event files under the run dir by default); e.g. [wandb] or [].
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    heard_question_fraction: float = option(0.3, "stage2_text")
+    # Where Trainer logs go (TensorBoard event files under the run dir by default); e.g. [wandb] or []. No result.
+    report_to: list[str] = option(["tensorboard"])
 
     def __post_init__(self):
         if isinstance(self.early_stopping_patience, dict):
@@ -228,24 +237,17 @@ class TrainConfig:
             if isinstance(patience, bool) or not isinstance(patience, int):
                 raise ConfigError(f"train.early_stopping_patience.{stage} must be an integer, got {patience!r}")
             _at_least(f"train.early_stopping_patience.{stage}", patience, 0)
-        _at_least("train.repeat_sentences", self.repeat_sentences, 0)
         _at_least("train.questions_per_clip", self.questions_per_clip, 1)
         _at_least("train.eval_rows", self.eval_rows, 1)
-        if not isinstance(self.loss_per_answer, bool):
-            raise ConfigError(f"train.loss_per_answer must be true or false, got {self.loss_per_answer!r}")
         if not isinstance(self.stage0_caption, bool):
             raise ConfigError(f"train.stage0_caption must be true or false, got {self.stage0_caption!r}")
-        if self.stage0_vision_tower not in ("frozen", "trained"):
-            raise ConfigError(f"train.stage0_vision_tower must be 'frozen' or 'trained', got {self.stage0_vision_tower!r}")
         if self.stage1_language_model not in ("frozen", "lora"):
             raise ConfigError(f"train.stage1_language_model must be 'frozen' or 'lora', got {self.stage1_language_model!r}")
         if not 0.0 <= self.question_rarity <= 2.0:
             raise ConfigError(f"train.question_rarity must be in [0, 2], got {self.question_rarity}")
-        if not 0.0 <= self.balanced_fraction <= 1.0:
-            raise ConfigError(f"train.balanced_fraction must be in [0, 1], got {self.balanced_fraction}")
         # a mixture's share stays below 1 (the rest is what it is mixed into); read per heard conversation may be 1
         for key, top in (("long_answer_fraction", ")"), ("transcription_fraction", ")"), ("heard_question_fraction", ")"),
-                         ("stage1_vqa_fraction", ")"), ("graft_read_ratio", "]")):
+                         ("graft_read_ratio", "]")):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0 \
                     or (top == ")" and value == 1.0):
@@ -258,6 +260,7 @@ class TrainConfig:
 
     def patience(self, stage: str) -> int:
         """Early-stopping patience of `stage` (stage0, stage1, stage2; the text model's stage 2 is stage2)."""
+        stage = "stage2" if stage == "stage2_text" else stage
         if isinstance(self.early_stopping_patience, dict):
             return self.early_stopping_patience.get(stage, 0)
         return self.early_stopping_patience
@@ -265,13 +268,13 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 16
+    batch_size: int = 32
     max_new_tokens: int = 8
     speed_rows: int = 48  # rows every system is timed on (same rows, same batch size)
     noise_snr_db: float = 5.0  # SNR of the operating-room noise for the noisy condition
     bootstrap: int = 1000
     asr_compute_type: str = "int8"  # faster-whisper on the CPU: its usual (fastest) setting, so the speed ratio is conservative
-    max_rows: int | None = None  # cap rows per split (quick looks); None = all
+    max_rows: int | None = 1000  # rows per split, a seeded sample (the same rows for every system); None = all
     max_transcription_rows: int | None = None  # cap per transcription test set (a seeded sample); None = all
     long_answer_rows: int = 200  # held-out-video rows (a seeded sample) answered in a sentence by each system
     long_max_new_tokens: int = 40  # generation budget of a long answer
@@ -471,6 +474,8 @@ def _build(dc_type, values: dict[str, Any], source: str, prefix: str):
     kwargs = {}
     for key, value in values.items():
         dotted = f"{prefix}{key}"
+        if dotted in REMOVED_OPTIONS:
+            raise ConfigError(f"{source}: '{dotted}' was removed: it lost its ablation (docs/RECIPE.md)")
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""

@@ -24,7 +24,7 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -424,3 +424,19 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     return path
 
 
+class RunData(NamedTuple):
+    """What the data step gives every later notebook: validated splits and the stage-1 speech corpus."""
+
+    splits: dict[str, Dataset]  # train / val / test (test rows: group heldout_video | heldout_voice)
+    corpus: list[dict]  # speech -> transcript entries (audio relative to the data dir), each with `split`
+
+
+def read_data_meta(data_dir: Path) -> dict:
+    """`dataset.json` of a built data step: roots, voices, held-out videos, its stamp (`datastep.data_stamp`)."""
+    path = data_dir / "dataset.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the data step (notebook 01) first")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(path, None, None, f"not valid JSON ({e}): rebuild the data step") from None

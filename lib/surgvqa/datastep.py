@@ -21,11 +21,12 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from .data import DataError, DataSummary, Dataset, load_dataset, load_jsonl, read_jsonl, resolve_under, write_jsonl
+from .data import (DataError, DataSummary, Dataset, RunData, load_dataset, load_jsonl, read_data_meta, read_jsonl,
+                   resolve_under, write_jsonl)
 from . import speech, stratify, synthetic
 from .config import REPO_ROOT, Config, ConfigError
 from .wording import narration_sentences, speakable
@@ -320,13 +321,6 @@ def ensure_dataset(cfg, data_dir: str | Path | None = None) -> BuildResult | Non
 CORPUS_FIELDS = ("id", "kind", "text", "voice", "audio", "duration_s", "split")  # what build_speech_corpus writes
 
 
-class RunData(NamedTuple):
-    """What the data step gives every later notebook: validated splits and the stage-1 speech corpus."""
-
-    splits: dict[str, Dataset]  # train / val / test (test rows: group heldout_video | heldout_voice)
-    corpus: list[dict]  # speech -> transcript entries (audio relative to the data dir), each with `split`
-
-
 def load_run_data(cfg: Config, data_dir: str | Path | None = None, build: bool = True) -> RunData:
     """The run's splits and speech corpus, validated and leakage-checked.
 
@@ -336,7 +330,7 @@ def load_run_data(cfg: Config, data_dir: str | Path | None = None, build: bool =
     data_dir = Path(data_dir) if data_dir is not None else cfg.paths.data
     if build:
         ensure_dataset(cfg, data_dir)
-    meta = _read_meta(data_dir)
+    meta = read_data_meta(data_dir)
     frames_root, audio_root = _frames_root(data_dir, meta), data_dir / meta["audio_root"]
     caches: dict = {}
     splits: dict[str, Dataset] = {}
@@ -356,17 +350,7 @@ def load_base(cfg: Config, data_dir: str | Path | None = None) -> Dataset:
     """Every QA row of the run (both templates, before splitting) as a validated `Dataset`."""
     out = Path(data_dir) if data_dir is not None else cfg.paths.data
     ensure_dataset(cfg, out)
-    return load_dataset(out, num_frames=cfg.data.num_frames, audio_root=out, frames_root=_frames_root(out, _read_meta(out)))
-
-
-def _read_meta(data_dir: Path) -> dict:
-    path = data_dir / "dataset.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run the data step (notebook 01) first")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(path, None, None, f"not valid JSON ({e}): rebuild the data step") from None
+    return load_dataset(out, num_frames=cfg.data.num_frames, audio_root=out, frames_root=_frames_root(out, read_data_meta(out)))
 
 
 def _frames_root(data_dir: Path, meta: dict) -> Path:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import answers, metrics, models, train
+from . import answers, checkpoints, metrics, models
 from .asr import asr_model, transcribe_faster_whisper, transcript_cache
 from .collate import Collator, Example, as_question, transcription_examples, vqa_examples
 from .config import Config, EvalConfig
@@ -91,17 +91,17 @@ class Models:
     @classmethod
     def load(cls, cfg: Config, options: EvalConfig) -> "Models":
         kw = models.load_kwargs(cfg)
-        stage1, processor = models.load_graft(train.stage_dir(cfg, "stage1") / "final", **kw)
-        stage2, _ = models.load_graft(train.stage_dir(cfg, "stage2") / "merged", **kw)
-        text_ft = train.load_text_base(cfg, train.stage_dir(cfg, "stage2_text") / "merged")
-        return cls(processor, train.load_text_base(cfg).eval(), text_ft.eval(), stage1, stage2, asr_model(cfg, options))
+        stage1, processor = models.load_graft(checkpoints.stage_dir(cfg, "stage1") / "final", **kw)
+        stage2, _ = models.load_graft(checkpoints.stage_dir(cfg, "stage2") / "merged", **kw)
+        text_ft = checkpoints.load_text_base(cfg, checkpoints.stage_dir(cfg, "stage2_text") / "merged")
+        return cls(processor, checkpoints.load_text_base(cfg).eval(), text_ft.eval(), stage1, stage2, asr_model(cfg, options))
 
 
 def upstream_graft(cfg: Config):
     """The upstream repository's audio setting on the same base: linear projector, no stacking, every window padded to 30 s."""
     seed_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **models.UPSTREAM_AUDIO))
     torch.manual_seed(cfg.seed)
-    model, processor = models.build_graft(seed_cfg, base=train.base_vlm_source(cfg))
+    model, processor = models.build_graft(seed_cfg, base=checkpoints.base_vlm_source(cfg))
     return model.eval(), processor
 
 
@@ -111,9 +111,9 @@ def run_model(model, processor, examples: list[Example], options: EvalConfig, de
     the run's caches (keyed by the towers' weights); the speed test passes none, so it times them."""
     caches = {}
     if cfg is not None:
-        caches["vision_cache"] = train.vision_cache(cfg, model, processor)
+        caches["vision_cache"] = checkpoints.vision_cache(cfg, model, processor)
         if hasattr(getattr(model, "model", model), "audio_tower"):
-            caches["feature_cache"] = train.feature_cache(cfg, model, processor)
+            caches["feature_cache"] = checkpoints.feature_cache(cfg, model, processor)
     return predict(model, Collator(processor, training=False, **caches), examples, batch_size=options.batch_size,
                    max_new_tokens=max_new_tokens or options.max_new_tokens, desc=desc)
 

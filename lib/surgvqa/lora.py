@@ -10,7 +10,7 @@ import re
 
 from peft import LoraConfig as PeftLoraConfig
 
-from .config import LoraConfig
+from .config import Config, LoraConfig
 
 ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj"}
 MLP = {"gate_proj", "up_proj", "down_proj"}
@@ -38,3 +38,23 @@ def peft_lora_config(lora: LoraConfig, with_projector: bool = True) -> PeftLoraC
         modules_to_save=["audio_projector"] if with_projector else None,
         task_type="CAUSAL_LM",
     )
+
+
+def add_lora(cfg: Config, model, with_projector: bool):
+    """LoRA on the language model only (the towers are never wrapped); the projector trains in full.
+    Its initial weights come from the current random state: a stage seeds before calling it (`stages`)."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.model.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.model.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    peft_model = get_peft_model(model, peft_lora_config(cfg.lora, with_projector=with_projector))
+    if hasattr(peft_model.base_model.model, "freeze_audio_tower"):
+        peft_model.base_model.model.freeze_audio_tower()
+    return peft_model
+
+
+def is_peft(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)

@@ -15,7 +15,6 @@ Mode = Literal["audio", "text"]
 VQA_INSTRUCTION = "Answer the question about the endoscopy clip in a few words."
 LONG_INSTRUCTION = "Answer the question about the endoscopy clip in a full sentence."  # the long-form `answer`
 TRANSCRIBE_INSTRUCTION = "Transcribe the speech."
-REPEAT_INSTRUCTION = "Repeat the sentence."
 CAPTION_INSTRUCTION = "Describe the clip."
 
 
@@ -46,13 +45,6 @@ def caption_messages(answer: str | None = None, video: bool = True) -> list[dict
 def transcribe_messages(answer: str | None = None) -> list[dict]:
     """Chat messages for speech -> transcript (stage 1 and the ASR evaluation)."""
     content = [{"type": "audio"}, {"type": "text", "text": TRANSCRIBE_INSTRUCTION}]
-    return _with_answer([{"role": "user", "content": content}], answer)
-
-
-def repeat_messages(sentence: str, answer: str | None = None) -> list[dict]:
-    """Chat messages for text -> the same text (stage 0: the base model learns to read and copy,
-    which the projector then exploits in stage 1: speech -> transcript)."""
-    content = [{"type": "text", "text": sentence}, {"type": "text", "text": f" {REPEAT_INSTRUCTION}"}]
     return _with_answer([{"role": "user", "content": content}], answer)
 
 

@@ -8,8 +8,8 @@ Three diagnostics, each a pure function of data + model:
   type: multinomial logistic regression (torch, L2) on features of each clip against the clip's
   scene label, trained on training clips and scored by balanced accuracy on other clips. The same
   probe on raw pixel statistics says whether the attribute is in the pixels at all; on a random-init
-  tower, whether the architecture keeps it; on the model's own tower (trained, or frozen at its
-  initialisation: `train.stage0_vision_tower`), whether what the language model is given holds it.
+  tower, whether the architecture keeps it; on the model's own tower (frozen at its initialisation),
+  whether what the language model is given holds it.
 
 * `answer_scores` + `ranking_table` - the model's own ranking of the answers: per row, the log-likelihood of
   every training answer of its type. Per type, its one-vs-rest AUROC (0.5: the scores carry nothing about

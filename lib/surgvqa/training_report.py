@@ -15,7 +15,7 @@ import pandas as pd
 from .collate import Collator, Example
 from .config import Config
 from .caches import FeatureCache
-from .train import StageResult, stage_dir
+from .checkpoints import StageResult, stage_dir
 
 
 def cache_speedup(model, processor, cache: FeatureCache, examples: list[Example], batch_size: int = 16,
