@@ -3,10 +3,15 @@
 The whole run (data, checkpoints, reports, figures) goes to a temp run root, never runs/, reports/ or figures/.
 """
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
+import yaml
 
-from surgvqa.config import REPO_ROOT
+from surgvqa.config import REPO_ROOT, Config
 from surgvqa.pipeline import numbered_notebooks
 
 SMOKE = REPO_ROOT / "params" / "smoke.yaml"
@@ -43,6 +48,48 @@ def test_notebook_runs_under_smoke_params(smoke_run, notebook):
     assert payload["params"]["profile"] == "smoke" and payload["params_hash"] == cfg.params_hash()
     missing = EXPECTED_METRICS.get(notebook, set()) - set(payload["metrics"])
     assert not missing, f"{notebook} metrics lack {missing}"
+
+
+def test_the_training_cli_trains_the_notebooks_models(smoke_run, tmp_path):
+    """One seeded path per stage: on the notebook run's data step and stage 0, `python -m surgvqa.train` trains
+    stage 1, the graft's stage 2 and the text model to the same step losses as notebooks 02 and 03 (so from the same
+    initial weights), in another process, after other work."""
+    cfg, _ = smoke_run
+    params = {**yaml.safe_load(SMOKE.read_text()), "run_root": str(tmp_path / "runs")}
+    path = tmp_path / "smoke.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    cli = Config.from_yaml(path)
+    cli.paths.checkpoints.mkdir(parents=True)
+    for shared in ("data", "cache"):  # the data step and the towers' caches (content-keyed) are the notebooks'
+        (cli.paths.run / shared).symlink_to(cfg.paths.run / shared)
+    shutil.copytree(cfg.paths.stage("stage0"), cli.paths.stage("stage0"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "lib"), str(REPO_ROOT / "transformers_fork")])}
+    proc = subprocess.run([sys.executable, "-m", "surgvqa.train", "--params", str(path), "--stage", "stage1", "stage2",
+                           "stage2_text"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for stage in ("stage1", "stage2", "stage2_text"):
+        notebook, trained = (json.loads((c.paths.stage(stage) / "stage.json").read_text()) for c in (cfg, cli))
+        losses = [[h["loss"] for h in r["log_history"] if "loss" in h] for r in (notebook, trained)]
+        assert losses[0] and losses[0] == losses[1], stage
+        for key in ("global_step", "best_eval_loss", "best_eval_wer"):
+            assert notebook[key] == trained[key], (stage, key)
+
+
+def test_stage2_adapters_do_not_depend_on_what_ran_before(smoke_trained):
+    import torch
+
+    from surgvqa import datastep, stages
+
+    data = datastep.load_run_data(smoke_trained, build=False)
+
+    def adapters(draws_before: int) -> dict[str, torch.Tensor]:
+        torch.rand(draws_before)  # e.g. the graft's training, before the text model's adapters in notebook 03
+        prepared = stages.prepare_stage2(smoke_trained, data, "text")
+        return {n: p.detach().clone() for n, p in prepared.model.named_parameters() if "lora_A" in n}
+
+    first, second = adapters(0), adapters(12345)
+    assert first and first.keys() == second.keys()
+    assert all(torch.equal(first[n], second[n]) for n in first)
 
 
 def test_graft_notebook_numbers(smoke_run):

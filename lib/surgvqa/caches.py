@@ -224,8 +224,7 @@ class VisionCache:
 class TranscriptCache:
     """An ASR system's transcript per audio file: `root/<asr identity>/<content hash>.safetensors`.
 
-    At temperature 0 faster-whisper is deterministic (measured: 0 of 120 clips changed between
-    runs), so a transcript is a pure function of (audio bytes, ASR model and settings): notebooks 02
+    At temperature 0 faster-whisper is deterministic (docs/RECIPE.md), so a transcript is a pure function of (audio bytes, ASR model and settings): notebooks 02
     and 04 and every rerun share one decode per file. Entries hold the text (UTF-8 bytes) and the
     seconds the first decode took, and are verified on read like every other entry here. Timed runs
     (the speed test) do not use it.
