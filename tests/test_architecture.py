@@ -15,7 +15,7 @@ OVERLAY = REPO_ROOT / "transformers_fork" / "qwen2_vl_audio"
 LAYERS = {
     "settings": {"config", "repro", "plots", "systems"},
     "I/O": {"audio", "speech", "media", "video", "whisper_conversion"},
-    "data and scoring": {"schema", "answers", "metrics", "data", "wording", "synthetic", "stratify", "datastep",
+    "data and scoring": {"schema", "answers", "metrics", "stats", "data", "wording", "synthetic", "stratify", "datastep",
                          "data_eda"},
     "model helpers": {"prompts", "lora", "tiny_vlm", "models", "caches", "collate", "infer", "asr", "checkpoints",
                       "model_checks", "paper_scale"},

@@ -1,0 +1,111 @@
+"""Clustered, paired statistics (surgvqa.stats): the properties a reviewer checks."""
+import numpy as np
+import pytest
+
+from surgvqa import stats
+
+
+def scored_rows(n_clips: int = 60, per_clip: int = 10, seed: int = 0):
+    """Yes/no rows of two types, `per_clip` per clip, whose correctness is shared within a clip (a clip is easy
+    or hard for the system): strongly correlated rows, as in the evaluation."""
+    rng = np.random.default_rng(seed)
+    clips, types, truths, hits = [], [], [], []
+    for c in range(n_clips):
+        easy = rng.random() < 0.6
+        for q in range(per_clip):
+            clips.append(f"clip{c}")
+            types.append("blue_dye_presence" if q % 2 else "tool_catheter_check")
+            truths.append("yes" if rng.random() < 0.3 else "no")
+            hits.append(1.0 if easy else float(rng.random() < 0.2))
+    return np.array(clips), np.array(types), np.array(truths), np.array(hits)
+
+
+def test_clustered_intervals_are_wider_than_row_intervals_on_correlated_rows():
+    clips, types, truths, hits = scored_rows()
+    cells = stats.BalancedCells(types, truths)
+    rows = np.arange(len(clips))
+    width = lambda w, f: np.subtract(*stats.estimate(f, w)["ci95"][::-1])  # noqa: E731
+    accuracy = lambda w: stats.weighted_mean(w, hits)  # noqa: E731
+    assert width(stats.replicate_weights(clips, n_boot=2000, seed=1), accuracy) > \
+        1.8 * width(stats.replicate_weights(rows, n_boot=2000, seed=1), accuracy)
+    macro = lambda w: cells.macro(w, hits)  # noqa: E731
+    assert width(stats.replicate_weights(clips, cells.strata, n_boot=2000, seed=1), macro) > \
+        1.3 * width(stats.replicate_weights(rows, cells.strata, n_boot=2000, seed=1), macro)
+
+
+def test_rows_of_a_cluster_share_a_weight_and_each_stratum_keeps_its_size():
+    clips = np.array(["a", "a", "b", "c", "c", "d"])
+    w = stats.replicate_weights(clips, n_boot=200, seed=0)
+    assert w.shape == (200, 6) and np.array_equal(w[:, 0], w[:, 1]) and np.array_equal(w[:, 3], w[:, 4])
+    assert ((w == 0).any(axis=0)).all()  # every cluster is left out of some replicate
+    counts = w[:, [0, 2, 3, 5]]  # one column per cluster
+    assert (counts.sum(1) == 4).all()  # four clusters drawn four times
+    strata = np.array(["x", "x", "x", "y", "y", "y"])
+    ws = stats.replicate_weights(clips, strata, n_boot=200, seed=0)
+    assert (ws[:, [0, 2]].sum(1) == 2).all() and (ws[:, [3, 5]].sum(1) == 2).all()
+
+
+def test_videos_are_the_clusters_only_when_there_are_enough():
+    clips = [f"c{i}" for i in range(12)]
+    assert list(stats.clusters_of(clips, [f"v{i // 6}" for i in range(12)])) == clips  # two videos: by clip
+    six = [f"v{i // 2}" for i in range(12)]
+    assert list(stats.clusters_of(clips, six)) == six
+
+
+def test_the_majority_baselines_macro_balanced_interval_contains_its_point():
+    clips, types, truths, _ = scored_rows()
+    cells = stats.BalancedCells(types, truths)
+    majority = cells.hits(["no"] * len(types))  # a constant answer
+    result = stats.estimate(lambda w: cells.macro(w, majority), stats.replicate_weights(clips, cells.strata, n_boot=500))
+    lo, hi = result["ci95"]
+    assert result["value"] == pytest.approx(0.5) and lo <= result["value"] <= hi  # 1/K in every replicate
+
+
+def test_a_rare_class_is_never_lost_from_a_replicate():
+    # one clip of 40 holds the only "yes": resampling rows of the type drops it from a third of the replicates
+    types = np.array(["tool_catheter_check"] * 40)
+    truths = np.array(["yes"] + ["no"] * 39)
+    hits = np.array([0.0] + [1.0] * 39)  # the system always says "no": balanced 0.5
+    cells = stats.BalancedCells(types, truths)
+    reps = cells.macro(stats.replicate_weights(np.arange(40), cells.strata, n_boot=300, seed=3), hits)
+    assert np.allclose(reps, 0.5)
+
+
+def test_a_system_against_itself_differs_by_exactly_zero():
+    clips, types, truths, hits = scored_rows()
+    cells = stats.BalancedCells(types, truths)
+    w = stats.replicate_weights(clips, cells.strata, n_boot=300)
+    for statistic in (lambda w: stats.weighted_mean(w, hits), lambda w: cells.macro(w, hits)):
+        d = stats.paired_difference(statistic, statistic, w)
+        assert d["diff"] == 0.0 and d["ci95"] == (0.0, 0.0) and not d["shown"]
+
+
+def test_a_claim_is_shown_only_when_the_paired_interval_clears_the_margin():
+    clips, types, truths, hits = scored_rows()
+    cells = stats.BalancedCells(types, truths)
+    better = np.maximum(hits, (np.arange(len(hits)) % 3 == 0).astype(float))  # right on a third more rows
+    w = stats.replicate_weights(clips, cells.strata, n_boot=500)
+    a, b = (lambda w: cells.macro(w, better)), (lambda w: cells.macro(w, hits))
+    gain = stats.paired_difference(a, b, w)
+    assert gain["diff"] > 0 and gain["shown"] and gain["ci95"][0] > 0
+    assert not stats.paired_difference(a, b, w, margin=gain["diff"])["shown"]  # a margin at the point is not cleared
+    within = stats.paired_difference(b, a, w, margin=-0.5)  # "b within 50 points of a": shown
+    assert within["shown"] and within["diff"] < 0
+
+
+def test_holm_adjusts_in_order_and_stays_monotone():
+    adjusted = stats.holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.5})
+    assert adjusted == pytest.approx({"a": 0.04, "c": 0.09, "b": 0.09, "d": 0.5})
+
+
+def test_beats_majority_needs_a_significant_per_type_win():
+    clips, types, truths, hits = scored_rows(n_clips=80)
+    cells = stats.BalancedCells(types, truths)
+    majority = cells.hits(["no"] * len(types))
+    w = stats.replicate_weights(clips, cells.strata, n_boot=1000)
+    perfect = stats.beats_majority(cells, np.ones(len(types)), majority, w)
+    assert perfect["beats"].all() and (perfect["p_holm"] < 0.05).all()
+    assert not stats.beats_majority(cells, majority, majority, w)["beats"].any()  # the majority does not beat itself
+    one_row = majority.copy()
+    one_row[np.flatnonzero(truths == "yes")[0]] = 1.0  # right on one more row: not a win
+    assert not stats.beats_majority(cells, one_row, majority, w)["beats"].any()
