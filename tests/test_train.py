@@ -223,7 +223,7 @@ def test_a_stage_stamp_holds_its_own_options_and_those_of_the_stages_it_is_made_
     cfg = stamped
     changes = {"stage1_language_model": "frozen", "transcription_fraction": 0.55, "long_answer_fraction": 0.55,
                "heard_question_fraction": 0.55, "graft_read_ratio": 0.55, "stage0_caption": False,
-               "questions_per_clip": 3, "question_rarity": 0.0, "eval_rows": 7, "stage0_refine": {},
+               "questions_per_clip": 3, "question_rarity": 0.0, "eval_rows": 7, "stage0_refine": {"learning_rate": 1e-4},
                "stage0": {**cfg.train.stage0, "learning_rate": 0.5}, "stage1": {**cfg.train.stage1, "learning_rate": 0.5},
                "stage2": {**cfg.train.stage2, "learning_rate": 0.5}}
     assert set(changes) == {f.name for f in dataclasses.fields(TrainConfig)} - {"report_to", "early_stopping_patience"}
