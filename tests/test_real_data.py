@@ -328,3 +328,19 @@ def test_smoke_stages_and_evaluation_on_the_real_folder(tmp_path):
     seen_video = sum(1 for r in pick if r.get("seen_wording") and r["split"] == "heldout_video")
     assert counts["heldout_video"] == {"heldout_wording": 2, "seen_wording": seen_video}
     assert sum(c["seen_wording"] for c in counts.values()) == 2
+
+
+def test_notebook_01_runs_under_papermill_on_the_real_folder(folder, tmp_path):
+    """Notebook 01 alone, executed as `make report` runs it (about 15 s), on the folder under the smoke profile."""
+    from surgvqa.pipeline import NOTEBOOKS_DIR, notebook_parameters, run_notebook
+
+    overrides = {"run_root": str(tmp_path / "runs"),
+                 "data": {"source": str(folder), "heldout_video_ids": [fixture.TEST_VIDEO]}}
+    run_notebook(NOTEBOOKS_DIR / "01_data_eda_stratification.ipynb",
+                 notebook_parameters(REPO_ROOT / "params" / "smoke.yaml", overrides), tmp_path / "reports")
+    cfg = Config.from_yaml(REPO_ROOT / "params" / "smoke.yaml", overrides)
+    m = json.loads((cfg.paths.metrics / "01_data.json").read_text())["metrics"]
+    assert m["question_types"] == 15 and m["split_videos"]["test"] == [fixture.TEST_VIDEO]
+    assert set(m["shared_wordings"]["wordings"]) == SHARED and m["shared_wordings"]["test_rows_seen_wording"] == 16
+    executed = (tmp_path / "reports" / "01_data_eda_stratification.ipynb").read_text()
+    assert "wordings in both template files: 2" in executed and "is endoscope body visible" in executed
