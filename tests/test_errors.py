@@ -113,9 +113,9 @@ def test_swap_map_other_type(counts):
     rows = _swap_rows(counts)
     swap = audio_swap.swap_audio_map(rows, seed=3)
     type_of_audio = {r["audio"]: r["question_type"] for r in rows}
-    assert set(swap) == {("v", r["id"]) for r in rows}  # keyed by (video_id, id)
+    assert set(swap) == {("v", r["id"], None) for r in rows}  # keyed by row_key (video_id, id, template)
     for r in rows:
-        assert type_of_audio[swap[("v", r["id"])]] != r["question_type"]
+        assert type_of_audio[swap[("v", r["id"], None)]] != r["question_type"]
     assert swap == audio_swap.swap_audio_map(list(reversed(rows)), seed=3)  # deterministic, order-free
     if 2 * max(counts.values()) <= sum(counts.values()):  # a permutation when one exists
         assert sorted(swap.values()) == sorted(type_of_audio)
@@ -127,12 +127,12 @@ def test_swap_map_within_an_answer_vocabulary():
             for i in range(3)]
     type_of_audio = {r["audio"]: r["question_type"] for r in rows}
     swap = audio_swap.swap_audio_map(rows, seed=1, same_vocabulary=True)
-    yes_no = {("v", r["id"]) for r in rows if r["question_type"] in ("mucosa_visibility", "blue_dye_presence", "nbi_status")}
+    yes_no = {("v", r["id"], None) for r in rows if r["question_type"] in ("mucosa_visibility", "blue_dye_presence", "nbi_status")}
     assert set(swap) == yes_no  # tool type and lighting share their vocabulary with no other type: left out
-    for (_, rid), audio in swap.items():
+    for (_, rid, _), audio in swap.items():
         heard = type_of_audio[audio]
         assert heard != rid.rsplit("_", 1)[0] and heard in ("mucosa_visibility", "blue_dye_presence", "nbi_status")
-    assert sorted(swap.values()) == sorted(a for a, t in type_of_audio.items() if ("v", a[6:-4]) in yes_no)
+    assert sorted(swap.values()) == sorted(a for a, t in type_of_audio.items() if ("v", a[6:-4], None) in yes_no)
     assert swap == audio_swap.swap_audio_map(list(reversed(rows)), seed=1, same_vocabulary=True)
     assert audio_swap.swap_audio_map(rows[9:], same_vocabulary=True) == {}  # no shared vocabulary at all
 
@@ -317,7 +317,7 @@ def test_same_vocabulary_swap_takes_a_listener_to_chance_and_not_a_deaf_model(tm
     heard = audio_swap.swap_audio_map(rows, same_vocabulary=True)
     listened = results["listener"]["same_vocabulary"]
     assert listened["rows"] == 4 and listened["types"] == ["blue_dye_presence", "mucosa_visibility"]
-    assert listened["predictions"] == [answer_of_audio[Path(heard[("v", r["id"])]).name] for r in rows[:4]]
+    assert listened["predictions"] == [answer_of_audio[Path(heard[("v", r["id"], None)]).name] for r in rows[:4]]
     deaf_result = results["deaf"]["same_vocabulary"]["balanced"]
     assert deaf_result == {"true_audio": 1.0, "swapped_audio": 1.0, "chance": 0.5}  # it never listened
     m = error_analysis.error_metrics(predictions, swap=results["deaf"])

@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import evaluate, metrics
 from .answers import canonical_answer, in_vocabulary
-from .data import Dataset, qa_key
+from .data import Dataset, row_key
 from .schema import ANSWER_VOCAB
 from .systems import TEST_SPLITS
 
@@ -30,8 +30,8 @@ def split_rows(ds: Dataset, splits: Iterable[str] = TEST_SPLITS) -> Dataset:
 
 
 def swap_audio_map(rows: list[dict], seed: int = 0, audio_root: str | Path | None = None,
-                   same_vocabulary: bool = False) -> dict[str, str]:
-    """Row id -> the audio of another row whose question type differs (a seeded, deterministic swap).
+                   same_vocabulary: bool = False) -> dict[tuple, str]:
+    """`row_key` (video_id, id, template) -> the audio of another row whose question type differs (a seeded, deterministic swap).
 
     When no type has more than half the rows, the swap is a permutation (every audio used exactly
     once): rows grouped by type (groups and members shuffled with `seed`) and each given the audio
@@ -48,7 +48,7 @@ def swap_audio_map(rows: list[dict], seed: int = 0, audio_root: str | Path | Non
         groups: dict[frozenset, list[dict]] = {}
         for r in rows:
             groups.setdefault(frozenset(ANSWER_VOCAB[r["question_type"]]), []).append(r)
-        out: dict[str, str] = {}
+        out: dict[tuple, str] = {}
         for group in groups.values():
             if len({r["question_type"] for r in group}) > 1:
                 out.update(swap_audio_map(group, seed, audio_root))
@@ -72,11 +72,11 @@ def swap_audio_map(rows: list[dict], seed: int = 0, audio_root: str | Path | Non
     seq = [r for t in order for r in by_type[t]]
     n, largest = len(seq), max(len(v) for v in by_type.values())
     if 2 * largest <= n:
-        return {qa_key(seq[i]): path(seq[(i + largest) % n]) for i in range(n)}
+        return {row_key(seq[i]): path(seq[(i + largest) % n]) for i in range(n)}
     out = {}
     for r in seq:
         donors = [d for d in seq if d["question_type"] != r["question_type"]]
-        out[qa_key(r)] = path(donors[int(rng.integers(len(donors)))])
+        out[row_key(r)] = path(donors[int(rng.integers(len(donors)))])
     return out
 
 
@@ -108,7 +108,7 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
     kw = dict(n_boot=options.bootstrap, seed=seed)
     changed = [canonical_answer(a, r["question_type"]) != canonical_answer(b, r["question_type"])
                for a, b, r in zip(true_out["predictions"], swap_out["predictions"], rows)]
-    donor_vocab = [c and in_vocabulary(p, donor_type[str(Path(swap[qa_key(r)]))])
+    donor_vocab = [c and in_vocabulary(p, donor_type[str(Path(swap[row_key(r)]))])
                    and not in_vocabulary(p, r["question_type"])
                    for c, p, r in zip(changed, swap_out["predictions"], rows)]
     frame = pd.DataFrame({"question_type": [r["question_type"] for r in rows], "short_answer": [r["short_answer"] for r in rows]})
@@ -123,7 +123,7 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
     # hears then scores below chance, not at it. Here the question heard has the row's vocabulary (yes/no for
     # yes/no), so a graft that listens falls to chance and one that ignores its audio keeps its accuracy.
     shared = swap_audio_map(rows, seed=seed, audio_root=ds.audio_root or ds.root, same_vocabulary=True)
-    inside = np.array([qa_key(r) in shared for r in rows], dtype=bool)
+    inside = np.array([row_key(r) in shared for r in rows], dtype=bool)
     same_vocabulary: dict[str, Any] = {"rows": int(inside.sum())}
     if inside.any():
         kept = Dataset([r for r, k in zip(rows, inside) if k], ds.root, ds.audio_root)
@@ -148,7 +148,7 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
             "id": [r["id"] for r in rows], "question_type": [r["question_type"] for r in rows],
             "short_answer": [r["short_answer"] for r in rows],
             "true_audio": true_out["predictions"], "swapped_audio": swap_out["predictions"],
-            "donor_type": [donor_type[str(Path(swap[qa_key(r)]))] for r in rows],
+            "donor_type": [donor_type[str(Path(swap[row_key(r)]))] for r in rows],
         }),
     }
 

@@ -22,7 +22,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from . import prompts
 from .wording import clip_caption, speakable
 from .audio import load_audio
-from .data import Dataset, load_frames, qa_key
+from .data import Dataset, load_frames, row_key
 from .caches import VIDEO_PROMPT, FeatureCache, VisionCache, pad_chunks
 
 TASKS = ("vqa", "transcribe", "caption")
@@ -64,14 +64,15 @@ class Example:
         return (self, *self.follow_ups)
 
 
-def vqa_examples(ds: Dataset, mode: str, audio_override: dict[str, str] | None = None, long: bool = False) -> list[Example]:
-    """One example per row; `audio_override` maps a row's (video_id, id) -> another audio file (noise, audio swap).
+def vqa_examples(ds: Dataset, mode: str, audio_override: dict[tuple, str] | None = None, long: bool = False) -> list[Example]:
+    """One example per row; `audio_override` maps a row's `row_key` (video_id, id, template) -> another audio file
+    (noise, audio swap): the two wordings of one QA row are two rows with their own audio.
     `long`: the target is the row's long-form `answer`, asked for by the long instruction."""
     out = []
     for row in ds.rows:
         audio = None
         if mode == "audio":
-            path = (audio_override or {}).get(qa_key(row)) or ds.audio_path(row)
+            path = (audio_override or {}).get(row_key(row)) or ds.audio_path(row)
             if path is None:
                 raise ValueError(f"row {row['id']}: audio mode but the row has no audio")
             audio = str(path)

@@ -44,6 +44,9 @@ TRAINING_RANGES: dict[str, tuple[float, float | None, bool]] = {
 }
 
 
+# What the data step does with a test row whose wording the dataset uses in both its template files (data.shared_wordings)
+SHARED_WORDING_RULES = ("score_apart", "exclude")
+
 # Options that lost their ablation and left the product (their record: docs/RECIPE.md, reports/ablations/).
 REMOVED_OPTIONS = {f"train.{k}" for k in ("repeat_sentences", "balanced_fraction", "loss_per_answer",
                                           "stage1_vqa_fraction", "stage0_vision_tower")}
@@ -110,6 +113,11 @@ class DataConfig:
     test_templates: list[str] = field(default_factory=lambda: ["out"])
     noise_snr_db: float | None = None  # operating-room noise mixed into speech; None = clean
     heldout_video_ids: list[str] = field(default_factory=list)  # explicit test videos; [] = last `heldout_videos` sorted
+    # A held-out-wording split (train and test templates disjoint) and a wording the dataset itself uses in both its
+    # template files (REAL-Colon-VQA: 2 of its 15 `out` wordings are `in` wordings): "score_apart" keeps those test
+    # rows, marked `seen_wording: true`, which the evaluation scores apart; "exclude" leaves them out of the test
+    # split, counted in dataset.json. Never a leakage error: the dataset's own property (docs/DATA.md)
+    shared_wordings: str = "score_apart"
     # synthetic scene priors over synthetic.DEFAULT_PRIORS: polyps on half the clips that allow one (every histology,
     # size and site on enough training clips)
     priors: dict[str, float] = field(default_factory=lambda: {"lesion": 0.5})
@@ -132,6 +140,7 @@ class DataConfig:
             raise ConfigError(f"data.frame_size must be in 16..384, got {self.frame_size}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        _choice("data.shared_wordings", self.shared_wordings, SHARED_WORDING_RULES)
         for key in ("train_templates", "test_templates"):
             bad = [t for t in getattr(self, key) if t not in ("in", "out")]
             if bad or not getattr(self, key):

@@ -11,8 +11,10 @@ relative to the audio root; may be absent for real data) and `voice`. Real data 
 writes the same layout, so both go through `load_dataset`.
 
 Validation never drops a row silently: a bad row raises `DataError` naming the file, the line
-and the field; everything that was read is counted in `DataSummary`. Rows are identified by
-(video_id, id): REAL-Colon-VQA ids are unique only within a video. Every frame and audio path
+and the field; everything that was read is counted in `DataSummary`. A row is identified by
+(video_id, id, template) (`row_key`): REAL-Colon-VQA ids are unique only within a video, and its
+in/out files are two wordings of the same QA rows, sharing (video_id, id) — "the same question
+about the same clip" (`qa_key`), which pairs the wordings and never crosses splits. Every frame and audio path
 goes through one resolver (`resolve_under`) that confines it to its root after resolving
 symlinks, and JSONL is read by one line reader (`read_jsonl`), the mirror of `write_jsonl`.
 """
@@ -47,13 +49,14 @@ def clip_key(row: dict) -> str:
 
 
 def qa_key(row: dict) -> tuple[str, str]:
-    """Identity of a QA row: (video_id, id). Real REAL-Colon-VQA ids repeat across videos."""
+    """The same question about the same clip: (video_id, id). Real REAL-Colon-VQA ids repeat across
+    videos, and its in/out files share them (two wordings of one QA row): both wordings have this key."""
     return row["video_id"], row["id"]
 
 
-def row_key(row: dict) -> str:
-    """Unique key of a QA row across files (real data reuses ids between its in/out files)."""
-    return f"{row['video_id']}/{row['id']}|{row.get('template', '?')}"
+def row_key(row: dict) -> tuple[str, str, str | None]:
+    """Identity of a row: (video_id, id, template), unique in a file, a split and a dataset."""
+    return row["video_id"], row["id"], row.get("template")
 
 
 # ---- summary --------------------------------------------------------------------------------
@@ -287,8 +290,8 @@ def validate_row(row: Any, file: Path, line: int, num_frames: int | None = 8) ->
 
 def load_jsonl(path: str | Path, root: str | Path | None = None, template: str | None = None,
                num_frames: int | None = 8, check_files: bool = True, audio_root: str | Path | None = None,
-               check_audio: bool = True, allow_empty: bool = False,
-               _caches: dict | None = None) -> tuple[list[dict], dict[str, int]]:
+               check_audio: bool = True, allow_empty: bool = False, default_template: str | None = None,
+               _caches: dict | None = None, _seen: dict | None = None) -> tuple[list[dict], dict[str, int]]:
     """Read and validate one JSONL file. Returns (rows, counts) with counts rows/blank_lines/...
 
     A file without rows is an error unless `allow_empty` (a split that params may leave empty).
@@ -296,7 +299,9 @@ def load_jsonl(path: str | Path, root: str | Path | None = None, template: str |
     `root` (default: the file's folder) is where frame paths resolve; audio paths resolve against
     `audio_root` (default `root`). `template` is the file's template ("in"/"out"): rows without a
     `template` field get it, rows that disagree are an error. Frame entries are rewritten as
-    paths relative to `root` (bare REAL-Colon-VQA frame ids are resolved to their files).
+    paths relative to `root` (bare REAL-Colon-VQA frame ids are resolved to their files); rows of
+    other files without a `template` get `default_template` if given. The same `row_key` twice is
+    an error naming both lines (`_seen`, shared by `load_dataset`, extends the check across files).
     """
     path = Path(path)
     root = Path(root) if root is not None else path.parent
@@ -305,7 +310,7 @@ def load_jsonl(path: str | Path, root: str | Path | None = None, template: str |
     frame_cache = caches.setdefault("frames", {})
     audio_ok: set = caches.setdefault("audio", set())
     rows: list[dict] = []
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[tuple, tuple[Path, int]] = _seen if _seen is not None else {}
     counts = {"rows": 0, "blank_lines": 0}
     for lineno, obj in read_jsonl(path):
         if obj is None:
@@ -315,11 +320,15 @@ def load_jsonl(path: str | Path, root: str | Path | None = None, template: str |
         if template is not None:
             if row.setdefault("template", template) != template:
                 raise DataError(path, lineno, "template", f"row says {row['template']!r} but the file holds {template!r} rows")
-        key = qa_key(row)  # ids repeat across videos in real data; the same (video, id) twice is an error
+        elif default_template is not None:
+            row.setdefault("template", default_template)
+        key = row_key(row)  # ids repeat across videos and templates in real data; the same key twice is an error
         if key in seen:
+            first_file, first_line = seen[key]
+            first = f"line {first_line}" if first_file == path else f"{first_file}:{first_line}"
             raise DataError(path, lineno, "id", f"duplicate id {row['id']!r} in video {row['video_id']!r} "
-                            f"(first on line {seen[key]})")
-        seen[key] = lineno
+                            f"(first on {first}) with the same template {row.get('template')!r}")
+        seen[key] = (path, lineno)
         row["frames"] = [resolve_frame(root, f, row["video_id"], path, lineno, "frames", check_files, frame_cache)
                          for f in row["frames"]]
         if row.get("audio"):
@@ -365,13 +374,12 @@ def load_dataset(root: str | Path, files: Iterable[str] | None = None, num_frame
     blank = 0
     caches: dict = _caches if _caches is not None else {}
     counts: dict = {}
+    seen: dict = {}  # row_key -> (file, line) across the files: one row, one key
     for name in files:
         template = next((t for t, f in TEMPLATE_FILES.items() if Path(name).name == f), None)
         file_rows, counts = load_jsonl(root / name, frames_root, template=template, num_frames=num_frames,
-                                       check_files=check_files, audio_root=audio_root,
-                                       check_audio=check_audio, _caches=caches)
-        for r in file_rows:
-            r.setdefault("template", "in")
+                                       check_files=check_files, audio_root=audio_root, check_audio=check_audio,
+                                       default_template="in", _caches=caches, _seen=seen)
         rows += file_rows
         per_file[str(name)] = len(file_rows)
         blank += counts["blank_lines"]

@@ -205,6 +205,32 @@ def split_overview(splits: dict[str, list[dict]]):
     return pd.DataFrame(recs)
 
 
+def shared_wording_table(rows: Iterable[dict], splits: dict[str, list[dict]] | None = None):
+    """The wordings the dataset itself uses in both template files (`stratify.shared_wordings`), one line each:
+    its question types, rows per template, and (with `splits`) the rows of each split that ask it, test rows
+    marked `seen_wording` among them. Empty (with these columns) when the templates share no wording."""
+    import pandas as pd
+
+    from .answers import normalize_short
+
+    rows = list(rows)
+    shared = stratify.shared_wordings(rows)
+    recs = []
+    for wording, per_template in shared.items():
+        rec = {"wording": wording,
+               "question_types": ", ".join(sorted({r["question_type"] for r in rows if normalize_short(r["question"]) == wording})),
+               "in_rows": per_template["in"], "out_rows": per_template["out"]}
+        for s, split_rows in (splits or {}).items():
+            asked = [r for r in split_rows if normalize_short(r["question"]) == wording]
+            rec[f"{s}_rows"] = len(asked)
+            if s == "test":
+                rec["test_seen_wording"] = sum(1 for r in asked if r.get("seen_wording"))
+        recs.append(rec)
+    columns = ["wording", "question_types", "in_rows", "out_rows"] + [
+        c for s in (splits or {}) for c in ([f"{s}_rows"] + (["test_seen_wording"] if s == "test" else []))]
+    return pd.DataFrame.from_records(recs, columns=columns).set_index("wording")
+
+
 def plot_stratification(table):
     """Share of each question type within each split column (stratification at a glance)."""
     import matplotlib.pyplot as plt
@@ -268,6 +294,7 @@ def data_metrics(result: BuildResult, splits: dict, base: Dataset, corpus: list[
         "test_groups": {g: sum(1 for x in split_rows["test"] if x["group"] == g)
                         for g in sorted({x["group"] for x in split_rows["test"]})},
         "unused_rows": result.unused_rows,
+        "shared_wordings": result.shared_wordings,
         "train_voices": result.train_voices,
         "heldout_voices": result.heldout_voices,
         "class_balance": {

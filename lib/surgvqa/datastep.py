@@ -53,6 +53,10 @@ class BuildResult:
     # base rows in no split: their clip's split does not use their template (e.g. `out` rows of
     # training clips, `in` rows of held-out clips); counted so nothing disappears unnoticed
     unused_rows: int = 0
+    # wordings the dataset uses in both template files and what `data.shared_wordings` did with their test rows
+    # ({"rule", "held_out_wording", "wordings": {wording: {"in": rows, "out": rows}}, "test_rows_seen_wording",
+    # "test_rows_excluded"}); also in dataset.json
+    shared_wordings: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -229,6 +233,13 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
         if not r.get("audio"):
             r["audio"], r["audio_s"] = _audio_for(r["question"], by_name[r["voice"]], audio_dir, d.noise_snr_db, cfg.seed, cache)
     splits = stratify.materialize_splits(base_rows, plan, d, [v.name for v in heldout_voices], cfg.seed)
+    shared = stratify.shared_wordings(base_rows)  # the dataset's own: never a leak, set apart by data.shared_wordings
+    test_base = sum(1 for r in splits["test"] if r["group"] == "heldout_video")
+    shared_info = {"rule": d.shared_wordings,
+                   "held_out_wording": stratify.held_out_wording(d.train_templates, d.test_templates),
+                   "wordings": shared,
+                   **stratify.apply_shared_wordings(splits, shared, d.shared_wordings, d.train_templates, d.test_templates)}
+    excluded_base = test_base - sum(1 for r in splits["test"] if r["group"] == "heldout_video")
     for rows in splits.values():
         for r in rows:
             if not r.get("audio"):
@@ -244,7 +255,7 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
     timings["speech_corpus_s"] = time.perf_counter() - t2
     # 5. leakage checks, then write
     stratify.check_leakage(splits, heldout_voices=[v.name for v in heldout_voices], train_templates=d.train_templates,
-                           test_templates=d.test_templates, corpus=corpus)
+                           test_templates=d.test_templates, corpus=corpus, shared=shared, rule=d.shared_wordings)
     t3 = time.perf_counter()
     files: dict[str, Path] = {}
     # every QA row with its voice and audio (for a real source: frame paths relative to that folder)
@@ -277,7 +288,9 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
         "train_templates": list(d.train_templates),
         "test_templates": list(d.test_templates),
         "split_sizes": {k: len(v) for k, v in splits.items()},
-        "unused_rows": len(base_rows) - sum(1 for rows in splits.values() for r in rows if r["group"] != "heldout_voice"),
+        "unused_rows": len(base_rows) - excluded_base - sum(1 for rows in splits.values() for r in rows
+                                                            if r["group"] != "heldout_voice"),
+        "shared_wordings": shared_info,
         "summary": summary.to_dict(),
     }
     meta["summary"]["root"] = rel_frames
@@ -298,10 +311,13 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
     result = BuildResult(out, frames_root, out, files, summary, {k: len(v) for k, v in splits.items()}, groups,
                          corpus_sizes, audio_seconds, plan.heldout_videos, [v.name for v in train_voices],
                          [v.name for v in heldout_voices], {k: round(v, 3) for k, v in timings.items()}, rates,
-                         unused_rows=len(base_rows) - used)
+                         unused_rows=len(base_rows) - used - excluded_base, shared_wordings=shared_info)
     if verbose:
         print(summary)
         print(f"splits {result.split_sizes}  groups {groups}  corpus {corpus_sizes}  in {timings['total_s']:.1f}s")
+        if shared:
+            print(f"wordings in both template files: {len(shared)}; test rows seen_wording "
+                  f"{shared_info['test_rows_seen_wording']}, excluded {shared_info['test_rows_excluded']}")
     return result
 
 
@@ -341,8 +357,10 @@ def load_run_data(cfg: Config, data_dir: str | Path | None = None, build: bool =
         splits[s] = Dataset(rows, frames_root.resolve(), audio_root.resolve(),
                               DataSummary.of(rows, frames_root, {path.name: len(rows)}, counts["blank_lines"]))
     corpus = _read_corpus(data_dir)
+    shared = meta.get("shared_wordings", {})  # absent in a data step built before it: nothing shared, the strict check
     stratify.check_leakage({s: d.rows for s, d in splits.items()}, meta["heldout_voices"], meta["train_templates"],
-                           meta["test_templates"], corpus)
+                           meta["test_templates"], corpus, shared=shared.get("wordings", {}),
+                           rule=shared.get("rule", "score_apart"))
     return RunData(splits, corpus)
 
 

@@ -29,7 +29,7 @@ from . import answers, checkpoints, metrics, models
 from .asr import asr_model, transcribe_faster_whisper, transcript_cache
 from .collate import Collator, Example, as_question, transcription_examples, vqa_examples
 from .config import Config, EvalConfig
-from .data import Dataset, qa_key
+from .data import Dataset, row_key
 from .infer import predict
 from .speech import noisy_copy
 from .systems import EVAL_SPLITS, LABELS, NOISY, SYSTEMS
@@ -61,10 +61,10 @@ def evaluation_rows(splits: dict[str, Dataset], max_rows: int | None = None, see
     return Dataset(rows, ds.root, ds.audio_root)
 
 
-def noisy_audio(cfg: Config, ds: Dataset, snr_db: float) -> dict[str, str]:
-    """Held-out-voice rows' audio mixed with operating-room noise (`speech.noisy_copy`): row id -> path."""
+def noisy_audio(cfg: Config, ds: Dataset, snr_db: float) -> dict[tuple, str]:
+    """Held-out-voice rows' audio mixed with operating-room noise (`speech.noisy_copy`): `row_key` -> path."""
     out_dir = cfg.paths.noisy(snr_db)
-    return {qa_key(row): str(noisy_copy(ds.audio_path(row), out_dir, snr_db, cfg.seed))
+    return {row_key(row): str(noisy_copy(ds.audio_path(row), out_dir, snr_db, cfg.seed))
             for row in ds.rows if row["split"] == "heldout_voice"}
 
 
@@ -118,7 +118,7 @@ def run_model(model, processor, examples: list[Example], options: EvalConfig, de
                    max_new_tokens=max_new_tokens or options.max_new_tokens, desc=desc)
 
 
-def asr_pipeline(models: Models, ds: Dataset, options: EvalConfig, audio_override: dict[str, str] | None = None,
+def asr_pipeline(models: Models, ds: Dataset, options: EvalConfig, audio_override: dict[tuple, str] | None = None,
                  desc: str = "asr_pipeline", reuse_transcripts: bool = False, cfg: Config | None = None,
                  long: bool = False) -> dict:
     """Transcribe each row's audio, then the fine-tuned text model answers the transcript (times add up).
@@ -182,6 +182,20 @@ def summarize_balanced(frame: pd.DataFrame, majority: dict[str, str], options: E
     return {"balanced_accuracy": bal, "balanced_ci95": ci, "types_beating_majority": beating}
 
 
+def summarize_wording(frame: pd.DataFrame, options: EvalConfig) -> dict[str, dict]:
+    """Per test split, accuracy of the held-out-wording rows and, apart, of the rows marked `seen_wording` (a
+    wording the dataset uses in both its template files, so training saw it: `data.shared_wordings`)."""
+    out: dict[str, dict] = {}
+    for split, sel in _split_rows(frame):
+        if split in ("val", "overall"):
+            continue
+        out[split] = {}
+        for name, part in (("heldout_wording", sel[~sel["seen_wording"]]), ("seen_wording", sel[sel["seen_wording"]])):
+            r = metrics.accuracy_with_ci(part["correct"].to_numpy(), n_boot=options.bootstrap) if len(part) else None
+            out[split][name] = {"accuracy": r and r["accuracy"], "ci95": r and r["ci95"], "n": int(len(part))}
+    return out
+
+
 def _split_rows(frame: pd.DataFrame):
     """(split, rows) for each evaluation split present, the noisy condition, and "overall" (val + test)."""
     for split in (*EVAL_SPLITS, NOISY):
@@ -226,6 +240,7 @@ def _frame(system: str, rows: list[dict], predictions: list[str], split_override
         "system": system, "id": r["id"], "split": split_override or r["split"], "question_type": r["question_type"],
         "template": r.get("template"), "voice": r.get("voice"), "video_id": r["video_id"], "question": r["question"],
         "short_answer": r["short_answer"], "prediction": p, "correct": bool(c), "audio": r.get("audio"),
+        "seen_wording": bool(r.get("seen_wording", False)),
     } for r, p, c in zip(rows, predictions, correct)])
 
 
@@ -237,7 +252,7 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
     ds = evaluation_rows(splits, options.max_rows, cfg.seed)
     rows = ds.rows
     noisy = noisy_audio(cfg, ds, options.noise_snr_db)
-    noisy_ds = Dataset([r for r in rows if qa_key(r) in noisy], ds.root, ds.audio_root)
+    noisy_ds = Dataset([r for r in rows if row_key(r) in noisy], ds.root, ds.audio_root)
     frames = []
 
     train_df = pd.DataFrame(splits["train"].rows)
@@ -275,6 +290,8 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
             for key in ("accuracy", "ci95", "balanced_accuracy", "balanced_ci95"):
                 entry[key] = {k: None for k in (*EVAL_SPLITS, "overall")}
             entry["types_beating_majority"] = None
+        if len(sel) and sel["seen_wording"].any():  # test rows worded as in training (data.shared_wordings)
+            entry["by_wording"] = summarize_wording(sel, options)
         entry.update(speed.get(system, {}))
         systems[system] = entry
     # The graft as a transcriber: after stage 2 when stage 2 also trained transcription, else after stage 1.

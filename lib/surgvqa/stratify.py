@@ -9,8 +9,15 @@
           videos, `data.train_templates` wording, training voices (`group="in_domain"`).
 * train = the remaining clips of the training videos, `data.train_templates`, training voices.
 
-Whole clips are assigned (never single QA rows), so no clip crosses splits. `check_leakage` runs
-whenever splits are built or loaded and raises `LeakageError`.
+Whole clips are assigned (never single QA rows), so no clip crosses splits; clips that share a QA row
+(`data.qa_key`: the two wordings of one row, should a dataset give them different clips) go together, so
+both wordings of one QA row always land in the same split.
+
+Held-out wording (train and test templates disjoint): a test wording also in training is a leak, unless the
+dataset itself uses that wording in both its template files (`shared_wordings`; REAL-Colon-VQA does for 2
+of its 15 `out` wordings). Such test rows follow `data.shared_wordings` (`apply_shared_wordings`):
+"score_apart" marks them `seen_wording: true` (the evaluation scores them apart), "exclude" leaves them out
+of the test split (counted). `check_leakage` runs whenever splits are built or loaded and raises `LeakageError`.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from .answers import normalize_short
-from .data import clip_key, row_key
+from .data import clip_key, qa_key, row_key
 from .schema import QUESTION_TYPES
 
 SPLIT_NAMES = ("train", "val", "test")  # the manifests the data step writes
@@ -53,17 +60,41 @@ def plan_splits(rows: list[dict], data_cfg, seed: int) -> SplitPlan:
     train_videos = [v for v in videos if v not in heldout]
     if not train_videos:
         raise LeakageError(f"holding out {heldout} leaves no training video (videos: {videos})")
-    clip_types: dict[str, set[str]] = defaultdict(set)
+    unit = clip_units(rows)  # clip -> the unit assigned whole (itself, unless a QA row links it to another clip)
+    unit_types: dict[str, set[str]] = defaultdict(set)
     clip_video: dict[str, str] = {}
     for r in rows:
         k = clip_key(r)
-        clip_types[k].add(r["question_type"])
+        unit_types[unit[k]].add(r["question_type"])
         clip_video[k] = r["video_id"]
     clip_split = {k: "test" for k, v in clip_video.items() if v in heldout}
-    train_clips = sorted(k for k, v in clip_video.items() if v not in heldout)
-    val = choose_val_clips({k: clip_types[k] for k in train_clips}, data_cfg.val_fraction, seed)
-    clip_split.update({k: ("val" if k in val else "train") for k in train_clips})
+    train_units = sorted({unit[k] for k, v in clip_video.items() if v not in heldout})
+    val = choose_val_clips({u: unit_types[u] for u in train_units}, data_cfg.val_fraction, seed)
+    clip_split.update({k: ("val" if unit[k] in val else "train") for k, v in clip_video.items() if v not in heldout})
     return SplitPlan(heldout, train_videos, clip_split)
+
+
+def clip_units(rows: list[dict]) -> dict[str, str]:
+    """Clip key -> the smallest clip key of its unit: clips linked by a QA row (`qa_key`, both wordings of one
+    row) are one unit, assigned to a split whole. A dataset whose wordings of a row share their clip (the
+    synthetic one, REAL-Colon-VQA) has one clip per unit."""
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    first_clip: dict[tuple[str, str], str] = {}
+    for r in rows:
+        k = clip_key(r)
+        parent.setdefault(k, k)
+        other = first_clip.setdefault(qa_key(r), k)
+        a, b = find(k), find(other)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return {k: find(k) for k in parent}
 
 
 def choose_val_clips(clip_types: dict[str, set[str]], fraction: float, seed: int) -> set[str]:
@@ -148,9 +179,53 @@ def materialize_splits(rows: list[dict], plan: SplitPlan, data_cfg, heldout_voic
     return out
 
 
+def shared_wordings(rows: Iterable[dict]) -> dict[str, dict[str, int]]:
+    """Wordings (`normalize_short` of the question) the dataset itself uses in both templates: wording -> rows
+    per template. The dataset's own property (REAL-Colon-VQA asks some `out` questions in the `in` wording)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for r in rows:
+        counts[normalize_short(r["question"])][r.get("template")] += 1
+    return {w: {t: c[t] for t in ("in", "out")} for w, c in sorted(counts.items()) if c["in"] and c["out"]}
+
+
+def held_out_wording(train_templates: Iterable[str], test_templates: Iterable[str]) -> bool:
+    """Whether the split holds out the test wording: no template is both trained on and tested."""
+    return not (set(train_templates) & set(test_templates))
+
+
+def apply_shared_wordings(splits: dict[str, list[dict]], shared: Iterable[str], rule: str, train_templates: Iterable[str],
+                          test_templates: Iterable[str]) -> dict[str, int]:
+    """Test rows of a held-out-wording split whose wording is in train/val and shared by the dataset's template
+    files (`shared_wordings`), in place: `rule` "score_apart" marks them `seen_wording: True`, "exclude" removes
+    them (both voices' copies) from the test split. Returns {"test_rows_seen_wording", "test_rows_excluded"}
+    (rows of the test split, both groups). Any other test wording in training is left for `check_leakage`."""
+    out = {"test_rows_seen_wording": 0, "test_rows_excluded": 0}
+    if not held_out_wording(train_templates, test_templates):
+        return out  # the test wording is trained on by design: nothing to set apart
+    seen = {normalize_short(r["question"]) for s in ("train", "val") for r in splits.get(s, [])} & set(shared)
+    hit = [normalize_short(r["question"]) in seen for r in splits.get("test", [])]
+    if rule == "exclude":
+        splits["test"] = [r for r, h in zip(splits["test"], hit) if not h]
+        out["test_rows_excluded"] = sum(hit)
+    elif rule == "score_apart":
+        for r, h in zip(splits.get("test", []), hit):
+            if h:
+                r["seen_wording"] = True
+        out["test_rows_seen_wording"] = sum(hit)
+    else:
+        raise ValueError(f"data.shared_wordings must be 'score_apart' or 'exclude', got {rule!r}")
+    return out
+
+
 def check_leakage(splits: dict[str, list[dict]], heldout_voices: Iterable[str], train_templates: Iterable[str],
-                  test_templates: Iterable[str], corpus: list[dict] | None = None) -> dict[str, int]:
-    """Raise `LeakageError` if anything crosses splits; return what was checked (counts)."""
+                  test_templates: Iterable[str], corpus: list[dict] | None = None, shared: Iterable[str] = (),
+                  rule: str = "score_apart") -> dict[str, int]:
+    """Raise `LeakageError` if anything crosses splits; return what was checked (counts).
+
+    Rows are identified by `row_key` (no duplicates in a split) and a QA row by `qa_key` (none in two splits).
+    With held-out wording, a test wording in train/val (or the speech corpus) must be one of `shared`, the
+    wordings the dataset uses in both its template files, and its test rows must follow `rule`: marked
+    `seen_wording: true` ("score_apart"), or absent ("exclude"); `seen_wording` only on such rows."""
     problems: list[str] = []
     heldout_voices = set(heldout_voices)
     train_templates, test_templates = set(train_templates), set(test_templates)
@@ -159,19 +234,19 @@ def check_leakage(splits: dict[str, list[dict]], heldout_voices: Iterable[str], 
         items = sorted(items)
         return ", ".join(map(str, items[:5])) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
 
-    keys = {s: [row_key(r) for r in rows] for s, rows in splits.items()}
-    for s, ks in keys.items():
-        dup = [k for k, c in Counter(ks).items() if c > 1]
+    for s, rows in splits.items():
+        dup = [k for k, c in Counter(row_key(r) for r in rows).items() if c > 1]
         if dup:
-            problems.append(f"duplicate rows in {s}: {sample(dup)}")
+            problems.append(f"duplicate rows (video_id, id, template) in {s}: {sample(dup)}")
+    keys = {s: {qa_key(r) for r in rows} for s, rows in splits.items()}
     clips = {s: {clip_key(r) for r in rows} for s, rows in splits.items()}
     videos = {s: {r["video_id"] for r in rows} for s, rows in splits.items()}
     names = sorted(splits)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            both = set(keys[a]) & set(keys[b])
+            both = keys[a] & keys[b]
             if both:
-                problems.append(f"rows in both {a} and {b}: {sample(both)}")
+                problems.append(f"QA rows (video_id, id) in both {a} and {b}: {sample(both)}")
             both = clips[a] & clips[b]
             if both:
                 problems.append(f"clips in both {a} and {b}: {sample(both)}")
@@ -189,16 +264,32 @@ def check_leakage(splits: dict[str, list[dict]], heldout_voices: Iterable[str], 
     if bad:
         problems.append(f"test has templates {sorted(bad)} outside data.test_templates {sorted(test_templates)}")
     test_questions = {normalize_short(r["question"]) for r in splits.get("test", [])}
-    if not (train_templates & test_templates):  # held-out wording: no test question may be trained on
+    shared = set(shared)
+    marked = [r for r in splits.get("test", []) if r.get("seen_wording")]
+    held_out = held_out_wording(train_templates, test_templates)
+    if held_out:  # no test question may be trained on, but for the wordings the dataset shares between its files
         seen_q = {normalize_short(r["question"]) for s in ("train", "val") for r in splits.get(s, [])}
-        if test_questions & seen_q:
-            problems.append(f"test question wordings also in train/val: {sample(test_questions & seen_q)}")
+        leaked = (test_questions & seen_q) - shared
+        if leaked:
+            problems.append(f"test question wordings also in train/val: {sample(leaked)} (not wordings the dataset "
+                            "uses in both its template files)")
+        seen_shared = test_questions & seen_q & shared
+        if seen_shared and rule == "exclude":
+            problems.append(f"test rows with wordings seen in training, which data.shared_wordings: exclude leaves out: "
+                            f"{sample(seen_shared)}")
+        unmarked = {normalize_short(r["question"]) for r in splits.get("test", []) if not r.get("seen_wording")} & seen_shared
+        if unmarked and rule == "score_apart":
+            problems.append(f"test rows with wordings seen in training not marked seen_wording: {sample(unmarked)}")
+        marked = [r for r in marked if normalize_short(r["question"]) not in seen_shared]
+    if marked:
+        problems.append(f"test rows marked seen_wording whose wording is not a shared wording seen in training: "
+                        f"{sample({r['id'] for r in marked})}")
     if corpus is not None:
         bad = {e["voice"] for e in corpus if e["split"] in ("train", "val") and e["voice"] in heldout_voices}
         if bad:
             problems.append(f"speech corpus train/val entries use held-out voices: {sample(bad)}")
-        if not (train_templates & test_templates):
-            both = {normalize_short(e["text"]) for e in corpus} & test_questions
+        if held_out:
+            both = ({normalize_short(e["text"]) for e in corpus} & test_questions) - shared
             if both:
                 problems.append(f"speech corpus contains test question wordings: {sample(both)}")
     if problems:
