@@ -95,13 +95,18 @@ def _assert_nothing_half_written(data_dir: Path) -> None:
         load_audio(wav)  # raises AudioError on a truncated file
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_data(tmp_path_factory) -> dict[str, bytes]:
+    """The files of an uninterrupted smoke data build: built once, compared with each killed build's rerun."""
+    reference = Config.from_yaml(_params(tmp_path_factory.mktemp("faults"), "reference"))
+    datastep.build_dataset(reference)
+    return _data_files(reference.paths.data)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["speech", "train.jsonl", "speech_corpus.jsonl"])
-def test_killed_data_build_leaves_nothing_a_rerun_would_trust(tmp_path, point):
-    reference = Config.from_yaml(_params(tmp_path, "reference"))
-    datastep.build_dataset(reference)
-    expected = _data_files(reference.paths.data)
-
+def test_killed_data_build_leaves_nothing_a_rerun_would_trust(tmp_path, point, uninterrupted_data):
+    expected = uninterrupted_data
     params = _params(tmp_path, "killed")
     cfg = Config.from_yaml(params)
     audio = cfg.paths.data / "audio"
