@@ -112,7 +112,7 @@ def spoken_rows(tmp_path):
 
 def test_heard_questions_replace_a_share_of_questions_by_the_rows_own_transcript(spoken_rows):
     from surgvqa.collate import vqa_examples
-    from surgvqa.training_data import with_heard_questions
+    from surgvqa.training_data import heard_rows, with_heard_questions
 
     heard = {str(spoken_rows.audio_path(r)): f"is a cat a tar visible {r['id'][1:]}" for r in spoken_rows.rows}
     heard[str(spoken_rows.audio_path(spoken_rows.rows[0]))] = ""  # whisper heard nothing
@@ -120,6 +120,8 @@ def test_heard_questions_replace_a_share_of_questions_by_the_rows_own_transcript
     mixed = with_heard_questions(examples, spoken_rows, heard, 0.3, seed=0)
     changed = [(row, ex) for row, ex in zip(spoken_rows.rows, mixed) if ex.meta.get("heard")]
     assert 0.2 < len(changed) / len(mixed) < 0.4
+    # the rows decoded for training (`heard_transcripts`) are exactly the rows read as heard
+    assert heard_rows(spoken_rows, 0.3, seed=0) == [bool(ex.meta.get("heard")) for ex in mixed]
     for row, ex in changed:
         assert ex.question == (heard[str(spoken_rows.audio_path(row))] or "?")
         assert ex.answer == row["short_answer"] and ex.meta["question"] == row["question"]  # scored as asked

@@ -39,13 +39,18 @@ def vqa_training_examples(cfg: Config, splits: dict, mode: str, caption: bool = 
     return train, [val[i] for i in keep]
 
 
-def with_heard_questions(examples: list[Example], ds, heard: dict[str, str], fraction: float, seed: int) -> list[Example]:
-    """A seeded share `fraction` of text-mode examples (one per row of `ds`, in order) asks its question as the
-    ASR heard the row's own audio (`heard`: audio path -> transcript; empty -> "?", as the ASR pipeline asks it)."""
+def heard_rows(ds, fraction: float, seed: int) -> list[bool]:
+    """Which rows of `ds` (in order) the text model reads as the ASR heard them: a seeded share `fraction`."""
     rng = np.random.default_rng([seed, 0x4EA2D])
+    return [bool(rng.random() < fraction) for _ in ds.rows]
+
+
+def with_heard_questions(examples: list[Example], ds, heard: dict[str, str], fraction: float, seed: int) -> list[Example]:
+    """A seeded share `fraction` of text-mode examples (one per row of `ds`, in order; `heard_rows`) asks its question
+    as the ASR heard the row's own audio (`heard`: audio path -> transcript; empty -> "?", as the ASR pipeline asks it)."""
     out = []
-    for row, ex in zip(ds.rows, examples, strict=True):
-        if rng.random() < fraction:
+    for row, ex, as_heard in zip(ds.rows, examples, heard_rows(ds, fraction, seed), strict=True):
+        if as_heard:
             path = str(ds.audio_path(row))
             if path not in heard:
                 raise KeyError(f"row {row['id']}: no transcript of its audio {path}")
@@ -55,14 +60,15 @@ def with_heard_questions(examples: list[Example], ds, heard: dict[str, str], fra
 
 
 def heard_transcripts(cfg: Config, ds) -> dict[str, str]:
-    """whisper-base's transcript of every audio file of `ds`'s rows (the ASR pipeline's model, settings and
-    transcript cache: the evaluation's val rows share these files, so their decodes are not repeated)."""
+    """whisper-base's transcript of the audio of every row the text model reads as heard (`heard_rows`), with the
+    ASR pipeline's model, settings and transcript cache (the evaluation shares its decodes)."""
     from .asr import asr_model, transcribe_faster_whisper, transcript_cache
 
-    missing = [r["id"] for r in ds.rows if not r.get("audio")]
+    rows = [r for r, as_heard in zip(ds.rows, heard_rows(ds, cfg.train.heard_question_fraction, cfg.seed)) if as_heard]
+    missing = [r["id"] for r in rows if not r.get("audio")]
     if missing:
         raise ValueError(f"train.heard_question_fraction > 0: row {missing[0]} (and {len(missing) - 1} more) has no audio")
-    paths = sorted({str(ds.audio_path(r)) for r in ds.rows})
+    paths = sorted({str(ds.audio_path(r)) for r in rows})
     asr = asr_model(cfg, cfg.eval)
     texts, _ = transcribe_faster_whisper(asr, paths, cache=transcript_cache(cfg, asr))
     return dict(zip(paths, texts))
