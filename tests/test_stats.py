@@ -109,3 +109,37 @@ def test_beats_majority_needs_a_significant_per_type_win():
     one_row = majority.copy()
     one_row[np.flatnonzero(truths == "yes")[0]] = 1.0  # right on one more row: not a win
     assert not stats.beats_majority(cells, one_row, majority, w)["beats"].any()
+
+
+def predictions_frame(n_clips: int = 30):
+    """Two systems and the majority answer scored on the same held-out-video rows, as the evaluation frames them."""
+    clips, types, truths, hits = scored_rows(n_clips=n_clips)
+    rows = []
+    for system, right in (("audio_finetuned", hits), ("text_finetuned", np.ones(len(hits))), ("majority", None)):
+        for i, (clip, qtype, truth) in enumerate(zip(clips, types, truths)):
+            pred = "no" if right is None else (truth if right[i] else ("yes" if truth == "no" else "no"))
+            rows.append({"system": system, "id": f"q{i}", "video_id": clip.replace("clip", "v"), "template": "out",
+                         "voice": "v1", "split": "heldout_video", "clip": clip, "question_type": qtype,
+                         "short_answer": truth, "prediction": pred, "correct": pred == truth})
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def test_the_evaluation_reports_every_claim_as_a_paired_comparison():
+    from surgvqa import evaluate
+    from surgvqa.config import EvalConfig
+
+    frame = predictions_frame()
+    claims = (("audio_finetuned", "text_finetuned", -0.03, ("heldout_video",)),
+              ("text_finetuned", "majority", 0.0, ("heldout_video",)),
+              ("text_finetuned", "text_finetuned", 0.0, ("heldout_video",)))
+    graft_vs_text, text_vs_majority, itself = evaluate.paired_comparisons(frame, EvalConfig(bootstrap=300), claims)
+    assert set(graft_vs_text) == {"a", "b", "split", "metric", "rows", "diff", "ci95", "margin", "shown"}
+    assert graft_vs_text["diff"] < -0.03 and not graft_vs_text["shown"]  # far from within 3 points
+    assert text_vs_majority["diff"] == 0.5 and text_vs_majority["shown"]  # perfect vs 1/2 on yes/no types
+    assert itself["diff"] == 0.0 and itself["ci95"] == [0.0, 0.0] and not itself["shown"]
+    summary = evaluate.summarize_balanced(frame[frame.system == "text_finetuned"], {}, EvalConfig(bootstrap=300))
+    lo, hi = summary["balanced_ci95"]["heldout_video"]
+    assert summary["balanced_accuracy"]["heldout_video"] == 1.0 and lo <= 1.0 <= hi
+    assert summary["types_beating_majority"] == summary["types_tested_against_majority"] == 2

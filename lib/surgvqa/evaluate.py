@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import answers, checkpoints, metrics, models
+from . import answers, checkpoints, metrics, models, stats
 from .asr import asr_model, transcribe_faster_whisper, transcript_cache
 from .collate import Collator, Example, as_question, transcription_examples, vqa_examples
 from .config import Config, EvalConfig
-from .data import Dataset, row_key
+from .data import Dataset, clip_key, row_key
 from .infer import predict
 from .speech import noisy_copy
 from .systems import EVAL_SPLITS, LABELS, NOISY, SYSTEMS
@@ -159,27 +159,76 @@ def score(rows: list[dict], predictions: list[str]) -> list[bool]:
     return [answers.exact_match(p, r["short_answer"], r["question_type"]) for p, r in zip(predictions, rows)]
 
 
+def replicates(sel: pd.DataFrame, options: EvalConfig, strata=None) -> np.ndarray:
+    """`eval.bootstrap` replicate weights of these rows, clustered by clip (by video where there are enough:
+    `stats.clusters_of`); one seed, so every system scored on the same rows gets the same replicates."""
+    return stats.replicate_weights(stats.clusters_of(sel["clip"], sel["video_id"]), strata, n_boot=options.bootstrap)
+
+
 def summarize(frame: pd.DataFrame, options: EvalConfig) -> tuple[dict, dict]:
-    """Accuracy and bootstrap CI per split and overall (val + held-out video + held-out voice)."""
+    """Accuracy and its clustered bootstrap CI per split and overall (val + held-out video + held-out voice)."""
     acc, ci = {}, {}
     for split, sel in _split_rows(frame):
-        r = metrics.accuracy_with_ci(sel["correct"].to_numpy(), n_boot=options.bootstrap)
-        acc[split], ci[split] = r["accuracy"], r["ci95"]
+        correct = sel["correct"].to_numpy(dtype=float)
+        r = stats.estimate(lambda w: stats.weighted_mean(w, correct), replicates(sel, options))
+        acc[split], ci[split] = r["value"], list(r["ci95"])
     return acc, ci
 
 
 def summarize_balanced(frame: pd.DataFrame, majority: dict[str, str], options: EvalConfig) -> dict[str, Any]:
-    """Balanced accuracy per split and overall: the mean over the types whose answers vary in those rows of
-    the per-type mean class recall (a constant answer per type scores 1/K), with a bootstrap CI; and the
-    number of types where the system beats the training-majority answer on held-out video."""
+    """Macro balanced accuracy per split and overall: the mean over the types whose answers vary in those rows of
+    the per-type mean class recall (a constant answer per type scores 1/K), with a clustered bootstrap CI that
+    resamples within each (type, class) cell; and the types where the system beats the training-majority answer
+    on held-out video (`stats.beats_majority`: one-sided paired test, Holm across types)."""
     bal, ci = {}, {}
     for split, sel in _split_rows(frame):
-        value = metrics.balanced_summary(sel, majority)["macro_balanced_accuracy"]
-        bal[split] = None if np.isnan(value) else value  # None: no type's answers vary in these rows
-        ci[split] = None if np.isnan(value) else list(metrics.macro_balanced_ci(sel, n_boot=options.bootstrap))
+        cells = stats.BalancedCells(sel["question_type"], sel["short_answer"])
+        if not cells.cells:  # no type's answers vary in these rows
+            bal[split] = ci[split] = None
+            continue
+        hits = cells.hits(sel["prediction"])
+        r = stats.estimate(lambda w: cells.macro(w, hits), replicates(sel, options, cells.strata))
+        bal[split], ci[split] = r["value"], list(r["ci95"])
     video = frame[frame["split"] == "heldout_video"]
-    beating = int(metrics.per_type_balance(video, majority)["beats_majority"].sum()) if len(video) else None
-    return {"balanced_accuracy": bal, "balanced_ci95": ci, "types_beating_majority": beating}
+    beating = tested = None
+    if len(video):
+        cells = stats.BalancedCells(video["question_type"], video["short_answer"])
+        majority_hits = cells.hits([majority.get(q, "") for q in video["question_type"]])
+        table = stats.beats_majority(cells, cells.hits(video["prediction"]), majority_hits,
+                                     replicates(video, options, cells.strata))
+        beating, tested = int(table["beats"].sum()), int(len(table))
+    return {"balanced_accuracy": bal, "balanced_ci95": ci, "types_beating_majority": beating,
+            "types_tested_against_majority": tested}
+
+
+# The claims the report makes, each a paired difference of macro balanced accuracy on the same rows:
+# (a, b, margin, splits): "a − b > margin" is shown only when the paired interval's lower end clears the margin.
+CLAIMS = (
+    ("audio_finetuned", "text_finetuned", -0.03, ("heldout_video", "heldout_voice")),  # the graft within 3 points
+    ("audio_finetuned", "asr_pipeline", 0.0, ("heldout_video", "heldout_voice", NOISY)),
+    ("text_finetuned", "majority", 0.0, ("heldout_video", "heldout_voice")),
+    ("audio_finetuned", "majority", 0.0, ("heldout_video", "heldout_voice", NOISY)),
+)
+PAIR_KEY = ["id", "video_id", "template", "voice", "split"]  # one scored row of one split
+
+
+def paired_comparisons(predictions: pd.DataFrame, options: EvalConfig, claims=CLAIMS) -> list[dict]:
+    """Every claim of `claims` on the rows both systems were scored on: {"a", "b", "split", "metric", "diff",
+    "ci95", "margin", "shown"}, with the clustered, cell-stratified replicates of `summarize_balanced`."""
+    out = []
+    for a, b, margin, splits in claims:
+        for split in splits:
+            rows = [predictions[(predictions["system"] == s) & (predictions["split"] == split)] for s in (a, b)]
+            both = rows[0].merge(rows[1][PAIR_KEY + ["prediction"]], on=PAIR_KEY, suffixes=("", "_b"))
+            cells = stats.BalancedCells(both["question_type"], both["short_answer"])
+            if not cells.cells:
+                continue
+            hits_a, hits_b = cells.hits(both["prediction"]), cells.hits(both["prediction_b"])
+            d = stats.paired_difference(lambda w: cells.macro(w, hits_a), lambda w: cells.macro(w, hits_b),
+                                        replicates(both, options, cells.strata), margin)
+            out.append({"a": a, "b": b, "split": split, "metric": "macro_balanced_accuracy", "rows": int(len(both)),
+                        **d, "ci95": list(d["ci95"])})
+    return out
 
 
 def summarize_wording(frame: pd.DataFrame, options: EvalConfig) -> dict[str, dict]:
@@ -240,7 +289,7 @@ def _frame(system: str, rows: list[dict], predictions: list[str], split_override
         "system": system, "id": r["id"], "split": split_override or r["split"], "question_type": r["question_type"],
         "template": r.get("template"), "voice": r.get("voice"), "video_id": r["video_id"], "question": r["question"],
         "short_answer": r["short_answer"], "prediction": p, "correct": bool(c), "audio": r.get("audio"),
-        "seen_wording": bool(r.get("seen_wording", False)),
+        "seen_wording": bool(r.get("seen_wording", False)), "clip": clip_key(r),
     } for r, p, c in zip(rows, predictions, correct)])
 
 
@@ -289,7 +338,7 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
         else:
             for key in ("accuracy", "ci95", "balanced_accuracy", "balanced_ci95"):
                 entry[key] = {k: None for k in (*EVAL_SPLITS, "overall")}
-            entry["types_beating_majority"] = None
+            entry["types_beating_majority"] = entry["types_tested_against_majority"] = None
         if len(sel) and sel["seen_wording"].any():  # test rows worded as in training (data.shared_wordings)
             entry["by_wording"] = summarize_wording(sel, options)
         entry.update(speed.get(system, {}))

@@ -83,6 +83,7 @@ def merge_metrics(cfg: Config, timings: list[dict] | None = None) -> dict:
         "systems": systems,
         "asr": evaluation.get("asr") or {},
         "long_answers": evaluation.get("long_answers") or {},
+        "comparisons": evaluation.get("comparisons") or [],
     }
 
 
