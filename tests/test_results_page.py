@@ -289,3 +289,12 @@ def test_finish_report_of_an_incomplete_run_says_what_is_missing(cfg, tmp_path):
     readme.write_text(f"{BEGIN}\nold\n{END}\n")
     results_page.write_run_results(json.loads(out["metrics_json"].read_text()), cfg.paths.reports, readme)
     assert readme.read_text() == f"{BEGIN}\nold\n{END}\n"
+
+
+def test_paired_claims_are_listed_with_their_verdict():
+    from surgvqa.results_page import comparisons_section
+
+    assert "recorded no paired comparisons" in comparisons_section({})
+    page = comparisons_section({"comparisons": [{"a": "audio_finetuned", "b": "text_finetuned", "split": "heldout_video",
+                                                "diff": -0.012, "ci95": [-0.041, 0.02], "margin": -0.03, "shown": False}]})
+    assert "| audio_finetuned − text_finetuned | heldout_video | -1.2 | [-4.1, 2.0] | -3.0 | not shown |" in page

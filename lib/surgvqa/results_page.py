@@ -310,6 +310,20 @@ def targets_section(metrics: Mapping) -> str:
             "whether the target is met.\n\n" + table(["target", "value"], rows))
 
 
+def comparisons_section(metrics: Mapping) -> str:
+    """Every claim as a paired difference of macro balanced accuracy on the same rows (a run made before the
+    evidence statistics records none, and says so)."""
+    claims = metrics.get("comparisons") or []
+    if not claims:
+        return "## Claims, paired\n\nThis run recorded no paired comparisons (made before `surgvqa.stats`)."
+    rows = [[f"{c['a']} − {c['b']}", c["split"], fixed(100 * c["diff"]), f"[{fixed(100 * c['ci95'][0])}, "
+             f"{fixed(100 * c['ci95'][1])}]", fixed(100 * c["margin"]), "shown" if c["shown"] else "not shown"]
+            for c in claims]
+    return ("## Claims, paired\n\nMacro balanced accuracy, difference in points on the same rows, with its clustered "
+            "bootstrap interval; a claim is shown only when the interval's lower end clears its margin.\n\n"
+            + table(["claim", "split", "difference", "95% interval", "margin", "verdict"], rows))
+
+
 def render_results(metrics: Mapping) -> str:
     """The whole RESULTS.md."""
     profile = get(metrics, "params", "profile")
@@ -319,7 +333,7 @@ def render_results(metrics: Mapping) -> str:
             "by hand. Per type, per template and the figures: `index.html` and the executed notebooks beside it.")
     sections = [head, "## Headline (held-out splits)\n\n" + render_headline(metrics), noisy_section(metrics),
                 transcription_section(metrics), swap_section(metrics), long_answers_section(metrics),
-                speed_section(metrics), training_section(metrics), targets_section(metrics)]
+                speed_section(metrics), training_section(metrics), comparisons_section(metrics), targets_section(metrics)]
     return "\n\n".join(sections) + "\n"
 
 
