@@ -85,3 +85,18 @@ def test_pooled_tower_features_keep_a_one_token_detail_that_the_mean_dilutes():
     # the max keeps it, in the whole clip, its frame step and its quadrant only
     hit = {int(i) for i in torch.nonzero(maxes[:, 2]).flatten()}
     assert hit == {0, 1 + 1, 1 + t + 2} and float(maxes[:, :2].abs().max()) == 0.0
+
+
+def test_the_random_tower_control_is_not_the_models_own_frozen_tower():
+    import torch
+
+    from surgvqa.sight import random_tower_like
+    from surgvqa.tiny_vlm import build_tiny_qwen2_vl
+
+    sizes = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
+                 vision_depth=1, vision_embed_dim=32, vision_num_heads=2, vocab_size=300)
+    model, _, _ = build_tiny_qwen2_vl(["is a tool visible", "no", "yes"] * 20, seed=0, **sizes)
+    own = dict(model.model.visual.named_parameters())
+    control = dict(random_tower_like(model).visual.named_parameters())
+    assert own.keys() == control.keys()
+    assert not any(torch.equal(own[k], control[k]) for k in own if own[k].std() > 0)  # other weights everywhere

@@ -284,10 +284,14 @@ def probe_table(features: dict[str, dict[str, np.ndarray]], labels: dict[str, di
 # ---- the check, as notebook 04 runs it ---------------------------------------------------------------
 
 
-def random_tower_like(model):
-    """A vision tower of the same architecture with fresh (untrained) weights."""
+RANDOM_TOWER_SEED = 1_000_003  # not a run's seed: the control must not be the model's own frozen tower again
+
+
+def random_tower_like(model, seed: int = RANDOM_TOWER_SEED):
+    """A vision tower of the same architecture with fresh (untrained) weights, drawn from another seed than the
+    model's (the embedded model's tower is frozen at its initialisation: the same seed would rebuild it)."""
     inner = model.model if hasattr(model, "model") else model
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     tower = type(inner.visual)._from_config(inner.visual.config)
     return type("Towered", (), {"visual": tower.to(inner.visual.dtype).eval()})()
 
