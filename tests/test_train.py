@@ -392,3 +392,23 @@ def test_best_logged_reads_the_kept_checkpoints_evaluation():
     assert best_logged(state, "eval_wer") == 0.8
     assert best_logged(state, "eval_missing") is None
     assert best_logged(SimpleNamespace(log_history=history, best_global_step=None), "eval_wer") == 0.85
+
+
+def test_a_stage_stamp_covers_the_code_that_trains_it(stamped, monkeypatch, tmp_path):
+    names = {p.name for p in checkpoints.training_code_files()}
+    assert {"stages.py", "trainer.py", "training_data.py", "collate.py", "models.py", "tiny_vlm.py",
+            "modeling_qwen2_vl_audio.py", "processing_qwen2_vl_audio.py"} <= names
+    assert not names & {"evaluate.py", "report.py", "sight.py", "pipeline.py"}  # evaluating never retrains
+    before = {s: checkpoints.stage_stamp(stamped, s) for s in STAGE_INPUTS}
+    source = tmp_path / "trainer.py"
+    source.write_text("x = 1\n")
+    monkeypatch.setattr(checkpoints, "training_code_files", lambda: [source])
+    checkpoints.training_code_hash.cache_clear()
+    try:
+        first = checkpoints.training_code_hash()
+        source.write_text("x = 2\n")  # one changed line of training code
+        checkpoints.training_code_hash.cache_clear()
+        assert checkpoints.training_code_hash() != first
+        assert all(checkpoints.stage_stamp(stamped, s) != before[s] for s in STAGE_INPUTS)
+    finally:
+        checkpoints.training_code_hash.cache_clear()

@@ -4,7 +4,9 @@ reads checkpoints through here, never through the trainer.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ from typing import Any
 
 from . import models
 from .caches import FeatureCache, VisionCache
-from .config import STAGE_INPUTS, Config, TrainConfig
+from .config import REPO_ROOT, STAGE_INPUTS, Config, TrainConfig
 from .data import load_frames, read_data_meta
 from .lora import is_peft
 
@@ -57,10 +59,37 @@ def stage_options(cfg: Config, stage: str) -> dict[str, Any]:
     return options
 
 
+def training_code_files() -> list[Path]:
+    """The source a stage's result is made by: the `surgvqa` modules that `stages` imports, directly or not, and
+    the model overlay (`qwen2_vl_audio`)."""
+    lib = Path(__file__).resolve().parent
+    todo, seen = ["stages"], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or not (lib / f"{name}.py").is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((lib / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo += [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+    overlay = REPO_ROOT / "transformers_fork" / "qwen2_vl_audio"
+    return sorted(lib / f"{m}.py" for m in seen) + sorted(overlay.glob("*.py"))
+
+
+@functools.cache
+def training_code_hash() -> str:
+    """A hash of `training_code_files`: a stage trained by other code is neither reused nor resumed."""
+    digest = hashlib.sha256()
+    for path in training_code_files():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def stage_stamp(cfg: Config, stage: str) -> str:
     """What a stage's result depends on: a resumed or reused run must match it (a finished stage 0 is reused when
-    its stamp matches, so an option of a later stage never retrains the base VLM)."""
-    parts = {"stage": stage, "seed": cfg.seed, "model": dataclasses.asdict(cfg.model),
+    its stamp matches, so an option of a later stage never retrains the base VLM, while a change to the code that
+    trains it does: `training_code_hash`)."""
+    parts = {"stage": stage, "seed": cfg.seed, "code": training_code_hash(), "model": dataclasses.asdict(cfg.model),
              "data": read_data_meta(cfg.paths.data)["stamp"], "options": stage_options(cfg, stage)}
     if stage != "stage0":  # stage 2's LoRA, and stage 1's with `train.stage1_language_model: lora`
         parts["lora"] = dataclasses.asdict(cfg.lora)
