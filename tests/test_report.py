@@ -222,3 +222,5 @@ def test_single_stream_latency_sits_beside_each_systems_batched_figures(cfg):
     assert merged["systems"]["audio_finetuned"]["single_stream"] == single
     assert "single_stream" not in merged["systems"]["text_finetuned"] and "not_a_system" not in merged["systems"]
     assert "single_stream" not in FAKE_SYSTEMS["audio_finetuned"]  # the evaluation's own entry is not changed
+    page = report.finish_report(cfg)["index"].read_text()
+    assert "137.0 / 170.0" in page and "Single-question latency" in page  # index.html shows one question at a time

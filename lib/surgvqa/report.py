@@ -256,13 +256,15 @@ def _systems_table(merged: dict, key: str = "accuracy", ci_key: str = "ci95", ti
                 text = f"<strong>{text}</strong>"
             cells.append(f'<td class="num">{text}</td>')
         if speed:
+            single = s.get("single_stream") or {}
             cells += [
                 f'<td class="num">{_e(_fmt_rate(s.get("samples_per_s")))}</td>',
-                f'<td class="num">{_e(_fmt_ms(s.get("latency_ms_p50")))} / {_e(_fmt_ms(s.get("latency_ms_p95")))}</td>',
+                # one question at a time (notebook 04's single-stream timing), not a batch's time per row
+                f'<td class="num">{_e(_fmt_ms(single.get("latency_ms_p50")))} / {_e(_fmt_ms(single.get("latency_ms_p95")))}</td>',
                 f'<td class="num">{_e(_fmt_int(s.get("batch_size")))}</td>',
             ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    speed_head = "<th>Samples/s</th><th>Latency p50 / p95 ms</th><th>Batch</th>" if speed else ""
+    speed_head = "<th>Samples/s (batched)</th><th>Single-question latency p50 / p95 ms</th><th>Batch</th>" if speed else ""
     return (
         f"<h2>{_e(title)}</h2>\n<p class=\"meta\">{_e(what)} in percent with 95% CI; best per column in bold.</p>\n"
         f"<table><tr><th>System</th>{head}{speed_head}</tr>\n"
