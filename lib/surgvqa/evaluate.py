@@ -7,7 +7,7 @@ Systems (IDs are the keys of `metrics.json["systems"]`):
   audio_zeroshot       the graft after stage 1 only, hearing the question
   audio_finetuned      the graft after stage 2, hearing the question
   asr_pipeline         faster-whisper (the same Whisper) transcribes, text_finetuned answers the transcript
-  audio_upstream  the upstream repository's audio setting (1500 tokens per 30 s window): speed only, untrained projector
+  audio_upstream       the upstream repository's audio setting (1500 tokens per 30 s window): speed only, untrained projector
 
 Scoring is exact on canonical short answers (`metrics.exact_match`), never substring.
 """
@@ -99,9 +99,9 @@ class Models:
 
 def upstream_graft(cfg: Config):
     """The upstream repository's audio setting on the same base: linear projector, no stacking, every window padded to 30 s."""
-    seed_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **models.UPSTREAM_AUDIO))
+    upstream_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **models.UPSTREAM_AUDIO))
     torch.manual_seed(cfg.seed)
-    model, processor = models.build_graft(seed_cfg, base=checkpoints.base_vlm_source(cfg))
+    model, processor = models.build_graft(upstream_cfg, base=checkpoints.base_vlm_source(cfg))
     return model.eval(), processor
 
 
@@ -165,13 +165,18 @@ def replicates(sel: pd.DataFrame, options: EvalConfig, strata=None) -> np.ndarra
     return stats.replicate_weights(stats.clusters_of(sel["clip"], sel["video_id"]), strata, n_boot=options.bootstrap)
 
 
+def accuracy_ci(sel: pd.DataFrame, options: EvalConfig) -> tuple[float, list[float]]:
+    """Exact accuracy of these rows and its clustered bootstrap CI."""
+    correct = sel["correct"].to_numpy(dtype=float)
+    r = stats.estimate(lambda w: stats.weighted_mean(w, correct), replicates(sel, options))
+    return r["value"], list(r["ci95"])
+
+
 def summarize(frame: pd.DataFrame, options: EvalConfig) -> tuple[dict, dict]:
     """Accuracy and its clustered bootstrap CI per split and overall (val + held-out video + held-out voice)."""
     acc, ci = {}, {}
     for split, sel in _split_rows(frame):
-        correct = sel["correct"].to_numpy(dtype=float)
-        r = stats.estimate(lambda w: stats.weighted_mean(w, correct), replicates(sel, options))
-        acc[split], ci[split] = r["value"], list(r["ci95"])
+        acc[split], ci[split] = accuracy_ci(sel, options)
     return acc, ci
 
 
@@ -240,8 +245,8 @@ def summarize_wording(frame: pd.DataFrame, options: EvalConfig) -> dict[str, dic
             continue
         out[split] = {}
         for name, part in (("heldout_wording", sel[~sel["seen_wording"]]), ("seen_wording", sel[sel["seen_wording"]])):
-            r = metrics.accuracy_with_ci(part["correct"].to_numpy(), n_boot=options.bootstrap) if len(part) else None
-            out[split][name] = {"accuracy": r and r["accuracy"], "ci95": r and r["ci95"], "n": int(len(part))}
+            value, ci = accuracy_ci(part, options) if len(part) else (None, None)
+            out[split][name] = {"accuracy": value, "ci95": ci, "n": int(len(part))}
     return out
 
 
@@ -410,9 +415,10 @@ def speed_test(cfg: Config, models: Models, ds: Dataset, options: EvalConfig) ->
     keep("audio_zeroshot", run_model(models.audio_zeroshot, models.processor, vqa_examples(sub, "audio"), options, "speed: audio_zeroshot"))
     keep("audio_finetuned", run_model(models.audio_finetuned, models.processor, vqa_examples(sub, "audio"), options, "speed: audio_finetuned"))
     keep("asr_pipeline", asr_pipeline(models, sub, options, desc="speed: asr_pipeline"))
-    seed_model, seed_processor = upstream_graft(cfg)
-    keep("audio_upstream", run_model(seed_model, seed_processor, vqa_examples(sub, "audio"), options, "speed: upstream-style"))
-    del seed_model
+    upstream_model, upstream_processor = upstream_graft(cfg)
+    keep("audio_upstream", run_model(upstream_model, upstream_processor, vqa_examples(sub, "audio"), options,
+                                     "speed: upstream-style"))
+    del upstream_model
     return out
 
 

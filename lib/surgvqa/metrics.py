@@ -36,7 +36,6 @@ __all__ = [
     "balanced_accuracy",
     "per_type_balance",
     "balanced_summary",
-    "macro_balanced_ci",
 ]
 
 
@@ -397,36 +396,3 @@ def balanced_summary(df: pd.DataFrame, majority: dict[str, str], pred_col: str =
         "types": int(len(table)),
         "constant_types": int((table["distinct_predictions"] == 1).sum()),
     }
-
-
-def macro_balanced_ci(df: pd.DataFrame, pred_col: str = "prediction", truth_col: str = "short_answer",
-                      n_boot: int = 500, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the macro balanced accuracy, resampling rows within each type
-    (types whose resample has one class are skipped in that replicate)."""
-    rng = np.random.default_rng(seed)
-    groups = []
-    for qtype, g in df.groupby("question_type", sort=True):
-        true = np.array([canonical_answer(t, qtype) for t in g[truth_col]])
-        if len(set(true)) < 2:
-            continue
-        hit = np.array([canonical_answer(p, qtype) for p in g[pred_col]]) == true
-        groups.append((true, hit))
-    if not groups:
-        return (float("nan"), float("nan"))
-    stats = []
-    for _ in range(n_boot):
-        per = []
-        for true, hit in groups:
-            idx = rng.integers(0, len(true), size=len(true))
-            t, h = true[idx], hit[idx]
-            classes = np.unique(t)
-            if len(classes) < 2:
-                continue
-            per.append(np.mean([h[t == c].mean() for c in classes]))
-        if per:
-            stats.append(np.mean(per))
-    if not stats:
-        return (float("nan"), float("nan"))
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
-    return (float(lo), float(hi))
