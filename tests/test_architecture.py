@@ -21,7 +21,7 @@ LAYERS = {
                       "model_checks", "paper_scale"},
     "stages": {"trainer", "training_data", "stages", "training_report"},
     "evaluation": {"evaluate", "latency", "evaluation_report", "sight", "error_analysis", "audio_swap"},
-    "reports and entry points": {"report", "results_page", "notebook", "pipeline", "bench", "train", "assistant", "ask",
+    "reports and entry points": {"report", "results_page", "notebook", "pipeline", "bench", "train", "seed_spread", "assistant", "ask",
                                  "demo"},
 }
 # What builds, trains or evaluates models: it sees data only as the data step's files, never how they are made.

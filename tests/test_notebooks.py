@@ -32,7 +32,7 @@ EXTRA_METRICS = {"04_sight": {"per_type", "mean_probe", "constant_types"},
                  "04_latency": {"method", "systems", "ratios"}}
 METRICS_FILE = {"00_graft": "00_graft", "01_data_eda_stratification": "01_data", "02_stage1_projector": "02_stage1",
                 "03_stage2_qlora": "03_stage2"}
-SYSTEMS = {"majority", "text_zeroshot", "text_finetuned", "audio_zeroshot", "audio_finetuned", "asr_pipeline",
+SYSTEMS = {"majority", "text_zeroshot", "text_finetuned", "audio_zeroshot", "audio_finetuned", "asr_pipeline", "asr_prompted",
            "audio_upstream"}
 
 
@@ -144,13 +144,15 @@ def test_evaluation_has_every_system_and_split_and_the_index(smoke_run):
     evaluation = json.loads((cfg.paths.metrics / "04_evaluation.json").read_text())["metrics"]
     assert set(evaluation["systems"]) == SYSTEMS
     for system, entry in evaluation["systems"].items():
-        assert {"val", "heldout_video", "heldout_voice", "overall"} <= set(entry["accuracy"]), system
+        assert {"val", "heldout_video", "heldout_voice", "final_test", "overall"} <= set(entry["accuracy"]), system
         assert set(entry["balanced_accuracy"]) == set(entry["accuracy"]) == set(entry["balanced_ci95"]), system
         assert "types_beating_majority" in entry, system
         assert entry["samples_per_s"] > 0 and entry["batch_size"] > 0, system
         if system != "audio_upstream":
             lo, hi = entry["ci95"]["overall"]
             assert lo <= entry["accuracy"]["overall"] <= hi, system
+    assert evaluation["rows"]["final_test"] > 0  # smoke scores the final test as the reference run does
+    assert {c["split"] for c in evaluation["comparisons"]} >= {"final_test"}
     assert set(evaluation["asr"]) == {"whisper_base", "graft"}
     assert set(evaluation["long_answers"]) == {"text_finetuned", "audio_finetuned", "asr_pipeline"}
     for r in evaluation["long_answers"].values():
@@ -168,3 +170,23 @@ def test_evaluation_has_every_system_and_split_and_the_index(smoke_run):
     index = (cfg.paths.reports / "index.html").read_text()
     for text in ("04_evaluation.html", "02_stage1_projector.html", evaluation["systems"]["audio_finetuned"]["label"]):
         assert text in index, text
+
+
+def test_seed_spread_trains_stage2_again_beside_the_run(smoke_trained):
+    from surgvqa import seed_spread
+
+    cfg = smoke_trained
+    own = cfg.paths.stage("stage2") / "merged"
+    before = {p.name: p.stat().st_mtime_ns for p in own.iterdir()}
+    result = seed_spread.run_seed_spread(cfg, [7])
+    assert result["seeds"] == [cfg.seed, 7] and set(result["per_seed"]) == {str(cfg.seed), "7"}
+    assert {p.name: p.stat().st_mtime_ns for p in own.iterdir()} == before  # the run's stage 2 untouched
+    seeded = seed_spread.seed_config(cfg, 7).paths
+    assert seeded.run.is_relative_to(cfg.paths.run / "seed_spread")
+    assert all((seeded.stage(s) / "merged" / "model.safetensors").is_file() for s in ("stage2", "stage2_text"))
+    assert seeded.stage("stage1").is_symlink() and seeded.data.is_symlink()  # stage 2 alone trained
+    for system in seed_spread.SPREAD_SYSTEMS:
+        for split, s in result["spread"][system].items():
+            assert s["n"] == 2 and s["min"] <= s["mean"] <= s["max"] and s["sd"] >= 0, (system, split)
+    with pytest.raises(ValueError, match="the run's own"):
+        seed_spread.run_seed_spread(cfg, [cfg.seed])

@@ -28,7 +28,7 @@ def folder(tmp_path_factory):
 def real_cfg(profile: str, folder, run_root, **data_over) -> Config:
     """The profile's params with data.source at the fixture and its test video held out; nothing else changed."""
     return Config.from_yaml(REPO_ROOT / "params" / profile, {
-        "run_root": str(run_root), "data": {"source": str(folder), "heldout_video_ids": [fixture.TEST_VIDEO], **data_over}})
+        "run_root": str(run_root), "data": {"source": str(folder), "heldout_video_ids": [fixture.TEST_VIDEO], "final_test_videos": 0, **data_over}})
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +307,7 @@ def test_smoke_stages_and_evaluation_on_the_real_folder(tmp_path):
 
     folder = fixture.build(tmp_path / "REAL-Colon-VQA", clips_per_video=2)
     cfg = Config.from_yaml(REPO_ROOT / "params" / "smoke.yaml", {
-        "run_root": str(tmp_path / "runs"), "data": {"source": str(folder), "heldout_video_ids": [fixture.TEST_VIDEO],
+        "run_root": str(tmp_path / "runs"), "data": {"source": str(folder), "heldout_video_ids": [fixture.TEST_VIDEO], "final_test_videos": 0,
                                                      "num_voices": 2, "narration_sentences": 0},
         "train": {s: {"num_train_epochs": 1} for s in ("stage0", "stage1", "stage2")}})
     run = datastep.load_run_data(cfg)
@@ -335,7 +335,7 @@ def test_notebook_01_runs_under_papermill_on_the_real_folder(folder, tmp_path):
     from surgvqa.pipeline import NOTEBOOKS_DIR, notebook_parameters, run_notebook
 
     overrides = {"run_root": str(tmp_path / "runs"),
-                 "data": {"source": str(folder), "heldout_video_ids": [fixture.TEST_VIDEO]}}
+                 "data": {"source": str(folder), "heldout_video_ids": [fixture.TEST_VIDEO], "final_test_videos": 0}}
     run_notebook(NOTEBOOKS_DIR / "01_data_eda_stratification.ipynb",
                  notebook_parameters(REPO_ROOT / "params" / "smoke.yaml", overrides), tmp_path / "reports")
     cfg = Config.from_yaml(REPO_ROOT / "params" / "smoke.yaml", overrides)

@@ -296,5 +296,19 @@ def test_paired_claims_are_listed_with_their_verdict():
 
     assert "recorded no paired comparisons" in comparisons_section({})
     page = comparisons_section({"comparisons": [{"a": "audio_finetuned", "b": "text_finetuned", "split": "heldout_video",
-                                                "diff": -0.012, "ci95": [-0.041, 0.02], "margin": -0.03, "shown": False}]})
-    assert "| audio_finetuned − text_finetuned | heldout_video | -1.2 | [-4.1, 2.0] | -3.0 | not shown |" in page
+                                                "metric": "macro_balanced_accuracy", "diff": -0.012, "ci95": [-0.041, 0.02], "margin": -0.03, "shown": False}]})
+    assert "| audio_finetuned − text_finetuned | heldout_video | macro balanced | -1.2 | [-4.1, 2.0] | -3.0 | not shown |" in page
+
+
+def test_the_seed_spread_is_shown_beside_the_headline_only_for_its_own_run():
+    from surgvqa.results_page import seed_spread_line
+
+    spread = {sid: {split: {"mean": 0.6, "sd": 0.012, "min": 0.588, "max": 0.61, "n": 3}
+                    for split in ("val", "heldout_video", "heldout_voice")} for sid in ("audio_finetuned", "text_finetuned")}
+    metrics = {"params_hash": "abc", "notebook_params_hash": {"seed_spread": "abc"},
+               "systems": {"audio_finetuned": {"label": "graft"}, "text_finetuned": {"label": "text"}},
+               "notebooks": {"seed_spread": {"seeds": [0, 1, 2], "spread": spread}}}
+    line = seed_spread_line(metrics)
+    assert "seeds 0, 1, 2" in line and "graft: held-out video 60.0 ± 1.2 [58.8, 61.0]" in line
+    assert "not measured" in seed_spread_line({**metrics, "notebook_params_hash": {"seed_spread": "other"}})
+    assert "not measured" in seed_spread_line({"params_hash": "abc"})

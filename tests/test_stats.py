@@ -131,15 +131,35 @@ def test_the_evaluation_reports_every_claim_as_a_paired_comparison():
     from surgvqa.config import EvalConfig
 
     frame = predictions_frame()
-    claims = (("audio_finetuned", "text_finetuned", -0.03, ("heldout_video",)),
-              ("text_finetuned", "majority", 0.0, ("heldout_video",)),
-              ("text_finetuned", "text_finetuned", 0.0, ("heldout_video",)))
-    graft_vs_text, text_vs_majority, itself = evaluate.paired_comparisons(frame, EvalConfig(bootstrap=300), claims)
+    bal = evaluate.BALANCED
+    claims = (("audio_finetuned", "text_finetuned", -0.03, ("heldout_video",), bal),
+              ("text_finetuned", "majority", 0.0, ("heldout_video",), bal),
+              ("text_finetuned", "text_finetuned", 0.0, ("heldout_video",), bal),
+              ("text_finetuned", "audio_finetuned", 0.0, ("heldout_video",), "accuracy"))
+    graft_vs_text, text_vs_majority, itself, exact = evaluate.paired_comparisons(frame, EvalConfig(bootstrap=300), claims)
     assert set(graft_vs_text) == {"a", "b", "split", "metric", "rows", "diff", "ci95", "margin", "shown"}
     assert graft_vs_text["diff"] < -0.03 and not graft_vs_text["shown"]  # far from within 3 points
     assert text_vs_majority["diff"] == 0.5 and text_vs_majority["shown"]  # perfect vs 1/2 on yes/no types
     assert itself["diff"] == 0.0 and itself["ci95"] == [0.0, 0.0] and not itself["shown"]
+    graft = frame[frame.system == "audio_finetuned"]
+    assert exact["metric"] == "accuracy" and exact["diff"] == 1 - graft["correct"].mean()  # exact accuracy, paired
+    assert exact["ci95"][0] <= exact["diff"] <= exact["ci95"][1]
     summary = evaluate.summarize_balanced(frame[frame.system == "text_finetuned"], {}, EvalConfig(bootstrap=300))
     lo, hi = summary["balanced_ci95"]["heldout_video"]
     assert summary["balanced_accuracy"]["heldout_video"] == 1.0 and lo <= 1.0 <= hi
     assert summary["types_beating_majority"] == summary["types_tested_against_majority"] == 2
+
+
+def test_long_answers_are_compared_paired_and_clustered():
+    import pandas as pd
+
+    from surgvqa import evaluate
+    from surgvqa.config import EvalConfig
+
+    rows = [{"system": s, "video_id": f"v{i % 4}", "clip": f"c{i // 3}", "id": f"q{i}", "keyword_hit": hit}
+            for s, hits in (("audio_finetuned", [i % 2 == 0 for i in range(60)]), ("text_finetuned", [True] * 60))
+            for i, hit in enumerate(hits)]
+    (claim,) = evaluate.long_answer_comparison(pd.DataFrame(rows), EvalConfig(bootstrap=300))
+    assert claim["metric"] == "long_keyword_accuracy" and claim["diff"] == -0.5 and not claim["shown"]
+    assert claim["ci95"][0] < -0.5 < claim["ci95"][1]
+    assert evaluate.long_answer_comparison(pd.DataFrame(), EvalConfig()) == []

@@ -30,8 +30,9 @@ def _rows(splits):
 
 def test_heldout_video_and_voices_never_in_train(built):
     result, splits = built
-    held_v, held_voice = set(result.heldout_videos), set(result.heldout_voices)
-    assert held_v and held_voice
+    held_v, held_voice = set(result.heldout_videos) | set(result.final_test_videos), set(result.heldout_voices)
+    assert result.heldout_videos and result.final_test_videos and held_voice
+    assert not set(result.heldout_videos) & set(result.final_test_videos)
     for name in ("train", "val"):
         assert {r["video_id"] for r in splits[name]}.isdisjoint(held_v)
         assert {r["voice"] for r in splits[name]}.isdisjoint(held_voice)
@@ -39,9 +40,14 @@ def test_heldout_video_and_voices_never_in_train(built):
         assert {r["voice"] for r in splits[name]} <= set(result.train_voices)
     test = splits["test"]
     assert {r["video_id"] for r in test} == held_v and {r["template"] for r in test} == {"out"}
-    groups = {g: [r for r in test if r["group"] == g] for g in ("heldout_video", "heldout_voice")}
+    groups = {g: [r for r in test if r["group"] == g] for g in ("heldout_video", "heldout_voice", "final_test")}
     assert {r["voice"] for r in groups["heldout_video"]} <= set(result.train_voices)
     assert {r["voice"] for r in groups["heldout_voice"]} == held_voice
+    # the final test: its own videos, once each, by held-out voices (unseen video and voice)
+    assert {r["video_id"] for r in groups["final_test"]} == set(result.final_test_videos)
+    assert {r["video_id"] for r in groups["heldout_video"]} == set(result.heldout_videos)
+    assert {r["voice"] for r in groups["final_test"]} <= held_voice
+    assert len({r["id"] for r in groups["final_test"]}) == len(groups["final_test"])
     # paired: every held-out-video row is re-spoken by a held-out voice
     strip = lambda r: (r["id"].removesuffix(stratify.HELDOUT_VOICE_SUFFIX), r["question"], r["short_answer"])  # noqa: E731
     assert sorted(map(strip, groups["heldout_video"])) == sorted(map(strip, groups["heldout_voice"]))
@@ -59,7 +65,7 @@ def test_no_clip_crosses_splits(built):
 def test_every_type_in_train_and_test_where_the_data_allow(built):
     result, splits = built
     base = load_dataset(result.data_dir).rows
-    held = set(result.heldout_videos)
+    held = set(result.heldout_videos) | set(result.final_test_videos)
     in_train_videos = {r["question_type"] for r in base if r["video_id"] not in held}
     in_test_videos = {r["question_type"] for r in base if r["video_id"] in held}
     assert {r["question_type"] for r in splits["train"]} == in_train_videos
@@ -71,9 +77,9 @@ def test_every_type_in_train_and_test_where_the_data_allow(built):
 def test_val_is_type_stratified_on_a_bigger_set():
     rows, _ = synthetic.generate(0, 6, 12, frame_size=24)
     base = rows["in"] + rows["out"]
-    dcfg = dataclasses.replace(Config().data, heldout_videos=1, train_templates=["in"])
+    dcfg = dataclasses.replace(Config().data, heldout_videos=1, final_test_videos=1, train_templates=["in"])
     plan = stratify.plan_splits(base, dcfg, seed=0)
-    assert plan.heldout_videos == ["syn-06"]
+    assert plan.heldout_videos == ["syn-05"] and plan.final_test_videos == ["syn-06"]
     val_clips = [k for k, s in plan.clip_split.items() if s == "val"]
     train_clips = [k for k, s in plan.clip_split.items() if s == "train"]
     assert len(val_clips) == round(dcfg.val_fraction * (len(val_clips) + len(train_clips)))
@@ -95,12 +101,15 @@ def test_choose_val_never_takes_the_last_training_clip_of_a_type():
 def test_explicit_heldout_video_ids():
     rows, _ = synthetic.generate(0, 3, 2, frame_size=24)
     base = rows["in"] + rows["out"]
-    dcfg = dataclasses.replace(Config().data, heldout_video_ids=["syn-01"])
-    assert stratify.plan_splits(base, dcfg, 0).heldout_videos == ["syn-01"]
+    dcfg = dataclasses.replace(Config().data, heldout_video_ids=["syn-01"], final_test_video_ids=["syn-02"])
+    plan = stratify.plan_splits(base, dcfg, 0)
+    assert plan.heldout_videos == ["syn-01"] and plan.final_test_videos == ["syn-02"] and plan.train_videos == ["syn-03"]
+    counted = stratify.plan_splits(base, dataclasses.replace(dcfg, final_test_video_ids=[], final_test_videos=1), 0)
+    assert counted.final_test_videos == ["syn-03"]  # the last video that is not a dev-test one
     with pytest.raises(stratify.LeakageError, match="not in the data"):
         stratify.plan_splits(base, dataclasses.replace(dcfg, heldout_video_ids=["syn-99"]), 0)
     with pytest.raises(stratify.LeakageError, match="leaves no training video"):
-        stratify.plan_splits(base, dataclasses.replace(dcfg, heldout_video_ids=["syn-01", "syn-02", "syn-03"]), 0)
+        stratify.plan_splits(base, dataclasses.replace(dcfg, heldout_video_ids=["syn-01", "syn-03"]), 0)
 
 
 # ---- leakage checks fail loudly -------------------------------------------------------------------
@@ -168,10 +177,10 @@ def test_tables(built):
     _, splits = built
     table = data_eda.stratification_table(_rows(splits))
     assert list(table.index) == list(QUESTION_TYPES)
-    assert set(table.columns) == {"train", "val", "test:heldout_video", "test:heldout_voice"}
+    assert set(table.columns) == {"train", "val", "test:heldout_video", "test:heldout_voice", "test:final_test"}
     assert table["train"].sum() == len(splits["train"])
     overview = data_eda.split_overview(_rows(splits))
-    assert set(overview["group"]) == {"train", "in_domain", "heldout_video", "heldout_voice"}
+    assert set(overview["group"]) == {"train", "in_domain", "heldout_video", "heldout_voice", "final_test"}
 
 
 # ---- a real REAL-Colon-VQA folder goes through the same data step ---------------------------------
@@ -214,7 +223,7 @@ def test_real_folder_flows_through_the_data_step(tmp_path):
     (src / "out_template.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_out))
 
     cfg = Config.from_params(dict(profile="realtest", data=dict(
-        source=str(src), num_voices=3, heldout_voices=1, heldout_videos=1, val_fraction=0.34,
+        source=str(src), num_voices=3, heldout_voices=1, heldout_videos=1, final_test_videos=0, val_fraction=0.34,
         narration_sentences=2, corpus_voices_per_text=1, train_templates=["in"])))
     out = tmp_path / "run"
     result = datastep.build_dataset(cfg, out_dir=out)
@@ -229,3 +238,20 @@ def test_real_folder_flows_through_the_data_step(tmp_path):
     assert base.summary.rows == 54 and base.summary.with_audio == 54
     m = data_eda.data_metrics(result, splits, base, datastep.load_run_data(cfg, data_dir=out).corpus)
     assert m["class_balance"]["majority_rate"]["lighting_mode"] == 1.0  # a constant type, as in the seeds
+
+
+def test_evaluation_rows_stay_paired_and_score_the_final_test_only_when_asked(built):
+    from surgvqa import evaluate
+
+    _, splits = built
+    base = lambda r: (r["video_id"], r["id"].removesuffix(stratify.HELDOUT_VOICE_SUFFIX), r["template"])  # noqa: E731
+    for max_rows in (None, 5):
+        dev = evaluate.evaluation_rows(splits, max_rows, seed=1).rows
+        by_split = {s: [r for r in dev if r["split"] == s] for s in ("val", "heldout_video", "heldout_voice", "final_test")}
+        assert not by_split["final_test"]  # dev runs never see the final test
+        assert by_split["heldout_video"] and sorted(map(base, by_split["heldout_video"])) == sorted(map(base, by_split["heldout_voice"]))
+        if max_rows:
+            assert len(by_split["heldout_video"]) == len(by_split["val"]) == max_rows
+    final = evaluate.evaluation_rows(splits, 5, seed=1, final_test=True).rows
+    assert [r for r in final if r["split"] != "final_test"] == evaluate.evaluation_rows(splits, 5, seed=1).rows
+    assert len([r for r in final if r["split"] == "final_test"]) == 5

@@ -291,10 +291,12 @@ def test_narration_is_distinct_and_deterministic():
 def test_build_result_and_metadata(smoke_build, smoke_cfg):
     meta = json.loads((smoke_build.data_dir / "dataset.json").read_text())
     assert meta["stamp"] == datastep.data_stamp(smoke_cfg)
-    assert meta["heldout_videos"] == smoke_build.heldout_videos == [f"syn-{smoke_cfg.data.num_videos:02d}"]
+    n = smoke_cfg.data.num_videos
+    assert meta["heldout_videos"] == smoke_build.heldout_videos == [f"syn-{n - 1:02d}"]
+    assert meta["final_test_videos"] == smoke_build.final_test_videos == [f"syn-{n:02d}"]
     assert smoke_build.summary.rows == sum(meta["summary"]["files"].values())
     assert smoke_build.unused_rows + smoke_build.split_sizes["train"] + smoke_build.split_sizes["val"] \
-        + smoke_build.group_sizes["heldout_video"] == smoke_build.summary.rows
+        + smoke_build.group_sizes["heldout_video"] + smoke_build.group_sizes["final_test"] == smoke_build.summary.rows
     assert smoke_build.timings["total_s"] > 0 and smoke_build.audio_seconds["train"] > 0
     assert datastep.ensure_dataset(smoke_cfg, smoke_build.data_dir) is None  # up to date: not rebuilt
 

@@ -12,9 +12,21 @@ def corpus(tmp_path_factory):
     voices = speech.VOICES[:4]
     return datastep.build_speech_corpus(
         ["Is there blue dye?", "Is the scope advancing?", "Can you see a polyp?", "Is a snare visible?"],
-        ["Yes, there is.", "No, it is not."], ["The scope is withdrawn slowly.", "Flushing the lumen now."],
-        train_voices=voices[:2], heldout_voices=voices[2:], audio_dir=audio_dir, seed=3, val_fraction=0.4,
-        voices_per_text=1, noise_snr_db=None, cache={}), voices, audio_dir.parent
+        ["Yes, there is.", "No, it is not.", "A small polyp."], ["The scope is withdrawn slowly.", "Flushing the lumen now."],
+        train_voices=voices[:2], heldout_voices=voices[2:], audio_dir=audio_dir, seed=3, unseen_texts=2,
+        trained=TRAINED, voices_per_text=1, noise_snr_db=None, cache={}), voices, audio_dir.parent
+
+
+TRAINED = {"Is there blue dye?", "Is the scope advancing?", "Can you see a polyp?", "Is a snare visible?",
+           "Yes, there is.", "No, it is not."}  # what the training rows say: never unseen
+
+
+def test_unseen_texts_are_drawn_from_untrained_texts(corpus):
+    entries, _, _ = corpus
+    unseen = {e["text"] for e in entries if e["split"] in ("val", "test")}
+    assert len(unseen) == 2
+    assert not unseen & {datastep.speakable(t) for t in TRAINED}
+    assert not unseen & {e["text"] for e in entries if e["split"] == "train"}
 
 
 def test_in_domain_set_is_trained_text_by_heldout_voices(corpus):
@@ -42,3 +54,34 @@ def test_transcription_sets_pick_their_split_with_absolute_audio(corpus):
     capped = transcription_sets(entries, data_dir, max_per_set=1, seed=0)
     assert all(len(v) == 1 for v in capped.values())
     assert capped == transcription_sets(entries, data_dir, max_per_set=1, seed=0)  # seeded
+
+
+def test_unseen_speech_shares_no_text_with_any_training_pool(tmp_path_factory):
+    """The unseen transcription test and the stage-1 val (which picks stage 1's checkpoint) against every text the
+    stages draw from the data step: the transcription pool (stages 1 and 2), the questions read and heard and the
+    short and long answers of the training conversations (stages 0 and 2)."""
+    from surgvqa import training_data
+    from surgvqa.answers import normalize_short
+    from surgvqa.collate import vqa_examples
+    from surgvqa.config import REPO_ROOT, Config
+
+    cfg = Config.from_yaml(REPO_ROOT / "params" / "smoke.yaml", {"run_root": str(tmp_path_factory.mktemp("leak"))})
+    splits, corpus = datastep.load_run_data(cfg)
+
+    def norm(texts):
+        return {normalize_short(datastep.speakable(t)) for t in texts}
+
+    train = splits["train"]
+    pools = {
+        "transcription pool": norm(ex.answer for ex in training_data.transcription_pool(cfg, splits, corpus)),
+        "questions read": norm(ex.question for ex in vqa_examples(train, "text")),
+        "short answers": norm(ex.answer for ex in vqa_examples(train, "audio")),
+        "long answers": norm(r["answer"] for r in train.rows),
+    }
+    unseen = {name: norm(e["text"] for e in corpus if e["split"] == split)
+              for name, split in (("stage-1 val", "val"), ("unseen test", "test"))}
+    assert all(unseen.values()) and unseen["stage-1 val"] == unseen["unseen test"]
+    assert all(pools.values())
+    for name, texts in unseen.items():
+        for pool, trained in pools.items():
+            assert not texts & trained, f"{name} shares {sorted(texts & trained)[:3]} with the {pool}"

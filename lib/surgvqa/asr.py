@@ -49,23 +49,48 @@ def asr_identity(source: str, device: str, compute_type: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def transcript_cache(cfg: Config, asr) -> TranscriptCache:
-    return TranscriptCache(cfg.paths.cache("asr_transcripts"), asr.surgvqa_id)
+def transcript_cache(cfg: Config, asr, prompt: str | None = None) -> TranscriptCache:
+    """The transcripts of this model and decode settings (and prompt: `domain_prompt`)."""
+    import hashlib
+
+    identity = asr.surgvqa_id if prompt is None else hashlib.sha256(f"{asr.surgvqa_id}|{prompt}".encode()).hexdigest()[:16]
+    return TranscriptCache(cfg.paths.cache("asr_transcripts"), identity)
 
 
-def transcribe_faster_whisper(model, paths: list[str], progress: bool = True, cache=None) -> tuple[list[str], list[float]]:
-    """Greedy English transcription of each file, with per-file seconds (decoding included).
+PROMPT_WORDS = 120  # well inside Whisper's 224-token prompt window
+
+
+def domain_prompt(questions: list[str], max_words: int = PROMPT_WORDS) -> str:
+    """The adapted cascade's prompt: the training questions' distinct wordings, most asked first, up to `max_words`
+    words (Whisper conditions its decode on the prompt: the domain's vocabulary and phrasing)."""
+    from collections import Counter
+
+    out: list[str] = []
+    words = 0
+    for text, _ in sorted(Counter(questions).items(), key=lambda kv: (-kv[1], kv[0])):
+        n = len(text.split())
+        if words + n > max_words:
+            break
+        out.append(text)
+        words += n
+    return " ".join(out)
+
+
+def transcribe_faster_whisper(model, paths: list[str], progress: bool = True, cache=None,
+                              prompt: str | None = None) -> tuple[list[str], list[float]]:
+    """Greedy English transcription of each file, with per-file seconds (decoding included); `prompt`: the
+    decoder's initial prompt (`domain_prompt`; its cache is `transcript_cache(cfg, asr, prompt)`).
 
     With a `TranscriptCache` (accuracy runs), a file decoded before is not decoded again; its
     seconds are those of its first decode. Timed runs pass none."""
     from tqdm.auto import tqdm
 
     texts, seconds = [], []
-    for path in tqdm(paths, desc="faster-whisper", disable=not progress, leave=False):
+    for path in tqdm(paths, desc="faster-whisper" + (" (prompted)" if prompt else ""), disable=not progress, leave=False):
         found = cache.lookup(path) if cache is not None else None
         if found is None:
             t0 = time.perf_counter()
-            segments, _ = model.transcribe(str(path), **DECODE_OPTIONS)
+            segments, _ = model.transcribe(str(path), initial_prompt=prompt or None, **DECODE_OPTIONS)
             found = (" ".join(s.text.strip() for s in segments).strip(), time.perf_counter() - t0)
             if cache is not None:
                 cache.store(path, *found)

@@ -100,19 +100,24 @@ class DataConfig:
     source: str = "synthetic"  # synthetic | a folder with REAL-Colon-VQA style JSONL + frames
     # >= 1,000 training clips over >= 20 videos: every answer of every varying type on >= 20 training clips
     # (notebook 01 checks it). Audio is per (question text, voice), so it does not grow with clips.
-    num_videos: int = 24
+    num_videos: int = 30
     clips_per_video: int = 56
     num_frames: int = 8
     frame_size: int = 112
     num_voices: int = 10
-    heldout_videos: int = 2
+    heldout_videos: int = 2  # the dev-test: scored in every notebook and ablation
+    # the final test: whole videos (>= 6: a video-level interval) spoken by held-out voices, scored only where
+    # `eval.score_final_test` (the reference run); recipes are never chosen on it
+    final_test_videos: int = 6
     heldout_voices: int = 2
     val_fraction: float = 0.15
     # both wordings in training: a tiny LM trained from scratch does not understand unseen paraphrases (docs/RECIPE.md)
     train_templates: list[str] = field(default_factory=lambda: ["in", "out"])
     test_templates: list[str] = field(default_factory=lambda: ["out"])
     noise_snr_db: float | None = None  # operating-room noise mixed into speech; None = clean
-    heldout_video_ids: list[str] = field(default_factory=list)  # explicit test videos; [] = last `heldout_videos` sorted
+    # explicit dev-test / final-test videos; [] = the last `final_test_videos` sorted, and the `heldout_videos` before them
+    heldout_video_ids: list[str] = field(default_factory=list)
+    final_test_video_ids: list[str] = field(default_factory=list)
     # A held-out-wording split (train and test templates disjoint) and a wording the dataset itself uses in both its
     # template files (REAL-Colon-VQA: 2 of its 15 `out` wordings are `in` wordings): "score_apart" keeps those test
     # rows, marked `seen_wording: true`, which the evaluation scores apart; "exclude" leaves them out of the test
@@ -121,7 +126,10 @@ class DataConfig:
     # synthetic scene priors over synthetic.DEFAULT_PRIORS: polyps on half the clips that allow one (every histology,
     # size and site on enough training clips)
     priors: dict[str, float] = field(default_factory=lambda: {"lesion": 0.5})
-    narration_sentences: int = 60  # template narration sentences in the stage-1 speech corpus
+    narration_sentences: int = 100  # template narration sentences in the stage-1 speech corpus
+    # texts of the stage-1 corpus held out as unseen speech (stage-1 val by a training voice, the unseen transcription
+    # test by the held-out voices): drawn from the texts no training pool of any stage uses (datastep.build_speech_corpus)
+    unseen_texts: int = 40
     corpus_voices_per_text: int = 2  # training voices speaking each stage-1 corpus text
 
     def __post_init__(self):
@@ -129,7 +137,9 @@ class DataConfig:
         _at_least("data.clips_per_video", self.clips_per_video, 1)
         _at_least("data.num_frames", self.num_frames, 2)
         _at_least("data.heldout_videos", self.heldout_videos, 0)
+        _at_least("data.final_test_videos", self.final_test_videos, 0)
         _at_least("data.narration_sentences", self.narration_sentences, 0)
+        _at_least("data.unseen_texts", self.unseen_texts, 0)
         _at_least("data.corpus_voices_per_text", self.corpus_voices_per_text, 1)
         _at_least("data.num_voices", self.num_voices, 1)  # the upper bound (voices that exist): datastep.run_voices
         if self.noise_snr_db is not None and not math.isfinite(self.noise_snr_db):
@@ -147,8 +157,13 @@ class DataConfig:
                 raise ConfigError(f"data.{key} must be a non-empty list of 'in'/'out', got {getattr(self, key)}")
         if not 0 <= self.heldout_voices < self.num_voices:
             raise ConfigError(f"data.heldout_voices must be in 0..num_voices-1 ({self.num_voices - 1}), got {self.heldout_voices}")
-        if self.source == "synthetic" and self.num_videos < self.heldout_videos + 1:
-            raise ConfigError(f"data.num_videos ({self.num_videos}) must exceed data.heldout_videos ({self.heldout_videos})")
+        if set(self.heldout_video_ids) & set(self.final_test_video_ids):
+            raise ConfigError(f"videos in both data.heldout_video_ids and data.final_test_video_ids: "
+                              f"{sorted(set(self.heldout_video_ids) & set(self.final_test_video_ids))}")
+        held = self.heldout_videos + self.final_test_videos
+        if self.source == "synthetic" and self.num_videos < held + 1:
+            raise ConfigError(f"data.num_videos ({self.num_videos}) must exceed data.heldout_videos + "
+                              f"data.final_test_videos ({held})")
 
 
 @dataclass
@@ -287,6 +302,9 @@ class EvalConfig:
     max_transcription_rows: int | None = None  # cap per transcription test set (a seeded sample); None = all
     long_answer_rows: int = 200  # held-out-video rows (a seeded sample) answered in a sentence by each system
     long_max_new_tokens: int = 40  # generation budget of a long answer
+    # the final test (`data.final_test_videos`) is scored only by the reference run (params/default.yaml): recipes
+    # and ablations are chosen on val and the dev-test (held-out video / voice)
+    score_final_test: bool = False
 
     def __post_init__(self):
         _at_least("eval.batch_size", self.batch_size, 1)

@@ -435,7 +435,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
 class RunData(NamedTuple):
     """What the data step gives every later notebook: validated splits and the stage-1 speech corpus."""
 
-    splits: dict[str, Dataset]  # train / val / test (test rows: group heldout_video | heldout_voice)
+    splits: dict[str, Dataset]  # train / val / test (test rows: group heldout_video | heldout_voice | final_test)
     corpus: list[dict]  # speech -> transcript entries (audio relative to the data dir), each with `split`
 
 

@@ -57,6 +57,7 @@ class BuildResult:
     # ({"rule", "held_out_wording", "wordings": {wording: {"in": rows, "out": rows}}, "test_rows_seen_wording",
     # "test_rows_excluded"}); also in dataset.json
     shared_wordings: dict = field(default_factory=dict)
+    final_test_videos: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -72,8 +73,9 @@ def run_voices(cfg) -> tuple:
     return speech.voices(cfg.data.num_voices)
 
 
-# What build_speech_corpus writes: 2 added the in-domain transcription test set (split test_in_domain).
-CORPUS_VERSION = 2
+# What build_speech_corpus writes: 2 added the in-domain transcription test set (split test_in_domain); 3 draws
+# the unseen texts from texts no training pool uses.
+CORPUS_VERSION = 3
 
 
 def data_stamp(cfg) -> str:
@@ -128,43 +130,51 @@ def _link_source_audio(src: Path, rel: str, out: Path) -> tuple[str, float]:
 
 
 def build_speech_corpus(question_texts: list[str], answers: list[str], narration: list[str], train_voices: list,
-                        heldout_voices: list, audio_dir: Path, seed: int, val_fraction: float,
+                        heldout_voices: list, audio_dir: Path, seed: int, unseen_texts: int, trained: set[str],
                         voices_per_text: int, noise_snr_db: float | None, cache: dict) -> list[dict]:
     """Stage-1 speech -> transcript pairs.
 
-    Train/val texts are spoken by training voices only (val = unseen texts); test = the val texts
-    spoken by every held-out voice (unseen text and unseen voice), for the ASR evaluation; and
-    test_in_domain = as many training texts (the domain's questions and answers, heard in training
-    from other voices only), spoken by every held-out voice.
+    Unseen texts: `unseen_texts` texts (a seeded draw) from those no training pool of any stage uses (`trained`:
+    the questions, short and long answers of the training rows; compared as spoken); each is spoken once by a
+    training voice (split `val`: the stage-1 val, which picks the checkpoint) and by every held-out voice (split
+    `test`: the unseen transcription test). Every other text is a training text (`train`), spoken by
+    `voices_per_text` training voices. test_in_domain = as many training texts (the domain's questions and
+    answers, heard in training from other voices only), spoken by every held-out voice.
     """
     rng = np.random.default_rng([seed, 0xC0DE])
     entries: list[dict] = []
     texts = [("question", t) for t in question_texts] + [("answer", t) for t in answers] + [("narration", t) for t in narration]
+    trained_spoken = {speakable(t) for t in trained}
+    eligible = [i for i, (_, t) in enumerate(texts) if speakable(t) not in trained_spoken]
+    unseen = {eligible[int(i)] for i in np.random.default_rng([seed, 0x0E5EE]).permutation(len(eligible))[:unseen_texts]}
     k = 0
-    for kind, text in texts:
+    for i, (kind, text) in enumerate(texts):
         spoken = speakable(text)
-        is_val = rng.random() < val_fraction
-        if is_val:
+        if i in unseen:
             speakers = [("val", train_voices[int(rng.integers(len(train_voices)))])] + [("test", v) for v in heldout_voices]
         else:
             picks = rng.permutation(len(train_voices))[:max(1, min(voices_per_text, len(train_voices)))]
-            speakers = [("train", train_voices[int(i)]) for i in sorted(picks)]
+            speakers = [("train", train_voices[int(j)]) for j in sorted(picks)]
         for split, voice in speakers:
             audio, secs = _audio_for(spoken, voice, audio_dir, noise_snr_db, seed, cache)
             entries.append({"id": f"sc{k:05d}", "kind": kind, "text": spoken, "voice": voice.name,
                             "audio": audio, "duration_s": secs, "split": split})
             k += 1
     # drawn after, from their own stream, so the entries above stay what they were
-    trained = sorted({(e["kind"], e["text"]) for e in entries if e["split"] == "train" and e["kind"] != "narration"})
-    unseen = len({e["text"] for e in entries if e["split"] == "val"})
-    pick = np.random.default_rng([seed, 0x1D0]).permutation(len(trained))[:unseen]
-    for kind, spoken in (trained[int(i)] for i in sorted(pick)):
+    domain = sorted({(e["kind"], e["text"]) for e in entries if e["split"] == "train" and e["kind"] != "narration"})
+    pick = np.random.default_rng([seed, 0x1D0]).permutation(len(domain))[:len(unseen)]
+    for kind, spoken in (domain[int(i)] for i in sorted(pick)):
         for voice in heldout_voices:
             audio, secs = _audio_for(spoken, voice, audio_dir, noise_snr_db, seed, cache)
             entries.append({"id": f"sc{k:05d}", "kind": kind, "text": spoken, "voice": voice.name,
                             "audio": audio, "duration_s": secs, "split": "test_in_domain"})
             k += 1
     return entries
+
+
+def trained_texts(train_rows: list[dict]) -> set[str]:
+    """Every text a stage trains on from the training rows: questions (read and heard), short and long answers."""
+    return {r[k] for r in train_rows for k in ("question", "short_answer", "answer") if r.get(k)}
 
 
 def _clean_outputs(out: Path) -> None:
@@ -234,12 +244,12 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
             r["audio"], r["audio_s"] = _audio_for(r["question"], by_name[r["voice"]], audio_dir, d.noise_snr_db, cfg.seed, cache)
     splits = stratify.materialize_splits(base_rows, plan, d, [v.name for v in heldout_voices], cfg.seed)
     shared = stratify.shared_wordings(base_rows)  # the dataset's own: never a leak, set apart by data.shared_wordings
-    test_base = sum(1 for r in splits["test"] if r["group"] == "heldout_video")
+    test_base = sum(1 for r in splits["test"] if r["group"] != "heldout_voice")  # one row per QA row
     shared_info = {"rule": d.shared_wordings,
                    "held_out_wording": stratify.held_out_wording(d.train_templates, d.test_templates),
                    "wordings": shared,
                    **stratify.apply_shared_wordings(splits, shared, d.shared_wordings, d.train_templates, d.test_templates)}
-    excluded_base = test_base - sum(1 for r in splits["test"] if r["group"] == "heldout_video")
+    excluded_base = test_base - sum(1 for r in splits["test"] if r["group"] != "heldout_voice")
     for rows in splits.values():
         for r in rows:
             if not r.get("audio"):
@@ -250,8 +260,8 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
     q_texts = sorted({r["question"] for r in base_rows if r["template"] in d.train_templates})
     answers = sorted({r["answer"] for r in base_rows})
     corpus = build_speech_corpus(q_texts, answers, narration_sentences(cfg.seed, d.narration_sentences),
-                                 train_voices, heldout_voices, audio_dir, cfg.seed, d.val_fraction,
-                                 d.corpus_voices_per_text, d.noise_snr_db, cache)
+                                 train_voices, heldout_voices, audio_dir, cfg.seed, d.unseen_texts,
+                                 trained_texts(splits["train"]), d.corpus_voices_per_text, d.noise_snr_db, cache)
     timings["speech_corpus_s"] = time.perf_counter() - t2
     # 5. leakage checks, then write
     stratify.check_leakage(splits, heldout_voices=[v.name for v in heldout_voices], train_templates=d.train_templates,
@@ -283,6 +293,7 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
         "stamp": data_stamp(cfg),
         "generator_version": synthetic.GENERATOR_VERSION,
         "heldout_videos": plan.heldout_videos,
+        "final_test_videos": plan.final_test_videos,
         "train_voices": [v.name for v in train_voices],
         "heldout_voices": [v.name for v in heldout_voices],
         "train_templates": list(d.train_templates),
@@ -311,7 +322,8 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
     result = BuildResult(out, frames_root, out, files, summary, {k: len(v) for k, v in splits.items()}, groups,
                          corpus_sizes, audio_seconds, plan.heldout_videos, [v.name for v in train_voices],
                          [v.name for v in heldout_voices], {k: round(v, 3) for k, v in timings.items()}, rates,
-                         unused_rows=len(base_rows) - used - excluded_base, shared_wordings=shared_info)
+                         unused_rows=len(base_rows) - used - excluded_base, shared_wordings=shared_info,
+                         final_test_videos=plan.final_test_videos)
     if verbose:
         print(summary)
         print(f"splits {result.split_sizes}  groups {groups}  corpus {corpus_sizes}  in {timings['total_s']:.1f}s")

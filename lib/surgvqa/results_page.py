@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .config import REPO_ROOT
-from .systems import NOISY, SYSTEMS, TEST_SPLITS
+from .systems import FINAL_TEST, NOISY, SYSTEMS, TEST_SPLITS
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 RESULTS_FILE = "RESULTS.md"
 SPLIT_NAMES = {"val": "val", "heldout_video": "held-out video", "heldout_voice": "held-out voice",
-               NOISY: "held-out voice + OR noise"}
+               NOISY: "held-out voice + OR noise", FINAL_TEST: "final test"}
 ASR_ORDER = ("whisper_base", "graft")
 ASR_SET_NAMES = {"in_domain": "in-domain sentences", "unseen": "unseen sentences"}
 # The training stages: (name in the table, notebook, key of its StageResult metrics).
@@ -152,15 +152,23 @@ def scored_systems(metrics: Mapping) -> tuple[list[str], list[str]]:
     return scored, speed_only
 
 
+def headline_splits(metrics: Mapping) -> tuple[str, ...]:
+    """The dev-test splits, and the final test where the run scored it (the reference run)."""
+    rows = get(metrics, "notebooks", "04_evaluation", "rows")
+    final = isinstance(rows, Mapping) and FINAL_TEST in rows
+    return (*TEST_SPLITS, FINAL_TEST) if final else TEST_SPLITS
+
+
 def headline_table(metrics: Mapping) -> str:
     scored, _ = scored_systems(metrics)
-    head = ["system"] + [f"balanced, {SPLIT_NAMES[s]}" for s in TEST_SPLITS] + [f"exact, {SPLIT_NAMES[s]}" for s in TEST_SPLITS]
+    splits = headline_splits(metrics)
+    head = ["system"] + [f"balanced, {SPLIT_NAMES[s]}" for s in splits] + [f"exact, {SPLIT_NAMES[s]}" for s in splits]
     rows = []
     for sid in scored:
         row = [str(get(metrics, "systems", sid, "label"))]
         row += [pct_ci(num(metrics, "systems", sid, "balanced_accuracy", s), pair(metrics, "systems", sid, "balanced_ci95", s))
-                for s in TEST_SPLITS]
-        row += [pct(num(metrics, "systems", sid, "accuracy", s)) for s in TEST_SPLITS]
+                for s in splits]
+        row += [pct(num(metrics, "systems", sid, "accuracy", s)) for s in splits]
         rows.append(row)
     return table(head, rows)
 
@@ -170,7 +178,7 @@ def render_headline(metrics: Mapping) -> str:
     _, speed_only = scored_systems(metrics)
     rows = get(metrics, "notebooks", "04_evaluation", "rows")
     per_split = ", ".join(f"{SPLIT_NAMES.get(s, s)} {count(num(metrics, 'notebooks', '04_evaluation', 'rows', s))}"
-                          for s in TEST_SPLITS if s in rows) if isinstance(rows, Mapping) else ""
+                          for s in headline_splits(metrics) if s in rows) if isinstance(rows, Mapping) else ""
     if not per_split:
         raise MissingMetric("notebooks.04_evaluation.rows", "without a held-out split")
     lines = [
@@ -183,10 +191,31 @@ def render_headline(metrics: Mapping) -> str:
     if speed_only:
         labels = ", ".join(str(get(metrics, "systems", sid, "label")) for sid in speed_only)
         lines += ["", f"Timed for speed only (no accuracy recorded): {labels}."]
+    lines += ["", seed_spread_line(metrics)]
     stale = get(metrics, "stale")
     if stale:
         lines += ["", f"**Stale:** metrics of {', '.join(map(str, stale))} were produced with other params."]
     return "\n".join(lines)
+
+
+def seed_spread_line(metrics: Mapping) -> str:
+    """Stage 2's seed spread (`surgvqa.seed_spread`) beside the headline: mean ± standard deviation [range] of macro
+    balanced accuracy per dev-test split, or a line saying it was not measured for this run."""
+    notebooks = metrics.get("notebooks") if isinstance(metrics.get("notebooks"), Mapping) else {}
+    record = notebooks.get("seed_spread") if isinstance(notebooks.get("seed_spread"), Mapping) else None
+    if not record or (metrics.get("notebook_params_hash") or {}).get("seed_spread") != metrics.get("params_hash"):
+        return ("Seed spread of stage 2: not measured for this run (`python -m surgvqa.seed_spread`); a gap between "
+                "two systems is not read as a finding without it.")
+    parts = []
+    for sid in ("audio_finetuned", "text_finetuned"):
+        cells = []
+        for split in TEST_SPLITS:
+            s = get(metrics, "notebooks", "seed_spread", "spread", sid, split)
+            cells.append(f"{SPLIT_NAMES[split]} {pct(s['mean'])} ± {pct(s['sd'])} [{pct(s['min'])}, {pct(s['max'])}]")
+        parts.append(f"{get(metrics, 'systems', sid, 'label')}: " + "; ".join(cells))
+    seeds = ", ".join(map(str, get(metrics, "notebooks", "seed_spread", "seeds")))
+    return (f"Seed spread of stage 2 (seeds {seeds}; macro balanced, mean ± standard deviation [range], in percent): "
+            + ". ".join(parts) + ". A gap smaller than this spread is not a finding.")
 
 
 # ---- the later sections ---------------------------------------------------------------------------
@@ -310,18 +339,23 @@ def targets_section(metrics: Mapping) -> str:
             "whether the target is met.\n\n" + table(["target", "value"], rows))
 
 
+METRIC_NAMES = {"macro_balanced_accuracy": "macro balanced", "accuracy": "exact",
+                "long_keyword_accuracy": "long-answer keyword"}
+
+
 def comparisons_section(metrics: Mapping) -> str:
     """Every claim as a paired difference of macro balanced accuracy on the same rows (a run made before the
     evidence statistics records none, and says so)."""
     claims = metrics.get("comparisons") or []
     if not claims:
         return "## Claims, paired\n\nThis run recorded no paired comparisons (made before `surgvqa.stats`)."
-    rows = [[f"{c['a']} − {c['b']}", c["split"], fixed(100 * c["diff"]), f"[{fixed(100 * c['ci95'][0])}, "
+    rows = [[f"{c['a']} − {c['b']}", c["split"], METRIC_NAMES.get(c["metric"], c["metric"]), fixed(100 * c["diff"]),
+             f"[{fixed(100 * c['ci95'][0])}, "
              f"{fixed(100 * c['ci95'][1])}]", fixed(100 * c["margin"]), "shown" if c["shown"] else "not shown"]
             for c in claims]
-    return ("## Claims, paired\n\nMacro balanced accuracy, difference in points on the same rows, with its clustered "
-            "bootstrap interval; a claim is shown only when the interval's lower end clears its margin.\n\n"
-            + table(["claim", "split", "difference", "95% interval", "margin", "verdict"], rows))
+    return ("## Claims, paired\n\nDifference in points on the same rows, with its clustered bootstrap interval; a claim "
+            "is shown only when the interval's lower end clears its margin.\n\n"
+            + table(["claim", "split", "metric", "difference", "95% interval", "margin", "verdict"], rows))
 
 
 def render_results(metrics: Mapping) -> str:

@@ -1,10 +1,13 @@
 """Train / val / test splits and the leakage checks that guard them.
 
-* test  = whole held-out video(s) (`data.heldout_video_ids`, else the last `data.heldout_videos`
-          videos in sorted order), asked with the `data.test_templates` wording. Every test row
-          is there twice: spoken by a training voice (`group="heldout_video"`) and by a held-out
-          voice (`group="heldout_voice"`, id suffixed "_hv"), so the voice effect is a paired
-          comparison on the same clips and questions.
+* test  = whole held-out videos, asked with the `data.test_templates` wording, in two parts:
+          - the dev-test (`data.heldout_video_ids`, else the `data.heldout_videos` videos before the final
+            test in sorted order): every row is there twice, spoken by a training voice (`group="heldout_video"`)
+            and by a held-out voice (`group="heldout_voice"`, id suffixed "_hv"), so the voice effect is a paired
+            comparison on the same clips and questions;
+          - the final test (`data.final_test_video_ids`, else the last `data.final_test_videos` videos): unseen
+            video and unseen voice, each row once, spoken by a held-out voice (`group="final_test"`); only the
+            reference run scores it (`eval.score_final_test`).
 * val   = a question-type-stratified share (`data.val_fraction`) of the clips of the training
           videos, `data.train_templates` wording, training voices (`group="in_domain"`).
 * train = the remaining clips of the training videos, `data.train_templates`, training voices.
@@ -22,7 +25,7 @@ of the test split (counted). `check_leakage` runs whenever splits are built or l
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
@@ -32,7 +35,8 @@ from .data import clip_key, qa_key, row_key
 from .schema import QUESTION_TYPES
 
 SPLIT_NAMES = ("train", "val", "test")  # the manifests the data step writes
-GROUPS = {"train": "train", "val": "in_domain"}  # test rows: heldout_video | heldout_voice
+GROUPS = {"train": "train", "val": "in_domain"}  # test rows: heldout_video | heldout_voice | final_test
+FINAL_TEST = "final_test"
 HELDOUT_VOICE_SUFFIX = "_hv"
 
 
@@ -42,24 +46,28 @@ class LeakageError(RuntimeError):
 
 @dataclass
 class SplitPlan:
-    heldout_videos: list[str]
+    heldout_videos: list[str]  # the dev-test
     train_videos: list[str]
     clip_split: dict[str, str]  # clip key -> train | val | test
+    final_test_videos: list[str] = field(default_factory=list)
 
 
 def plan_splits(rows: list[dict], data_cfg, seed: int) -> SplitPlan:
     """Assign every clip to train/val/test (see the module docstring)."""
     videos = sorted({r["video_id"] for r in rows})
-    if data_cfg.heldout_video_ids:
-        unknown = sorted(set(data_cfg.heldout_video_ids) - set(videos))
+    for key in ("heldout_video_ids", "final_test_video_ids"):
+        unknown = sorted(set(getattr(data_cfg, key)) - set(videos))
         if unknown:
-            raise LeakageError(f"data.heldout_video_ids names videos not in the data: {unknown} (videos: {videos})")
-        heldout = sorted(data_cfg.heldout_video_ids)
-    else:
-        heldout = videos[len(videos) - data_cfg.heldout_videos:] if data_cfg.heldout_videos > 0 else []
+            raise LeakageError(f"data.{key} names videos not in the data: {unknown} (videos: {videos})")
+    final = sorted(data_cfg.final_test_video_ids) or _last([v for v in videos if v not in data_cfg.heldout_video_ids],
+                                                            data_cfg.final_test_videos)
+    dev = sorted(data_cfg.heldout_video_ids) or _last([v for v in videos if v not in final], data_cfg.heldout_videos)
+    heldout = dev + final
     train_videos = [v for v in videos if v not in heldout]
     if not train_videos:
-        raise LeakageError(f"holding out {heldout} leaves no training video (videos: {videos})")
+        raise LeakageError(f"holding out the dev-test {dev} and the final test {final} (data.heldout_videos / "
+                           f"heldout_video_ids, data.final_test_videos / final_test_video_ids) leaves no training "
+                           f"video (videos: {videos})")
     unit = clip_units(rows)  # clip -> the unit assigned whole (itself, unless a QA row links it to another clip)
     unit_types: dict[str, set[str]] = defaultdict(set)
     clip_video: dict[str, str] = {}
@@ -71,7 +79,11 @@ def plan_splits(rows: list[dict], data_cfg, seed: int) -> SplitPlan:
     train_units = sorted({unit[k] for k, v in clip_video.items() if v not in heldout})
     val = choose_val_clips({u: unit_types[u] for u in train_units}, data_cfg.val_fraction, seed)
     clip_split.update({k: ("val" if unit[k] in val else "train") for k, v in clip_video.items() if v not in heldout})
-    return SplitPlan(heldout, train_videos, clip_split)
+    return SplitPlan(dev, train_videos, clip_split, final)
+
+
+def _last(videos: list[str], n: int) -> list[str]:
+    return videos[len(videos) - n:] if n > 0 else []
 
 
 def clip_units(rows: list[dict]) -> dict[str, str]:
@@ -167,15 +179,23 @@ def materialize_splits(rows: list[dict], plan: SplitPlan, data_cfg, heldout_voic
         split = plan.clip_split[clip_key(r)]
         if r["template"] not in templates[split]:
             continue
-        row = dict(r, split=split, group=GROUPS.get(split, "heldout_video"))
-        out[split].append(row)
+        final = r["video_id"] in plan.final_test_videos
+        if split == "test" and heldout_voice_names and not cycle:
+            cycle = [heldout_voice_names[int(i)] for i in rng.permutation(len(heldout_voice_names))]
+        if final:  # unseen video, unseen voice: once, by a held-out voice
+            out[split].append(_respoken(r, r["id"], cycle.pop() if heldout_voice_names else r["voice"], FINAL_TEST))
+            continue
+        out[split].append(dict(r, split=split, group=GROUPS.get(split, "heldout_video")))
         if split == "test" and heldout_voice_names:
-            if not cycle:
-                cycle = [heldout_voice_names[int(i)] for i in rng.permutation(len(heldout_voice_names))]
-            dup = dict(r, id=r["id"] + HELDOUT_VOICE_SUFFIX, voice=cycle.pop(), split="test", group="heldout_voice")
-            dup.pop("audio", None)
-            dup.pop("audio_s", None)
-            out[split].append(dup)
+            out[split].append(_respoken(r, r["id"] + HELDOUT_VOICE_SUFFIX, cycle.pop(), "heldout_voice"))
+    return out
+
+
+def _respoken(row: dict, row_id: str, voice: str, group: str) -> dict:
+    """A test copy of `row` asked by `voice` (its audio made again by the data step)."""
+    out = dict(row, id=row_id, voice=voice, split="test", group=group)
+    out.pop("audio", None)
+    out.pop("audio_s", None)
     return out
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 SYSTEMS = ("majority", "text_zeroshot", "text_finetuned", "audio_zeroshot", "audio_finetuned", "asr_pipeline",
-           "audio_upstream")
+           "asr_prompted", "audio_upstream")
 LABELS = {
     "majority": "majority answer per type",
     "text_zeroshot": "text + video: base VLM",
@@ -10,11 +10,15 @@ LABELS = {
     "audio_zeroshot": "audio + video: graft, stage 1 only",
     "audio_finetuned": "audio + video: graft, stage 2",
     "asr_pipeline": "ASR (faster-whisper) -> text model",
+    "asr_prompted": "ASR (faster-whisper, domain prompt) -> text model",
     "audio_upstream": "audio + video: upstream-style graft (1500 tokens)",
 }
-TEST_SPLITS = ("heldout_video", "heldout_voice")  # the test rows, each question by a training and a held-out voice
-EVAL_SPLITS = ("val", *TEST_SPLITS)
+TEST_SPLITS = ("heldout_video", "heldout_voice")  # the dev-test rows, each question by a training and a held-out voice
+DEV_SPLITS = ("val", *TEST_SPLITS)  # what recipes are chosen on ("overall" = these rows)
+FINAL_TEST = "final_test"  # unseen videos and voices, scored only by the reference run (`eval.score_final_test`)
+EVAL_SPLITS = (*DEV_SPLITS, FINAL_TEST)
 NOISY = "heldout_voice_noisy"  # held-out voices with operating-room noise (audio systems and ASR only)
 # Column titles of the reports, in reading order.
-SPLIT_TITLES = {"overall": "Accuracy overall", "val": "Val", "heldout_video": "Held-out video",
-                "heldout_voice": "Held-out voice", NOISY: "Held-out voice + OR noise"}
+SPLIT_TITLES = {"overall": "Accuracy overall (dev)", "val": "Val", "heldout_video": "Held-out video",
+                "heldout_voice": "Held-out voice", NOISY: "Held-out voice + OR noise",
+                FINAL_TEST: "Final test (unseen video + voice)"}
