@@ -163,3 +163,13 @@ def test_long_answers_are_compared_paired_and_clustered():
     assert claim["metric"] == "long_keyword_accuracy" and claim["diff"] == -0.5 and not claim["shown"]
     assert claim["ci95"][0] < -0.5 < claim["ci95"][1]
     assert evaluate.long_answer_comparison(pd.DataFrame(), EvalConfig()) == []
+
+
+def test_the_per_type_table_uses_the_one_test_of_beating_the_majority():
+    from surgvqa import evaluation_report
+    from surgvqa.config import EvalConfig
+
+    table = evaluation_report.balance_by_type(predictions_frame(), EvalConfig(bootstrap=300))
+    text, majority = table.loc["text_finetuned"], table.loc["majority"]
+    assert text["beats_majority"].all() and (text["p_holm"] < 0.05).all()  # perfect on both varying types
+    assert not majority["beats_majority"].any()  # the majority answer never beats itself

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import metrics
-from .config import Config
+from . import metrics, stats
+from .config import Config, EvalConfig
 from .data import Dataset
-from .evaluate import BALANCED, EvaluationResult, long_answer_comparison, paired_comparisons
+from .evaluate import BALANCED, EvaluationResult, long_answer_comparison, paired_comparisons, replicates
 from .systems import EVAL_SPLITS, FINAL_TEST, NOISY, SYSTEMS, TEST_SPLITS
 
 
@@ -241,12 +241,22 @@ def training_majority(predictions: pd.DataFrame) -> dict[str, str]:
     return predictions[predictions.system == "majority"].groupby("question_type")["prediction"].first().to_dict()
 
 
-def balance_by_type(predictions: pd.DataFrame, split: str = "heldout_video") -> pd.DataFrame:
+def balance_by_type(predictions: pd.DataFrame, options: EvalConfig, split: str = "heldout_video") -> pd.DataFrame:
     """Per system x question type on one split: exact and balanced accuracy, the training-majority answer's
-    accuracy, the test-prior floor, and how many distinct answers the system gave (1 = a lookup table)."""
+    accuracy, the test-prior floor, how many distinct answers the system gave (1 = a lookup table), and whether it
+    beats the majority answer (`beats_majority`, with `p_holm`: the one-sided paired test of `stats.beats_majority`,
+    Holm across types; types whose answers do not vary in these rows are not tested)."""
     majority = training_majority(predictions)
-    tables = [metrics.per_type_balance(g, majority).assign(system=system)
-              for system, g in predictions[predictions.split == split].groupby("system")]
+    tables = []
+    for system, g in predictions[predictions.split == split].groupby("system"):
+        table = metrics.per_type_balance(g, majority).assign(system=system)
+        cells = stats.BalancedCells(g["question_type"], g["short_answer"])
+        tested = stats.beats_majority(cells, cells.hits(g["prediction"]),
+                                      cells.hits([majority.get(q, "") for q in g["question_type"]]),
+                                      replicates(g, options, cells.strata))
+        table["p_holm"] = tested["p_holm"].reindex(table.index)
+        table["beats_majority"] = tested["beats"].reindex(table.index).fillna(False).astype(bool)
+        tables.append(table)
     return pd.concat(tables).reset_index().set_index(["system", "question_type"]) if tables else pd.DataFrame()
 
 
@@ -305,7 +315,7 @@ def evaluation_metrics(cfg: Config, result: EvaluationResult, rows: Dataset) -> 
     """Notebook 04's metrics JSON: every system, transcription, per-type and per-wording accuracy, speed, targets."""
     speed = speed_ratios(result.systems)
     comparisons = paired_comparisons(result.predictions, cfg.eval) + long_answer_comparison(result.long_table, cfg.eval)
-    floors, balance = floors_and_subsets(result.predictions), balance_by_type(result.predictions)
+    floors, balance = floors_and_subsets(result.predictions), balance_by_type(result.predictions, cfg.eval)
     return {
         "systems": result.systems,
         "asr": result.asr,
