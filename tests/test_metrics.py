@@ -352,3 +352,31 @@ def test_wer_cer_ci_refuses_an_empty_reference():
 
     with pytest.raises(ValueError, match="reference 1"):
         wer_cer_ci(["a", "b"], ["some words", "uh um"])  # fillers normalise away
+
+
+def test_wer_intervals_draw_a_sentences_recordings_together():
+    from surgvqa.metrics import wer_cer_ci
+
+    refs = [f"sentence number {i} about the scope" for i in range(10) for _ in range(2)]  # each by two voices
+    hyps = [r if i < 10 else "wrong words entirely here now" for i, r in enumerate(refs)]  # half the sentences misheard
+    by_sentence = wer_cer_ci(hyps, refs, n_boot=400)
+    by_recording = wer_cer_ci(hyps, refs, n_boot=400, clusters=range(len(refs)))
+    assert by_sentence["wer"] == by_recording["wer"]
+    width = lambda r: r["wer_ci95"][1] - r["wer_ci95"][0]  # noqa: E731
+    assert width(by_sentence) > width(by_recording)  # correlated recordings: fewer independent units
+
+
+def test_transcription_claims_are_paired_on_the_same_recordings():
+    import pandas as pd
+
+    from surgvqa import evaluate
+    from surgvqa.config import EvalConfig
+
+    refs = [f"is there a polyp in view number {i}" for i in range(12) for _ in range(2)]
+    frame = pd.DataFrame({"set": "in_domain", "reference": refs, "graft": refs, "graft_noisy": refs,
+                          "whisper_base": [r.replace("polyp", "pulp") for r in refs],
+                          "whisper_base_noisy": refs})
+    clean, noisy = evaluate.transcription_comparisons(frame, EvalConfig(bootstrap=300))
+    assert (clean["split"], clean["scale"], clean["metric"]) == ("in_domain", 0.5, "wer")
+    assert clean["diff"] == pytest.approx(0.5 / 8) and clean["shown"]  # one word in eight, halved, vs none
+    assert noisy["diff"] == 0.0 and not noisy["shown"]  # equal: "below whisper" is not shown

@@ -535,6 +535,32 @@ def transcription_test(cfg: Config, graft_model, processor, asr, corpus: list[di
     return scores, (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
 
 
+# The transcription claims, each on the same recordings: (set, condition, factor) — the graft's WER at most `factor`
+# times whisper-base's, i.e. factor × WER(whisper-base) − WER(graft) > 0.
+WER_CLAIMS = (("in_domain", "", 0.5), ("in_domain", "_noisy", 1.0), ("unseen", "", 1.0))
+
+
+def transcription_comparisons(transcripts: pd.DataFrame, options: EvalConfig) -> list[dict]:
+    """`WER_CLAIMS` as paired differences of corpus WER on the same recordings (`paired_comparisons` entries with
+    `scale`), resampling sentences (a sentence's recordings by every held-out voice are drawn together)."""
+    out = []
+    for name, condition, factor in WER_CLAIMS:
+        t = transcripts[transcripts["set"] == name] if len(transcripts) else transcripts
+        if not len(t):
+            continue
+        refs = t["reference"].tolist()
+        whisper, graft = (metrics.edit_counts(t[f"{s}{condition}"].tolist(), refs) for s in ("whisper_base", "graft"))
+
+        def wer(counts):
+            return lambda w: (w @ counts["word_errors"]) / (w @ counts["words"])
+
+        d = stats.paired_difference(lambda w: factor * wer(whisper)(w), wer(graft),
+                                    stats.replicate_weights(refs, n_boot=options.bootstrap), 0.0)
+        out.append({"a": "whisper_base", "scale": factor, "b": "graft", "split": name + condition, "metric": "wer",
+                    "rows": int(len(t)), **d, "ci95": list(d["ci95"])})
+    return out
+
+
 def graft_transcribe(model, processor, entries: list[dict], audio_root: Path | None, options: EvalConfig,
                      max_new_tokens: int = 48, cfg: Config | None = None) -> list[str]:
     """The graft as a transcriber ("Transcribe the speech."); `audio_root` None: the entries' paths are absolute."""

@@ -186,18 +186,20 @@ def edit_counts(hypotheses: Sequence[str], references: Sequence[str]) -> dict[st
 
 
 def wer_cer_ci(hypotheses: Sequence[str], references: Sequence[str], n_boot: int = 1000, seed: int = 0,
-               level: float = 0.95) -> dict[str, Any]:
-    """Corpus WER and CER with percentile bootstrap CIs over utterances (each resample re-sums errors
-    and reference lengths, so long utterances weigh as they do in the corpus figure).
+               level: float = 0.95, clusters: Sequence | None = None) -> dict[str, Any]:
+    """Corpus WER and CER with percentile bootstrap CIs (each resample re-sums errors and reference lengths, so long
+    utterances weigh as they do in the corpus figure), resampling `clusters` (default: the references, so one
+    sentence's recordings by several voices are drawn together; `stats.replicate_weights`).
 
     {"wer", "wer_ci95": [lo, hi], "cer", "cer_ci95", "n"}; the point values equal `wer_cer`'s."""
+    from .stats import replicate_weights
+
     counts = edit_counts(hypotheses, references)
-    n = len(counts["words"])
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    out: dict[str, Any] = {"n": n}
+    weights = replicate_weights(list(references) if clusters is None else clusters, n_boot=n_boot, seed=seed)
+    out: dict[str, Any] = {"n": len(counts["words"])}
     for name, errors, length in (("wer", "word_errors", "words"), ("cer", "char_errors", "chars")):
         e, l = counts[errors], counts[length]
-        boot = e[idx].sum(1) / np.maximum(l[idx].sum(1), 1)
+        boot = (weights @ e) / np.maximum(weights @ l, 1)
         lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
         out[name] = float(e.sum() / l.sum())
         out[f"{name}_ci95"] = [float(lo), float(hi)]

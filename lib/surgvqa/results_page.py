@@ -340,7 +340,7 @@ def targets_section(metrics: Mapping) -> str:
 
 
 METRIC_NAMES = {"macro_balanced_accuracy": "macro balanced", "accuracy": "exact",
-                "long_keyword_accuracy": "long-answer keyword"}
+                "long_keyword_accuracy": "long-answer keyword", "wer": "WER (lower is better: a − b > 0)"}
 
 
 def comparisons_section(metrics: Mapping) -> str:
@@ -349,7 +349,7 @@ def comparisons_section(metrics: Mapping) -> str:
     claims = metrics.get("comparisons") or []
     if not claims:
         return "## Claims, paired\n\nThis run recorded no paired comparisons (made before `surgvqa.stats`)."
-    rows = [[f"{c['a']} − {c['b']}", c["split"], METRIC_NAMES.get(c["metric"], c["metric"]), fixed(100 * c["diff"]),
+    rows = [[(f"{c['scale']:g} × " if c.get("scale") is not None else "") + f"{c['a']} − {c['b']}", c["split"], METRIC_NAMES.get(c["metric"], c["metric"]), fixed(100 * c["diff"]),
              f"[{fixed(100 * c['ci95'][0])}, "
              f"{fixed(100 * c['ci95'][1])}]", fixed(100 * c["margin"]), "shown" if c["shown"] else "not shown"]
             for c in claims]
