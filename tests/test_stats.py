@@ -173,3 +173,36 @@ def test_the_per_type_table_uses_the_one_test_of_beating_the_majority():
     text, majority = table.loc["text_finetuned"], table.loc["majority"]
     assert text["beats_majority"].all() and (text["p_holm"] < 0.05).all()  # perfect on both varying types
     assert not majority["beats_majority"].any()  # the majority answer never beats itself
+
+
+def test_wer_intervals_draw_a_sentences_recordings_together():
+    from surgvqa import evaluate, metrics
+    from surgvqa.config import EvalConfig
+
+    refs = [f"sentence number {i} about the scope" for i in range(10) for _ in range(2)]  # each by two voices
+    hyps = [r if i < 10 else "wrong words entirely here now" for i, r in enumerate(refs)]  # half the sentences misheard
+    options = EvalConfig(bootstrap=400)
+    by_sentence = evaluate.wer_cer_ci(hyps, refs, options)
+    by_recording = evaluate.wer_cer_ci(hyps, refs, options, clusters=range(len(refs)))
+    assert by_sentence["wer"] == by_recording["wer"] == metrics.wer_cer(hyps, refs)["wer"]
+    assert by_sentence["cer"] == metrics.wer_cer(hyps, refs)["cer"] and by_sentence["n"] == len(refs)
+    width = lambda r: r["wer_ci95"][1] - r["wer_ci95"][0]  # noqa: E731
+    assert width(by_sentence) > width(by_recording)  # correlated recordings: fewer independent units
+    perfect = evaluate.wer_cer_ci(refs, refs, options)
+    assert perfect["wer"] == 0 and perfect["wer_ci95"] == [0.0, 0.0]
+
+
+def test_transcription_claims_are_paired_on_the_same_recordings():
+    import pandas as pd
+
+    from surgvqa import evaluate
+    from surgvqa.config import EvalConfig
+
+    refs = [f"is there a polyp in view number {i}" for i in range(12) for _ in range(2)]
+    frame = pd.DataFrame({"set": "in_domain", "reference": refs, "graft": refs, "graft_noisy": refs,
+                          "whisper_base": [r.replace("polyp", "pulp") for r in refs],
+                          "whisper_base_noisy": refs})
+    clean, noisy = evaluate.transcription_comparisons(frame, EvalConfig(bootstrap=300))
+    assert (clean["split"], clean["scale"], clean["metric"]) == ("in_domain", 0.5, "wer")
+    assert clean["diff"] == pytest.approx(0.5 / 8) and clean["shown"]  # one word in eight, halved, vs none
+    assert noisy["diff"] == 0.0 and not noisy["shown"]  # equal: "below whisper" is not shown

@@ -526,13 +526,28 @@ def transcription_test(cfg: Config, graft_model, processor, asr, corpus: list[di
             table[f"whisper_base{condition}"] = whisper_texts
             table[f"graft{condition}"] = graft_texts
             for system, hyps in (("whisper_base", whisper_texts), ("graft", graft_texts)):
-                r = metrics.wer_cer_ci(hyps, refs, n_boot=options.bootstrap, seed=cfg.seed)
+                r = wer_cer_ci(hyps, refs, options, seed=cfg.seed)
                 entry = scores[system].setdefault(name, {"n": r["n"]})
                 for key in ("wer", "cer"):
                     entry[f"{key}{condition}"] = round(r[key], 4)
                     entry[f"{key}{condition}_ci95"] = [round(x, 4) for x in r[f"{key}_ci95"]]
         tables.append(table)
     return scores, (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
+
+
+def wer_cer_ci(hypotheses: list[str], references: list[str], options: EvalConfig, seed: int = 0,
+               clusters=None) -> dict[str, Any]:
+    """Corpus WER and CER (`metrics.edit_counts`: errors summed over reference lengths) with bootstrap intervals that
+    resample `clusters` (default: the references, so one sentence's recordings by several voices are drawn together).
+    {"wer", "wer_ci95", "cer", "cer_ci95", "n"}."""
+    counts = metrics.edit_counts(hypotheses, references)
+    weights = stats.replicate_weights(list(references) if clusters is None else clusters, n_boot=options.bootstrap, seed=seed)
+    out: dict[str, Any] = {"n": len(counts["words"])}
+    for name, errors, length in (("wer", "word_errors", "words"), ("cer", "char_errors", "chars")):
+        corpus_rate = lambda w: (w @ counts[errors]) / np.maximum(w @ counts[length], 1)  # noqa: E731
+        r = stats.estimate(corpus_rate, weights)
+        out[name], out[f"{name}_ci95"] = r["value"], list(r["ci95"])
+    return out
 
 
 # The transcription claims, each on the same recordings: (set, condition, factor) — the graft's WER at most `factor`
