@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import pytest
 
@@ -43,6 +44,16 @@ def test_heldout_video_and_voices_never_in_train(built):
     groups = {g: [r for r in test if r["group"] == g] for g in ("heldout_video", "heldout_voice", "final_test")}
     assert {r["voice"] for r in groups["heldout_video"]} <= set(result.train_voices)
     assert {r["voice"] for r in groups["heldout_voice"]} == held_voice
+    # the held-out engine re-asks every dev-test row; none of its voices is heard in training
+    engine = [r for r in test if r["group"] == "heldout_engine"]
+    strip_e = lambda r: (r["id"].removesuffix(stratify.HELDOUT_ENGINE_SUFFIX), r["question"], r["short_answer"])  # noqa: E731
+    strip_v = lambda r: (r["id"], r["question"], r["short_answer"])  # noqa: E731
+    assert sorted(map(strip_e, engine)) == sorted(map(strip_v, groups["heldout_video"]))
+    meta = json.loads((result.data_dir / "dataset.json").read_text())
+    engine_voices = {v["name"] for v in meta["voices"] if v["role"] == "heldout_engine"}
+    assert engine_voices and {r["voice"] for r in engine} == engine_voices and {r["engine"] for r in engine} == {meta["heldout_engine"]}
+    assert not engine_voices & {r["voice"] for s in ("train", "val") for r in splits[s]}
+    assert {r["engine"] for s in ("train", "val") for r in splits[s]} == set(meta["train_engines"])
     # the final test: its own videos, once each, by held-out voices (unseen video and voice)
     assert {r["video_id"] for r in groups["final_test"]} == set(result.final_test_videos)
     assert {r["video_id"] for r in groups["heldout_video"]} == set(result.heldout_videos)
@@ -177,10 +188,10 @@ def test_tables(built):
     _, splits = built
     table = data_eda.stratification_table(_rows(splits))
     assert list(table.index) == list(QUESTION_TYPES)
-    assert set(table.columns) == {"train", "val", "test:heldout_video", "test:heldout_voice", "test:final_test"}
+    assert set(table.columns) == {"train", "val", "test:heldout_video", "test:heldout_voice", "test:heldout_engine", "test:final_test"}
     assert table["train"].sum() == len(splits["train"])
     overview = data_eda.split_overview(_rows(splits))
-    assert set(overview["group"]) == {"train", "in_domain", "heldout_video", "heldout_voice", "final_test"}
+    assert set(overview["group"]) == {"train", "in_domain", "heldout_video", "heldout_voice", "heldout_engine", "final_test"}
 
 
 # ---- a real REAL-Colon-VQA folder goes through the same data step ---------------------------------

@@ -271,7 +271,13 @@ def test_spoken_questions_are_16k_mono_nonsilent_and_grow_with_text(smoke_build)
 def test_speech_corpus_splits_and_voices(smoke_build):
     corpus = [json.loads(x) for x in (smoke_build.data_dir / "speech_corpus.jsonl").read_text().splitlines()]
     assert {e["kind"] for e in corpus} == {"question", "answer", "narration"}
-    assert {e["split"] for e in corpus} == {"train", "val", "test", "test_in_domain"}
+    assert {e["split"] for e in corpus} == {"train", "val", "test", "test_in_domain", "engine_test", "engine_test_in_domain"}
+    meta = json.loads((smoke_build.data_dir / "dataset.json").read_text())
+    engine = set(meta["heldout_engine_voices"])
+    assert engine and {e["voice"] for e in corpus if e["split"].startswith("engine_")} == engine
+    assert not engine & {e["voice"] for e in corpus if not e["split"].startswith("engine_")}
+    assert {e["text"] for e in corpus if e["split"] == "engine_test"} == {e["text"] for e in corpus if e["split"] == "test"}
+    corpus = [e for e in corpus if not e["split"].startswith("engine_")]
     held = set(smoke_build.heldout_voices)
     for e in corpus:
         assert (e["voice"] in held) == (e["split"] in ("test", "test_in_domain")), e
@@ -297,6 +303,8 @@ def test_build_result_and_metadata(smoke_build, smoke_cfg):
     assert smoke_build.summary.rows == sum(meta["summary"]["files"].values())
     assert smoke_build.unused_rows + smoke_build.split_sizes["train"] + smoke_build.split_sizes["val"] \
         + smoke_build.group_sizes["heldout_video"] + smoke_build.group_sizes["final_test"] == smoke_build.summary.rows
+    roles = {v["role"] for v in meta["voices"]}
+    assert roles == {"train", "heldout", "heldout_engine"} and all({"engine", "family", "stretch", "rate"} <= set(v) for v in meta["voices"])
     assert smoke_build.timings["total_s"] > 0 and smoke_build.audio_seconds["train"] > 0
     assert datastep.ensure_dataset(smoke_cfg, smoke_build.data_dir) is None  # up to date: not rebuilt
 

@@ -104,12 +104,19 @@ class DataConfig:
     clips_per_video: int = 56
     num_frames: int = 8
     frame_size: int = 112
-    num_voices: int = 10
+    num_voices: int = 10  # espeak-ng voices (speech.VOICES); the other engines bring their own (speech.ENGINE_VOICES)
     heldout_videos: int = 2  # the dev-test: scored in every notebook and ablation
     # the final test: whole videos (>= 6: a video-level interval) spoken by held-out voices, scored only where
     # `eval.score_final_test` (the reference run); recipes are never chosen on it
     final_test_videos: int = 6
+    # per training engine, its last `heldout_voices` voices are held out (an engine with fewer than twice as many keeps
+    # them all for training)
     heldout_voices: int = 2
+    # the speech engines (speech.ENGINES) whose voices ask the training questions and speak the stage-1 corpus, and the
+    # one engine family no training pool of any stage hears: its voices re-ask the dev-test rows (`heldout_engine`)
+    # and speak the transcription test sentences; None = none
+    voice_engines: list[str] = field(default_factory=lambda: ["espeak", "flite", "festival"])
+    heldout_engine: str | None = "piper"
     val_fraction: float = 0.15
     # both wordings in training: a tiny LM trained from scratch does not understand unseen paraphrases (docs/RECIPE.md)
     train_templates: list[str] = field(default_factory=lambda: ["in", "out"])
@@ -151,6 +158,11 @@ class DataConfig:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         _choice("data.shared_wordings", self.shared_wordings, SHARED_WORDING_RULES)
+        if not self.voice_engines:
+            raise ConfigError("data.voice_engines must name at least one speech engine")
+        if self.heldout_engine is not None and self.heldout_engine in self.voice_engines:
+            raise ConfigError(f"data.heldout_engine {self.heldout_engine!r} is also in data.voice_engines "
+                              f"{self.voice_engines}: a held-out engine is heard by no training pool")
         for key in ("train_templates", "test_templates"):
             bad = [t for t in getattr(self, key) if t not in ("in", "out")]
             if bad or not getattr(self, key):

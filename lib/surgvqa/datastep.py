@@ -65,23 +65,61 @@ class BuildResult:
         return json.loads(json.dumps(d, default=str))
 
 
-def run_voices(cfg) -> tuple:
-    """The run's voices; more than `speech.VOICES` holds is a params error (config cannot see speech)."""
-    if not 1 <= cfg.data.num_voices <= len(speech.VOICES):
+@dataclass(frozen=True)
+class VoicePlan:
+    """Who speaks: training voices, held-out voices of the training engines, and the held-out engine's voices."""
+
+    train: tuple[speech.Voice, ...]
+    heldout: tuple[speech.Voice, ...]
+    engine: tuple[speech.Voice, ...] = ()
+
+    @property
+    def all(self) -> tuple[speech.Voice, ...]:
+        return self.train + self.heldout + self.engine
+
+    def manifest(self) -> list[dict]:
+        """Every voice with its engine, family, settings and role (dataset.json's `voices`)."""
+        roles = [("train", self.train), ("heldout", self.heldout), ("heldout_engine", self.engine)]
+        return [{**asdict(v), "family": v.family, "role": role} for role, group in roles for v in group]
+
+
+def run_voices(cfg) -> VoicePlan:
+    """The run's voices (`data.voice_engines`, `data.num_voices` of espeak, `data.heldout_voices` per engine,
+    `data.heldout_engine`); what speech cannot give is a params error (config cannot see speech)."""
+    d = cfg.data
+    if not 1 <= d.num_voices <= len(speech.VOICES):
         raise ConfigError(f"{cfg.params_source}: data.num_voices must be in 1..{len(speech.VOICES)} "
-                          f"(the voices in speech.VOICES), got {cfg.data.num_voices}")
-    return speech.voices(cfg.data.num_voices)
+                          f"(the voices in speech.VOICES), got {d.num_voices}")
+    unknown = [e for e in [*d.voice_engines, d.heldout_engine] if e is not None and e not in speech.ENGINES]
+    if unknown:
+        raise ConfigError(f"{cfg.params_source}: unknown speech engine(s) {unknown} in data.voice_engines / "
+                          f"data.heldout_engine (engines: {', '.join(speech.ENGINES)})")
+
+    def of(engine: str) -> tuple[speech.Voice, ...]:
+        return speech.voices(d.num_voices) if engine == "espeak" else tuple(v for v in speech.ENGINE_VOICES if v.engine == engine)
+
+    train: list[speech.Voice] = []
+    heldout: list[speech.Voice] = []
+    for engine in d.voice_engines:
+        group = of(engine)
+        k = d.heldout_voices if len(group) >= 2 * d.heldout_voices else 0
+        train += group[: len(group) - k]
+        heldout += group[len(group) - k:]
+    if d.heldout_voices and not heldout:
+        raise ConfigError(f"{cfg.params_source}: data.heldout_voices={d.heldout_voices} holds out no voice of "
+                          f"{d.voice_engines}: no engine has twice as many voices")
+    return VoicePlan(tuple(train), tuple(heldout), of(d.heldout_engine) if d.heldout_engine else ())
 
 
 # What build_speech_corpus writes: 2 added the in-domain transcription test set (split test_in_domain); 3 draws
-# the unseen texts from texts no training pool uses.
-CORPUS_VERSION = 3
+# the unseen texts from texts no training pool uses; 4 adds the held-out engine's test sets.
+CORPUS_VERSION = 4
 
 
 def data_stamp(cfg) -> str:
 
     payload = {"data": asdict(cfg.data), "seed": cfg.seed, "version": synthetic.GENERATOR_VERSION, "corpus": CORPUS_VERSION,
-               "voices": [repr(v) for v in run_voices(cfg)]}
+               "voices": repr(run_voices(cfg))}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -131,7 +169,8 @@ def _link_source_audio(src: Path, rel: str, out: Path) -> tuple[str, float]:
 
 def build_speech_corpus(question_texts: list[str], answers: list[str], narration: list[str], train_voices: list,
                         heldout_voices: list, audio_dir: Path, seed: int, unseen_texts: int, trained: set[str],
-                        voices_per_text: int, noise_snr_db: float | None, cache: dict) -> list[dict]:
+                        voices_per_text: int, noise_snr_db: float | None, cache: dict,
+                        engine_voices: list = ()) -> list[dict]:
     """Stage-1 speech -> transcript pairs.
 
     Unseen texts: `unseen_texts` texts (a seeded draw) from those no training pool of any stage uses (`trained`:
@@ -139,7 +178,8 @@ def build_speech_corpus(question_texts: list[str], answers: list[str], narration
     training voice (split `val`: the stage-1 val, which picks the checkpoint) and by every held-out voice (split
     `test`: the unseen transcription test). Every other text is a training text (`train`), spoken by
     `voices_per_text` training voices. test_in_domain = as many training texts (the domain's questions and
-    answers, heard in training from other voices only), spoken by every held-out voice.
+    answers, heard in training from other voices only), spoken by every held-out voice. The held-out engine's
+    voices (`engine_voices`) speak both test sets too (splits `engine_test`, `engine_test_in_domain`).
     """
     rng = np.random.default_rng([seed, 0xC0DE])
     entries: list[dict] = []
@@ -151,7 +191,8 @@ def build_speech_corpus(question_texts: list[str], answers: list[str], narration
     for i, (kind, text) in enumerate(texts):
         spoken = speakable(text)
         if i in unseen:
-            speakers = [("val", train_voices[int(rng.integers(len(train_voices)))])] + [("test", v) for v in heldout_voices]
+            speakers = ([("val", train_voices[int(rng.integers(len(train_voices)))])] + [("test", v) for v in heldout_voices]
+                        + [("engine_test", v) for v in engine_voices])
         else:
             picks = rng.permutation(len(train_voices))[:max(1, min(voices_per_text, len(train_voices)))]
             speakers = [("train", train_voices[int(j)]) for j in sorted(picks)]
@@ -164,10 +205,10 @@ def build_speech_corpus(question_texts: list[str], answers: list[str], narration
     domain = sorted({(e["kind"], e["text"]) for e in entries if e["split"] == "train" and e["kind"] != "narration"})
     pick = np.random.default_rng([seed, 0x1D0]).permutation(len(domain))[:len(unseen)]
     for kind, spoken in (domain[int(i)] for i in sorted(pick)):
-        for voice in heldout_voices:
+        for split, voice in [("test_in_domain", v) for v in heldout_voices] + [("engine_test_in_domain", v) for v in engine_voices]:
             audio, secs = _audio_for(spoken, voice, audio_dir, noise_snr_db, seed, cache)
             entries.append({"id": f"sc{k:05d}", "kind": kind, "text": spoken, "voice": voice.name,
-                            "audio": audio, "duration_s": secs, "split": "test_in_domain"})
+                            "audio": audio, "duration_s": secs, "split": split})
             k += 1
     return entries
 
@@ -228,12 +269,9 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
         num_clips = real.summary.clips
     # 2. splits and voices
     t1 = time.perf_counter()
-    all_voices = list(run_voices(cfg))
-    if not 0 <= d.heldout_voices < len(all_voices):
-        raise stratify.LeakageError(f"data.heldout_voices={d.heldout_voices} must leave at least one training voice "
-                                    f"out of data.num_voices={d.num_voices}")
-    train_voices = all_voices[: len(all_voices) - d.heldout_voices]
-    heldout_voices = all_voices[len(all_voices) - d.heldout_voices:]
+    speakers = run_voices(cfg)
+    all_voices = list(speakers.all)
+    train_voices, heldout_voices, engine_voices = list(speakers.train), list(speakers.heldout), list(speakers.engine)
     plan = stratify.plan_splits(base_rows, d, cfg.seed)
     stratify.assign_voices(base_rows, [v.name for v in train_voices], cfg.seed)
     # 3. spoken questions (base rows first; the held-out-voice copies reuse the text cache)
@@ -242,18 +280,20 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
     for r in base_rows:
         if not r.get("audio"):
             r["audio"], r["audio_s"] = _audio_for(r["question"], by_name[r["voice"]], audio_dir, d.noise_snr_db, cfg.seed, cache)
-    splits = stratify.materialize_splits(base_rows, plan, d, [v.name for v in heldout_voices], cfg.seed)
+    splits = stratify.materialize_splits(base_rows, plan, d, [v.name for v in heldout_voices], cfg.seed,
+                                         [v.name for v in engine_voices])
     shared = stratify.shared_wordings(base_rows)  # the dataset's own: never a leak, set apart by data.shared_wordings
-    test_base = sum(1 for r in splits["test"] if r["group"] != "heldout_voice")  # one row per QA row
+    test_base = sum(1 for r in splits["test"] if r["group"] not in stratify.RESPOKEN)  # one row per QA row
     shared_info = {"rule": d.shared_wordings,
                    "held_out_wording": stratify.held_out_wording(d.train_templates, d.test_templates),
                    "wordings": shared,
                    **stratify.apply_shared_wordings(splits, shared, d.shared_wordings, d.train_templates, d.test_templates)}
-    excluded_base = test_base - sum(1 for r in splits["test"] if r["group"] != "heldout_voice")
+    excluded_base = test_base - sum(1 for r in splits["test"] if r["group"] not in stratify.RESPOKEN)
     for rows in splits.values():
         for r in rows:
             if not r.get("audio"):
                 r["audio"], r["audio_s"] = _audio_for(r["question"], by_name[r["voice"]], audio_dir, d.noise_snr_db, cfg.seed, cache)
+            r["engine"] = by_name[r["voice"]].engine if r["voice"] in by_name else "recorded"
     timings["splits_and_speech_s"] = time.perf_counter() - t1
     # 4. stage-1 speech corpus (texts of the training templates only)
     t2 = time.perf_counter()
@@ -261,10 +301,11 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
     answers = sorted({r["answer"] for r in base_rows})
     corpus = build_speech_corpus(q_texts, answers, narration_sentences(cfg.seed, d.narration_sentences),
                                  train_voices, heldout_voices, audio_dir, cfg.seed, d.unseen_texts,
-                                 trained_texts(splits["train"]), d.corpus_voices_per_text, d.noise_snr_db, cache)
+                                 trained_texts(splits["train"]), d.corpus_voices_per_text, d.noise_snr_db, cache,
+                                 engine_voices=engine_voices)
     timings["speech_corpus_s"] = time.perf_counter() - t2
     # 5. leakage checks, then write
-    stratify.check_leakage(splits, heldout_voices=[v.name for v in heldout_voices], train_templates=d.train_templates,
+    stratify.check_leakage(splits, heldout_voices=[v.name for v in heldout_voices + engine_voices], train_templates=d.train_templates,
                            test_templates=d.test_templates, corpus=corpus, shared=shared, rule=d.shared_wordings)
     t3 = time.perf_counter()
     files: dict[str, Path] = {}
@@ -296,11 +337,15 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
         "final_test_videos": plan.final_test_videos,
         "train_voices": [v.name for v in train_voices],
         "heldout_voices": [v.name for v in heldout_voices],
+        "train_engines": list(d.voice_engines),
+        "heldout_engine": d.heldout_engine,
+        "heldout_engine_voices": [v.name for v in engine_voices],
+        "voices": speakers.manifest(),
         "train_templates": list(d.train_templates),
         "test_templates": list(d.test_templates),
         "split_sizes": {k: len(v) for k, v in splits.items()},
         "unused_rows": len(base_rows) - excluded_base - sum(1 for rows in splits.values() for r in rows
-                                                            if r["group"] != "heldout_voice"),
+                                                            if r["group"] not in stratify.RESPOKEN),
         "shared_wordings": shared_info,
         "summary": summary.to_dict(),
     }
@@ -318,7 +363,7 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
         corpus_sizes[e["split"]] = corpus_sizes.get(e["split"], 0) + 1
     rates = {"clips_per_s": num_clips / max(timings.get("render_s", timings.get("load_s", 0.0)), 1e-9),
              "qa_rows_per_s": len(base_rows) / max(timings.get("render_s", timings.get("load_s", 0.0)), 1e-9)}
-    used = sum(1 for rows in splits.values() for r in rows if r["group"] != "heldout_voice")
+    used = sum(1 for rows in splits.values() for r in rows if r["group"] not in stratify.RESPOKEN)
     result = BuildResult(out, frames_root, out, files, summary, {k: len(v) for k, v in splits.items()}, groups,
                          corpus_sizes, audio_seconds, plan.heldout_videos, [v.name for v in train_voices],
                          [v.name for v in heldout_voices], {k: round(v, 3) for k, v in timings.items()}, rates,

@@ -4,7 +4,8 @@
           - the dev-test (`data.heldout_video_ids`, else the `data.heldout_videos` videos before the final
             test in sorted order): every row is there twice, spoken by a training voice (`group="heldout_video"`)
             and by a held-out voice (`group="heldout_voice"`, id suffixed "_hv"), so the voice effect is a paired
-            comparison on the same clips and questions;
+            comparison on the same clips and questions; with a held-out speech engine (`data.heldout_engine`),
+            a third time by one of its voices (`group="heldout_engine"`, id suffixed "_he");
           - the final test (`data.final_test_video_ids`, else the last `data.final_test_videos` videos): unseen
             video and unseen voice, each row once, spoken by a held-out voice (`group="final_test"`); only the
             reference run scores it (`eval.score_final_test`).
@@ -37,6 +38,8 @@ from .schema import QUESTION_TYPES
 SPLIT_NAMES = ("train", "val", "test")  # the manifests the data step writes
 GROUPS = {"train": "train", "val": "in_domain"}  # test rows: heldout_video | heldout_voice | final_test
 FINAL_TEST = "final_test"
+HELDOUT_ENGINE_SUFFIX = "_he"
+RESPOKEN = ("heldout_voice", "heldout_engine")  # test groups that re-ask another group's rows
 HELDOUT_VOICE_SUFFIX = "_hv"
 
 
@@ -168,9 +171,13 @@ def assign_voices(rows: list[dict], train_voice_names: list[str], seed: int) -> 
 
 
 def materialize_splits(rows: list[dict], plan: SplitPlan, data_cfg, heldout_voice_names: list[str],
-                       seed: int) -> dict[str, list[dict]]:
-    """Copies of the rows per split with `split` and `group`; test rows also re-spoken by held-out voices."""
+                       seed: int, engine_voice_names: Iterable[str] = ()) -> dict[str, list[dict]]:
+    """Copies of the rows per split with `split` and `group`; dev-test rows also re-spoken by held-out voices and by
+    the held-out engine's voices."""
     rng = np.random.default_rng([seed, 0x7E57])
+    engine_rng = np.random.default_rng([seed, 0xE61E])  # its own stream: the other draws stay what they were
+    engine_voice_names = list(engine_voice_names)
+    engine_cycle: list[str] = []
     out: dict[str, list[dict]] = {s: [] for s in SPLIT_NAMES}
     templates = {"train": set(data_cfg.train_templates), "val": set(data_cfg.train_templates),
                  "test": set(data_cfg.test_templates)}
@@ -188,6 +195,10 @@ def materialize_splits(rows: list[dict], plan: SplitPlan, data_cfg, heldout_voic
         out[split].append(dict(r, split=split, group=GROUPS.get(split, "heldout_video")))
         if split == "test" and heldout_voice_names:
             out[split].append(_respoken(r, r["id"] + HELDOUT_VOICE_SUFFIX, cycle.pop(), "heldout_voice"))
+        if split == "test" and engine_voice_names:
+            if not engine_cycle:
+                engine_cycle = [engine_voice_names[int(i)] for i in engine_rng.permutation(len(engine_voice_names))]
+            out[split].append(_respoken(r, r["id"] + HELDOUT_ENGINE_SUFFIX, engine_cycle.pop(), "heldout_engine"))
     return out
 
 
