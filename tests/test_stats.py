@@ -1,5 +1,6 @@
 """Clustered, paired statistics (surgvqa.stats): the properties a reviewer checks."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from surgvqa import stats
@@ -206,3 +207,31 @@ def test_transcription_claims_are_paired_on_the_same_recordings():
     assert (clean["split"], clean["scale"], clean["metric"]) == ("in_domain", 0.5, "wer")
     assert clean["diff"] == pytest.approx(0.5 / 8) and clean["shown"]  # one word in eight, halved, vs none
     assert noisy["diff"] == 0.0 and not noisy["shown"]  # equal: "below whisper" is not shown
+
+
+def test_one_system_on_two_respoken_copies_is_paired_by_base_row():
+    from surgvqa import evaluate
+    from surgvqa.config import EvalConfig
+
+    frame = predictions_frame()
+    graft = frame[frame.system == "audio_finetuned"]
+    voice = graft.assign(split="heldout_voice", id=graft["id"] + "_hv")
+    engine = graft.assign(split="heldout_engine", id=graft["id"] + "_he")
+    (same,) = evaluate.split_comparisons(pd.concat([voice, engine]), EvalConfig(bootstrap=200))
+    assert same["diff"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["shown"]  # identical answers clear -5 points
+    deaf = engine.assign(prediction="no")
+    (worse,) = evaluate.split_comparisons(pd.concat([voice, deaf]), EvalConfig(bootstrap=200))
+    assert worse["diff"] < -0.05 and not worse["shown"] and worse["rows"] == len(graft)
+
+
+def test_the_held_out_engines_wer_is_compared_on_the_same_texts():
+    from surgvqa import evaluate
+    from surgvqa.config import EvalConfig
+
+    refs = [f"is there a polyp in view number {i}" for i in range(10)]
+    frame = pd.concat([pd.DataFrame({"set": "in_domain", "reference": refs, "graft": refs}),
+                       pd.DataFrame({"set": "engine_in_domain", "reference": refs,
+                                     "graft": [r.replace("polyp", "pulp") for r in refs]})])
+    (claim,) = evaluate.engine_wer_comparison(frame, EvalConfig(bootstrap=200))
+    assert claim["scale"] == 2.0 and claim["diff"] == pytest.approx(-1 / 8) and not claim["shown"]
+    assert evaluate.engine_wer_comparison(frame[frame.set == "in_domain"], EvalConfig()) == []

@@ -47,12 +47,13 @@ def test_in_domain_set_is_trained_text_by_heldout_voices(corpus):
 def test_transcription_sets_pick_their_split_with_absolute_audio(corpus):
     entries, _, data_dir = corpus
     sets = transcription_sets(entries, data_dir)
-    assert set(sets) == {"in_domain", "unseen"}
+    assert set(sets) == {"in_domain", "unseen", "engine_in_domain", "engine_unseen"}
+    assert sets["engine_in_domain"] == sets["engine_unseen"] == []  # this corpus has no held-out engine
     assert [e["id"] for e in sets["in_domain"]] == [e["id"] for e in entries if e["split"] == "test_in_domain"]
     assert all((data_dir / e["audio"]).is_file() for e in entries)
     assert all(e["audio"].startswith(str(data_dir)) for s in sets.values() for e in s)
     capped = transcription_sets(entries, data_dir, max_per_set=1, seed=0)
-    assert all(len(v) == 1 for v in capped.values())
+    assert all(len(v) == 1 for k, v in capped.items() if not k.startswith("engine_"))
     assert capped == transcription_sets(entries, data_dir, max_per_set=1, seed=0)  # seeded
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from . import metrics
 from .answers import canonical_answer, exact_match
 from .data import Dataset, qa_key
-from .systems import NOISY, TEST_SPLITS
+from .systems import NOISY, NOISY_ENGINE, TEST_SPLITS
 from .media import audio_html, flipbook_html
 from .schema import ANSWER_VOCAB, QUESTION_TYPES
 
@@ -43,7 +43,7 @@ def _system(predictions: pd.DataFrame, system: str, splits: Iterable[str] | None
     """Rows of one system; `splits=None` means val + test (the noisy copies excluded)."""
     sel = predictions[predictions["system"] == system]
     if splits is None:
-        return sel[sel["split"] != NOISY]
+        return sel[~sel["split"].isin([NOISY, NOISY_ENGINE])]
     return sel[sel["split"].isin(list(splits))]
 
 

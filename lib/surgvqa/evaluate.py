@@ -33,8 +33,8 @@ from .config import Config, EvalConfig
 from .data import Dataset, clip_key, row_key
 from .infer import predict
 from .speech import noisy_copy
-from .stratify import HELDOUT_VOICE_SUFFIX
-from .systems import DEV_SPLITS, EVAL_SPLITS, FINAL_TEST, LABELS, NOISY, SYSTEMS
+from .stratify import HELDOUT_ENGINE_SUFFIX, HELDOUT_VOICE_SUFFIX
+from .systems import DEV_SPLITS, EVAL_SPLITS, FINAL_TEST, LABELS, NOISY, NOISY_ENGINE, NOISY_OF, SYSTEMS, TEST_SPLITS
 
 
 
@@ -50,8 +50,8 @@ def evaluation_rows(splits: dict[str, Dataset], max_rows: int | None = None, see
     each tagged with `split`.
 
     `max_rows` caps each split with a seeded random sample (fixed before any model runs, the same rows for every
-    system), so a capped split still spans its clips and question types. The held-out-voice rows are the
-    re-spoken copies of the sampled held-out-video rows, so the two stay paired (`stratify`).
+    system), so a capped split still spans its clips and question types. The held-out-voice and held-out-engine rows
+    are the re-spoken copies of the sampled held-out-video rows, so the three stay paired (`stratify`).
     """
     rows = []
     for source, ds in (("val", splits["val"]), ("test", splits["test"])):
@@ -62,25 +62,27 @@ def evaluation_rows(splits: dict[str, Dataset], max_rows: int | None = None, see
     if max_rows:
         rng = np.random.default_rng(seed)
         kept: list[int] = []
+        respoken = {"heldout_voice": HELDOUT_VOICE_SUFFIX, "heldout_engine": HELDOUT_ENGINE_SUFFIX}
         for split in dict.fromkeys(r["split"] for r in rows):
-            if split == "heldout_voice":
+            if split in respoken:
                 continue
             idx = [i for i, r in enumerate(rows) if r["split"] == split]
             kept += idx if len(idx) <= max_rows else rng.choice(idx, size=max_rows, replace=False).tolist()
         sampled = {(rows[i]["video_id"], rows[i]["id"], rows[i]["template"]) for i in kept
                    if rows[i]["split"] == "heldout_video"}
-        kept += [i for i, r in enumerate(rows) if r["split"] == "heldout_voice"
-                 and (r["video_id"], r["id"].removesuffix(HELDOUT_VOICE_SUFFIX), r["template"]) in sampled]
+        kept += [i for i, r in enumerate(rows) if r["split"] in respoken
+                 and (r["video_id"], r["id"].removesuffix(respoken[r["split"]]), r["template"]) in sampled]
         rows = [rows[i] for i in sorted(kept)]
     ds = splits["test"]
     return Dataset(rows, ds.root, ds.audio_root)
 
 
 def noisy_audio(cfg: Config, ds: Dataset, snr_db: float) -> dict[tuple, str]:
-    """Held-out-voice rows' audio mixed with operating-room noise (`speech.noisy_copy`): `row_key` -> path."""
+    """Held-out-voice and held-out-engine rows' audio mixed with operating-room noise (`speech.noisy_copy`):
+    `row_key` -> path (their scores go to the split's noisy condition, `NOISY_OF`)."""
     out_dir = cfg.paths.noisy(snr_db)
     return {row_key(row): str(noisy_copy(ds.audio_path(row), out_dir, snr_db, cfg.seed))
-            for row in ds.rows if row["split"] == "heldout_voice"}
+            for row in ds.rows if row["split"] in NOISY_OF}
 
 
 def noisy_entries(cfg: Config, entries: list[dict], snr_db: float) -> list[dict]:
@@ -226,13 +228,16 @@ def summarize_balanced(frame: pd.DataFrame, majority: dict[str, str], options: E
 # "a − b > margin" is shown only when the paired interval's lower end clears the margin. Dev-test splits guide the
 # work; the final test (scored by the reference run only) is the record.
 CLAIMS = (
-    ("audio_finetuned", "text_finetuned", -0.03, ("heldout_video", "heldout_voice", FINAL_TEST), BALANCED),  # within 3 points
-    ("audio_finetuned", "text_finetuned", -0.05, ("heldout_video", "heldout_voice", FINAL_TEST), "accuracy"),  # within 5
-    ("audio_finetuned", "asr_pipeline", 0.0, ("heldout_video", "heldout_voice", NOISY, FINAL_TEST), BALANCED),
-    ("audio_finetuned", "asr_prompted", 0.0, ("heldout_video", "heldout_voice", NOISY, FINAL_TEST), BALANCED),
-    ("text_finetuned", "majority", 0.0, ("heldout_video", "heldout_voice", FINAL_TEST), BALANCED),
-    ("audio_finetuned", "majority", 0.0, ("heldout_video", "heldout_voice", NOISY, FINAL_TEST), BALANCED),
+    ("audio_finetuned", "text_finetuned", -0.03, (*TEST_SPLITS, FINAL_TEST), BALANCED),  # within 3 points
+    ("audio_finetuned", "text_finetuned", -0.05, (*TEST_SPLITS, FINAL_TEST), "accuracy"),  # within 5
+    ("audio_finetuned", "asr_pipeline", 0.0, (*TEST_SPLITS, NOISY, NOISY_ENGINE, FINAL_TEST), BALANCED),
+    ("audio_finetuned", "asr_prompted", 0.0, (*TEST_SPLITS, NOISY, NOISY_ENGINE, FINAL_TEST), BALANCED),
+    ("text_finetuned", "majority", 0.0, (*TEST_SPLITS, FINAL_TEST), BALANCED),
+    ("audio_finetuned", "majority", 0.0, (*TEST_SPLITS, NOISY, NOISY_ENGINE, FINAL_TEST), BALANCED),
 )
+# One system on two re-spoken copies of the same rows: (system, split a, split b, margin), "a − b > margin"
+# (the graft hears the held-out engine within 5 points of the held-out voices of its training engines).
+SPLIT_CLAIMS = (("audio_finetuned", "heldout_engine", "heldout_voice", -0.05),)
 PAIR_KEY = ["id", "video_id", "template", "voice", "split"]  # one scored row of one split
 
 
@@ -264,6 +269,35 @@ def paired_comparisons(predictions: pd.DataFrame, options: EvalConfig, claims=CL
     return out
 
 
+def split_comparisons(predictions: pd.DataFrame, options: EvalConfig, claims=SPLIT_CLAIMS) -> list[dict]:
+    """`SPLIT_CLAIMS`: one system's macro balanced accuracy on two re-spoken copies of the same base rows (ids without
+    their `_hv` / `_he` suffix), paired on those rows: {"a": "<system>:<split a>", "b": "<system>:<split b>", ...}."""
+    suffixes = (HELDOUT_VOICE_SUFFIX, HELDOUT_ENGINE_SUFFIX)
+
+    def base(ids: pd.Series) -> pd.Series:
+        for suffix in suffixes:
+            ids = ids.str.removesuffix(suffix)
+        return ids
+
+    out = []
+    for system, split_a, split_b, margin in claims:
+        a, b = (predictions[(predictions["system"] == system) & (predictions["split"] == s)] for s in (split_a, split_b))
+        if not len(a) or not len(b):
+            continue
+        a, b = a.assign(base=base(a["id"])), b.assign(base=base(b["id"]))
+        both = a.merge(b[["base", "video_id", "template", "prediction"]], on=["base", "video_id", "template"],
+                       suffixes=("", "_b"))
+        cells = stats.BalancedCells(both["question_type"], both["short_answer"])
+        if not cells.cells:
+            continue
+        hits_a, hits_b = cells.hits(both["prediction"]), cells.hits(both["prediction_b"])
+        d = stats.paired_difference(lambda w: cells.macro(w, hits_a), lambda w: cells.macro(w, hits_b),
+                                    replicates(both, options, cells.strata), margin)
+        out.append({"a": f"{system}:{split_a}", "b": f"{system}:{split_b}", "split": f"{split_a} vs {split_b}",
+                    "metric": BALANCED, "rows": int(len(both)), **d, "ci95": list(d["ci95"])})
+    return out
+
+
 LONG_CLAIM = ("audio_finetuned", "text_finetuned", -0.05)  # the graft's long answers within 5 points of the text model's
 
 
@@ -282,6 +316,21 @@ def long_answer_comparison(long_table: pd.DataFrame, options: EvalConfig) -> lis
              "ci95": list(d["ci95"])}]
 
 
+def summarize_by_engine(frame: pd.DataFrame, options: EvalConfig) -> dict[str, dict]:
+    """The dev-test rows (`TEST_SPLITS`, clean) per speech engine of the question's voice: exact and macro balanced
+    accuracy with their clustered intervals, and the rows."""
+    out: dict[str, dict] = {}
+    test = frame[frame["split"].isin(TEST_SPLITS)]
+    for engine, sel in test.groupby("engine"):
+        acc, ci = accuracy_ci(sel, options)
+        cells = stats.BalancedCells(sel["question_type"], sel["short_answer"])
+        bal = (stats.estimate(lambda w: cells.macro(w, cells.hits(sel["prediction"])), replicates(sel, options, cells.strata))
+               if cells.cells else {"value": None, "ci95": None})
+        out[str(engine)] = {"accuracy": acc, "ci95": ci, "balanced_accuracy": bal["value"],
+                            "balanced_ci95": list(bal["ci95"]) if bal["ci95"] is not None else None, "n": int(len(sel))}
+    return out
+
+
 def summarize_wording(frame: pd.DataFrame, options: EvalConfig) -> dict[str, dict]:
     """Per test split, accuracy of the held-out-wording rows and, apart, of the rows marked `seen_wording` (a
     wording the dataset uses in both its template files, so training saw it: `data.shared_wordings`)."""
@@ -298,7 +347,7 @@ def summarize_wording(frame: pd.DataFrame, options: EvalConfig) -> dict[str, dic
 
 def _split_rows(frame: pd.DataFrame):
     """(split, rows) for each evaluation split present, the noisy condition, and "overall" (val + test)."""
-    for split in (*EVAL_SPLITS, NOISY):
+    for split in (*EVAL_SPLITS, NOISY, NOISY_ENGINE):
         sel = frame[frame["split"] == split]
         if len(sel):
             yield split, sel
@@ -334,10 +383,13 @@ def load_predictions(cfg: Config) -> pd.DataFrame:
     return pd.read_json(path, orient="records", lines=True, dtype={"prediction": str, "short_answer": str})
 
 
-def scored_frame(system: str, rows: list[dict], predictions: list[str], split_override: str | None = None) -> pd.DataFrame:
+def scored_frame(system: str, rows: list[dict], predictions: list[str], noisy: bool = False) -> pd.DataFrame:
+    """One row per scored row; `noisy`: the rows heard with operating-room noise, scored under their split's noisy
+    condition (`NOISY_OF`)."""
     correct = score(rows, predictions)
     return pd.DataFrame([{
-        "system": system, "id": r["id"], "split": split_override or r["split"], "question_type": r["question_type"],
+        "system": system, "id": r["id"], "split": NOISY_OF[r["split"]] if noisy else r["split"],
+        "question_type": r["question_type"], "engine": r.get("engine"),
         "template": r.get("template"), "voice": r.get("voice"), "video_id": r["video_id"], "question": r["question"],
         "short_answer": r["short_answer"], "prediction": p, "correct": bool(c), "audio": r.get("audio"),
         "seen_wording": bool(r.get("seen_wording", False)), "clip": clip_key(r),
@@ -359,7 +411,7 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
     train_df = pd.DataFrame(splits["train"].rows)
     majority = metrics.majority_answers(train_df)
     frames.append(scored_frame("majority", rows, metrics.majority_predictions(pd.DataFrame(rows), majority)))
-    frames.append(scored_frame("majority", noisy_ds.rows, metrics.majority_predictions(pd.DataFrame(noisy_ds.rows), majority), NOISY))
+    frames.append(scored_frame("majority", noisy_ds.rows, metrics.majority_predictions(pd.DataFrame(noisy_ds.rows), majority), noisy=True))
 
     text_examples = vqa_examples(ds, "text")
     audio_examples = vqa_examples(ds, "audio")
@@ -372,16 +424,16 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
         frames.append(scored_frame(system, rows, out["predictions"]))
         if system.startswith("audio"):
             frames.append(scored_frame(system, noisy_ds.rows, run_model(model, models.processor, noisy_examples, options,
-                                                                  f"{system} (noisy)", cfg=cfg)["predictions"], NOISY))
+                                                                  f"{system} (noisy)", cfg=cfg)["predictions"], noisy=True))
     asr_out = asr_pipeline(models, ds, options, reuse_transcripts=True, cfg=cfg)
     frames.append(scored_frame("asr_pipeline", rows, asr_out["predictions"]).assign(transcript=asr_out["transcripts"]))
     asr_noisy = asr_pipeline(models, noisy_ds, options, noisy, desc="asr_pipeline (noisy)", reuse_transcripts=True, cfg=cfg)
-    frames.append(scored_frame("asr_pipeline", noisy_ds.rows, asr_noisy["predictions"], NOISY).assign(transcript=asr_noisy["transcripts"]))
+    frames.append(scored_frame("asr_pipeline", noisy_ds.rows, asr_noisy["predictions"], noisy=True).assign(transcript=asr_noisy["transcripts"]))
     # the adapted cascade: the same ASR decoding with the training questions as its prompt
-    for part, audio, split in ((ds, None, None), (noisy_ds, noisy, NOISY)):
-        out = asr_pipeline(models, part, options, audio, desc="asr_prompted" + (" (noisy)" if split else ""),
+    for part, audio, is_noisy in ((ds, None, False), (noisy_ds, noisy, True)):
+        out = asr_pipeline(models, part, options, audio, desc="asr_prompted" + (" (noisy)" if is_noisy else ""),
                            reuse_transcripts=True, cfg=cfg, prompt=prompt)
-        frames.append(scored_frame("asr_prompted", part.rows, out["predictions"], split).assign(transcript=out["transcripts"]))
+        frames.append(scored_frame("asr_prompted", part.rows, out["predictions"], noisy=is_noisy).assign(transcript=out["transcripts"]))
     predictions = pd.concat(frames, ignore_index=True)
 
     speed = speed_test(cfg, models, ds, options, prompt)
@@ -396,6 +448,8 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
             for key in ("accuracy", "ci95", "balanced_accuracy", "balanced_ci95"):
                 entry[key] = {k: None for k in (*EVAL_SPLITS, "overall")}
             entry["types_beating_majority"] = entry["types_tested_against_majority"] = None
+        if len(sel) and sel["engine"].notna().any():
+            entry["by_engine"] = summarize_by_engine(sel, options)
         if len(sel) and sel["seen_wording"].any():  # test rows worded as in training (data.shared_wordings)
             entry["by_wording"] = summarize_wording(sel, options)
         entry.update(speed.get(system, {}))
@@ -484,15 +538,20 @@ def speed_test(cfg: Config, models: Models, ds: Dataset, options: EvalConfig, pr
 TRANSCRIPTION_SETS = {
     "in_domain": "domain questions and answers by held-out voices; stage 1 heard them from training voices only",
     "unseen": "sentences in no training split, by held-out voices (the corpus test split)",
+    "engine_in_domain": "the in-domain sentences spoken by the held-out engine's voices",
+    "engine_unseen": "the unseen sentences spoken by the held-out engine's voices",
 }
+CORPUS_SPLIT_OF = {"in_domain": "test_in_domain", "unseen": "test", "engine_in_domain": "engine_test_in_domain",
+                   "engine_unseen": "engine_test"}
 
 
 def transcription_sets(corpus: list[dict], data_dir: Path, max_per_set: int | None = None,
                        seed: int = 0) -> dict[str, list[dict]]:
-    """The two held-out-voice transcription test sets of the speech corpus, with absolute `audio`:
-    in_domain (split `test_in_domain`) and unseen (split `test`). `max_per_set`: a seeded sample of each."""
+    """The transcription test sets of the speech corpus (`TRANSCRIPTION_SETS`, by corpus split `CORPUS_SPLIT_OF`),
+    with absolute `audio`; a set the corpus does not have (no held-out engine) is empty. `max_per_set`: a seeded
+    sample of each."""
     sets = {name: [{**e, "audio": str(Path(data_dir) / e["audio"])} for e in corpus if e["split"] == split]
-            for name, split in (("in_domain", "test_in_domain"), ("unseen", "test"))}
+            for name, split in CORPUS_SPLIT_OF.items()}
     if max_per_set is not None:
         rng = np.random.default_rng(seed)
         sets = {k: [v[i] for i in sorted(rng.permutation(len(v))[:max_per_set])] for k, v in sets.items()}
@@ -507,10 +566,11 @@ def transcription_test(cfg: Config, graft_model, processor, asr, corpus: list[di
     Returns ({"whisper_base"|"graft": {set: {"wer", "wer_ci95", "cer", "cer_ci95", "wer_noisy", ..., "n"}}},
     one row per (set, audio) with the reference and every transcript)."""
     sets = transcription_sets(corpus, cfg.paths.data, options.max_transcription_rows, cfg.seed)
-    for name in [k for k, v in sets.items() if not v]:
+    for name in [k for k, v in sets.items() if not v and not k.startswith("engine_")]:
         warnings.warn(f"transcription test: no {name} entries in the speech corpus ({TRANSCRIPTION_SETS[name]}); "
                       "that set is left out", stacklevel=2)
         del sets[name]
+    sets = {k: v for k, v in sets.items() if v}  # the engine's sets exist only with data.heldout_engine
     scores: dict[str, dict] = {"whisper_base": {}, "graft": {}}
     tables = []
     cache = transcript_cache(cfg, asr)
@@ -553,6 +613,8 @@ def wer_cer_ci(hypotheses: list[str], references: list[str], options: EvalConfig
 # The transcription claims, each on the same recordings: (set, condition, factor) — the graft's WER at most `factor`
 # times whisper-base's, i.e. factor × WER(whisper-base) − WER(graft) > 0.
 WER_CLAIMS = (("in_domain", "", 0.5), ("in_domain", "_noisy", 1.0), ("unseen", "", 1.0))
+# The graft on the held-out engine's in-domain sentences: its WER at most twice its held-out-voice WER on the same texts.
+ENGINE_WER_CLAIM = ("engine_in_domain", "in_domain", 2.0)
 
 
 def transcription_comparisons(transcripts: pd.DataFrame, options: EvalConfig) -> list[dict]:
@@ -574,6 +636,25 @@ def transcription_comparisons(transcripts: pd.DataFrame, options: EvalConfig) ->
         out.append({"a": "whisper_base", "scale": factor, "b": "graft", "split": name + condition, "metric": "wer",
                     "rows": int(len(t)), **d, "ci95": list(d["ci95"])})
     return out
+
+
+def engine_wer_comparison(transcripts: pd.DataFrame, options: EvalConfig) -> list[dict]:
+    """`ENGINE_WER_CLAIM`: factor × the graft's WER on one set − its WER on the other (the same texts by other
+    voices), resampling texts across both sets together; [] without the held-out engine's set."""
+    engine_set, voice_set, factor = ENGINE_WER_CLAIM
+    if not len(transcripts) or not {engine_set, voice_set} <= set(transcripts["set"]):
+        return []
+    t = transcripts[transcripts["set"].isin([engine_set, voice_set])]
+    counts = metrics.edit_counts(t["graft"].tolist(), t["reference"].tolist())
+    masks = {name: (t["set"] == name).to_numpy(dtype=float) for name in (engine_set, voice_set)}
+
+    def wer(name):
+        return lambda w: (w @ (counts["word_errors"] * masks[name])) / (w @ (counts["words"] * masks[name]))
+
+    d = stats.paired_difference(lambda w: factor * wer(voice_set)(w), wer(engine_set),
+                                stats.replicate_weights(t["reference"].tolist(), n_boot=options.bootstrap), 0.0)
+    return [{"a": f"graft:{voice_set}", "scale": factor, "b": f"graft:{engine_set}", "split": f"{engine_set} vs {voice_set}",
+             "metric": "wer", "rows": int(len(t)), **d, "ci95": list(d["ci95"])}]
 
 
 def graft_transcribe(model, processor, entries: list[dict], audio_root: Path | None, options: EvalConfig,

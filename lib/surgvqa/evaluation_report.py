@@ -13,16 +13,16 @@ import pandas as pd
 from . import metrics, stats
 from .config import Config, EvalConfig
 from .data import Dataset
-from .evaluate import (BALANCED, WER_CLAIMS, EvaluationResult, long_answer_comparison, paired_comparisons, replicates,
-                       transcription_comparisons)
-from .systems import EVAL_SPLITS, FINAL_TEST, NOISY, SYSTEMS, TEST_SPLITS
+from .evaluate import (BALANCED, WER_CLAIMS, EvaluationResult, engine_wer_comparison, long_answer_comparison,
+                       paired_comparisons, replicates, split_comparisons, transcription_comparisons)
+from .systems import EVAL_SPLITS, FINAL_TEST, NOISY, NOISY_ENGINE, SYSTEMS, TEST_SPLITS
 
 
 def systems_table(systems: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for system, e in systems.items():
         row = {"system": system, "label": e["label"]}
-        for split in ("overall", *EVAL_SPLITS, NOISY):
+        for split in ("overall", *EVAL_SPLITS, NOISY, NOISY_ENGINE):
             a = (e.get("accuracy") or {}).get(split)
             row[split] = None if a is None else round(100 * a, 1)
         row.update({k: e.get(k) for k in ("samples_per_s", "latency_ms_p50", "latency_ms_p95", "batch_size")})
@@ -32,7 +32,7 @@ def systems_table(systems: dict[str, dict]) -> pd.DataFrame:
 
 def per_type_accuracy(predictions: pd.DataFrame) -> pd.DataFrame:
     """Accuracy (%) per question type x system on val + test (noisy copies excluded)."""
-    sel = predictions[predictions["split"] != NOISY]
+    sel = predictions[~predictions["split"].isin([NOISY, NOISY_ENGINE])]
     table = sel.pivot_table(index="question_type", columns="system", values="correct", aggfunc="mean") * 100
     return table[[s for s in SYSTEMS if s in table.columns]].round(1)
 
@@ -42,7 +42,7 @@ def plot_systems(systems: dict[str, dict]):
     import matplotlib.pyplot as plt
 
     scored = [s for s in SYSTEMS if s in systems and (systems[s].get("accuracy") or {}).get("overall") is not None]
-    splits = [*EVAL_SPLITS, NOISY]
+    splits = [*EVAL_SPLITS, NOISY, NOISY_ENGINE]
     fig, axes = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     width = 0.8 / len(splits)
     for ax, (key, ci_key, label) in zip(axes, (("accuracy", "ci95", "exact accuracy (%)"),
@@ -175,6 +175,14 @@ def targets(predictions: pd.DataFrame, systems: dict[str, dict], speed: dict[str
         "noisy_heldout_voice_audio_vs_asr": [noisy["audio_finetuned"], noisy["asr_pipeline"]],
         "audio_beats_asr_with_noise": shown.get(("audio_finetuned", "asr_pipeline", NOISY, BALANCED), False),
         "audio_beats_prompted_asr_with_noise": shown.get(("audio_finetuned", "asr_prompted", NOISY, BALANCED), False),
+        # the held-out engine: heard within 5 points of the held-out voices (same rows), at least the cascades in noise
+        "graft_heldout_engine_within_5_points_of_heldout_voice": shown.get(
+            ("audio_finetuned:heldout_engine", "audio_finetuned:heldout_voice", "heldout_engine vs heldout_voice", BALANCED), False),
+        "graft_beats_asr_on_heldout_engine_with_noise": shown.get(("audio_finetuned", "asr_pipeline", NOISY_ENGINE, BALANCED), False),
+        "graft_beats_prompted_asr_on_heldout_engine_with_noise": shown.get(
+            ("audio_finetuned", "asr_prompted", NOISY_ENGINE, BALANCED), False),
+        "graft_engine_in_domain_wer_at_most_2x_heldout_voice": any(
+            c["shown"] for c in comparisons or [] if c["split"] == "engine_in_domain vs in_domain"),
     }
     floors = floors if floors is not None else floors_and_subsets(predictions)
     bal = {s: systems.get(s, {}).get("balanced_accuracy") or {} for s in ("text_finetuned", "audio_finetuned")}
@@ -269,7 +277,7 @@ def floors_and_subsets(predictions: pd.DataFrame) -> dict[str, dict]:
     discriminative subset (types whose answers vary in those rows) next to the test-prior floor."""
     majority = training_majority(predictions)
     out: dict[str, dict] = {}
-    for (system, split), g in predictions[predictions.split.isin([*EVAL_SPLITS, NOISY])].groupby(["system", "split"]):
+    for (system, split), g in predictions[predictions.split.isin([*EVAL_SPLITS, NOISY, NOISY_ENGINE])].groupby(["system", "split"]):
         # without the point count of types above the majority: "beats" is the test of `balance_by_type`
         out.setdefault(system, {})[split] = {k: _round(v) for k, v in metrics.balanced_summary(g, majority).items()
                                              if k != "types_beating_majority"}
@@ -309,7 +317,7 @@ def _points(a, b):
 
 def accuracy_by_template(predictions: pd.DataFrame) -> pd.DataFrame:
     """Accuracy (%) per system x question wording (`in` template vs `out` paraphrase); noisy copies excluded."""
-    return predictions[predictions.split != NOISY].pivot_table(
+    return predictions[~predictions.split.isin([NOISY, NOISY_ENGINE])].pivot_table(
         index="system", columns="template", values="correct", aggfunc="mean").mul(100).round(1)
 
 
@@ -320,8 +328,9 @@ def rows_per_split(rows: Dataset) -> dict[str, int]:
 def evaluation_metrics(cfg: Config, result: EvaluationResult, rows: Dataset) -> dict[str, Any]:
     """Notebook 04's metrics JSON: every system, transcription, per-type and per-wording accuracy, speed, targets."""
     speed = speed_ratios(result.systems)
-    comparisons = (paired_comparisons(result.predictions, cfg.eval) + long_answer_comparison(result.long_table, cfg.eval)
-                   + transcription_comparisons(result.transcripts, cfg.eval))
+    comparisons = (paired_comparisons(result.predictions, cfg.eval) + split_comparisons(result.predictions, cfg.eval)
+                   + long_answer_comparison(result.long_table, cfg.eval) + transcription_comparisons(result.transcripts, cfg.eval)
+                   + engine_wer_comparison(result.transcripts, cfg.eval))
     floors, balance = floors_and_subsets(result.predictions), balance_by_type(result.predictions, cfg.eval)
     return {
         "systems": result.systems,

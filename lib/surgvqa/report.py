@@ -34,7 +34,8 @@ from .systems import SPLIT_TITLES, SYSTEMS, TEST_SPLITS
 EVAL_STEM = "04_evaluation"
 ASR_ORDER = ("whisper_base", "graft")
 ASR_COLUMNS = (("wer", "WER clean"), ("cer", "CER clean"), ("wer_noisy", "WER noisy"), ("cer_noisy", "CER noisy"))
-ASR_SETS = {"in_domain": "in-domain sentences", "unseen": "unseen sentences"}  # evaluate.TRANSCRIPTION_SETS
+ASR_SETS = {"in_domain": "in-domain sentences", "unseen": "unseen sentences",
+            "engine_in_domain": "in-domain sentences, held-out engine", "engine_unseen": "unseen sentences, held-out engine"}  # evaluate.TRANSCRIPTION_SETS
 TRAINING_PREFIXES = ("02_", "03_")
 FIGURE_PREFIXES = ("02_", "03_", "04_", "05_")
 NOTEBOOK_HTML = re.compile(r"^\d\d_.+\.html$")
@@ -216,7 +217,7 @@ def _headline(merged: dict) -> str:
     for sid in _ordered(systems, SYSTEMS):
         s = systems[sid] if isinstance(systems[sid], dict) else {}
         bal, ci = s.get("balanced_accuracy") or {}, s.get("balanced_ci95") or {}
-        if not any(bal.get(split) is not None for split in TEST_SPLITS):
+        if not any(bal.get(split) is not None for split in TEST_SPLITS):  # a split the run lacks shows "–"
             continue
         cells = "".join(f'<td class="num">{_e(fmt_acc_ci(bal.get(split), ci.get(split)))}</td>' for split in TEST_SPLITS)
         rows.append(f'<tr><td title="{_e(sid)}">{_e(s.get("label") or sid)}</td>{cells}'

@@ -23,15 +23,17 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .config import REPO_ROOT
-from .systems import FINAL_TEST, NOISY, SYSTEMS, TEST_SPLITS
+from .systems import FINAL_TEST, NOISY, NOISY_ENGINE, SYSTEMS, TEST_SPLITS
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 RESULTS_FILE = "RESULTS.md"
 SPLIT_NAMES = {"val": "val", "heldout_video": "held-out video", "heldout_voice": "held-out voice",
-               NOISY: "held-out voice + OR noise", FINAL_TEST: "final test"}
+               NOISY: "held-out voice + OR noise", "heldout_engine": "held-out engine",
+               NOISY_ENGINE: "held-out engine + OR noise", FINAL_TEST: "final test"}
 ASR_ORDER = ("whisper_base", "graft")
-ASR_SET_NAMES = {"in_domain": "in-domain sentences", "unseen": "unseen sentences"}
+ASR_SET_NAMES = {"in_domain": "in-domain sentences", "unseen": "unseen sentences",
+                 "engine_in_domain": "in-domain sentences, held-out engine", "engine_unseen": "unseen sentences, held-out engine"}
 # The training stages: (name in the table, notebook, key of its StageResult metrics).
 STAGES = (("stage 0: base VLM", "02_stage1", "stage0"), ("stage 1: speech alignment", "02_stage1", "stage1"),
           ("stage 2: graft", "03_stage2", "audio"), ("stage 2: text model", "03_stage2", "text"))
@@ -145,7 +147,7 @@ def scored_systems(metrics: Mapping) -> tuple[list[str], list[str]]:
     scored, speed_only = [], []
     for sid in ordered(systems, SYSTEMS):
         values = [get(metrics, "systems", sid, key, split) for key in ("balanced_accuracy", "accuracy")
-                  for split in TEST_SPLITS]
+                  for split in headline_splits(metrics)]
         (speed_only if all(v is None for v in values) else scored).append(sid)
     if not scored:
         raise MissingMetric("systems", "without any system scored on the held-out splits")
@@ -153,10 +155,10 @@ def scored_systems(metrics: Mapping) -> tuple[list[str], list[str]]:
 
 
 def headline_splits(metrics: Mapping) -> tuple[str, ...]:
-    """The dev-test splits, and the final test where the run scored it (the reference run)."""
+    """The dev-test splits the run scored (a run before the held-out engine has two), and the final test where the
+    run scored it (the reference run)."""
     rows = get(metrics, "notebooks", "04_evaluation", "rows")
-    final = isinstance(rows, Mapping) and FINAL_TEST in rows
-    return (*TEST_SPLITS, FINAL_TEST) if final else TEST_SPLITS
+    return tuple(s for s in (*TEST_SPLITS, FINAL_TEST) if isinstance(rows, Mapping) and s in rows)
 
 
 def headline_table(metrics: Mapping) -> str:
@@ -209,7 +211,7 @@ def seed_spread_line(metrics: Mapping) -> str:
     parts = []
     for sid in ("audio_finetuned", "text_finetuned"):
         cells = []
-        for split in TEST_SPLITS:
+        for split in (s for s in TEST_SPLITS if s in mapping(metrics, "notebooks", "seed_spread", "spread", sid)):
             s = get(metrics, "notebooks", "seed_spread", "spread", sid, split)
             cells.append(f"{SPLIT_NAMES[split]} {pct(s['mean'])} ± {pct(s['sd'])} [{pct(s['min'])}, {pct(s['max'])}]")
         parts.append(f"{get(metrics, 'systems', sid, 'label')}: " + "; ".join(cells))

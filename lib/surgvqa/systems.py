@@ -13,12 +13,17 @@ LABELS = {
     "asr_prompted": "ASR (faster-whisper, domain prompt) -> text model",
     "audio_upstream": "audio + video: upstream-style graft (1500 tokens)",
 }
-TEST_SPLITS = ("heldout_video", "heldout_voice")  # the dev-test rows, each question by a training and a held-out voice
+# the dev-test rows, each question by a training voice, a held-out voice of the training engines and a voice of the
+# held-out engine (the engine family no training pool hears)
+TEST_SPLITS = ("heldout_video", "heldout_voice", "heldout_engine")
 DEV_SPLITS = ("val", *TEST_SPLITS)  # what recipes are chosen on ("overall" = these rows)
 FINAL_TEST = "final_test"  # unseen videos and voices, scored only by the reference run (`eval.score_final_test`)
 EVAL_SPLITS = (*DEV_SPLITS, FINAL_TEST)
 NOISY = "heldout_voice_noisy"  # held-out voices with operating-room noise (audio systems and ASR only)
+NOISY_ENGINE = "heldout_engine_noisy"  # the held-out engine with the same noise
+NOISY_OF = {"heldout_voice": NOISY, "heldout_engine": NOISY_ENGINE}  # a spoken split -> its noisy condition
 # Column titles of the reports, in reading order.
 SPLIT_TITLES = {"overall": "Accuracy overall (dev)", "val": "Val", "heldout_video": "Held-out video",
                 "heldout_voice": "Held-out voice", NOISY: "Held-out voice + OR noise",
+                "heldout_engine": "Held-out engine", NOISY_ENGINE: "Held-out engine + OR noise",
                 FINAL_TEST: "Final test (unseen video + voice)"}
