@@ -341,3 +341,17 @@ def data_benchmark(cfg, num_videos: int = 2, speech_texts: int = 20) -> dict[str
         "speech_audio_s_per_s": round(secs / st, 1),
         "speech_utterances": len(texts),
     }
+
+
+def one_question_per_engine(splits) -> dict[str, tuple[dict, object]]:
+    """engine -> (a row, its dataset): the same question text as asked by one voice of every speech engine in the
+    run (training engines from the training rows, the held-out engine from its dev-test rows), for listening."""
+    by_text: dict[str, dict[str, tuple[dict, object]]] = {}
+    for name in ("train", "test"):
+        ds = splits[name]
+        for r in ds.rows:
+            if r.get("engine") and (name == "train" or r.get("group") == "heldout_engine"):
+                by_text.setdefault(r["question"], {}).setdefault(r["engine"], (r, ds))
+    if not by_text:
+        raise ValueError("no row records its speech engine: rebuild the data step (notebook 01)")
+    return max(by_text.values(), key=len)  # the question heard from the most engines

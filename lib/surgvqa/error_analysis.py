@@ -32,7 +32,7 @@ ASR = "asr_pipeline"
 __all__ = [
     "TEST_SPLITS", "OTHER",
     "confusion_matrix", "plot_confusions",
-    "type_accuracy", "worst_cases",
+    "type_accuracy", "by_engine_and_voice", "worst_cases",
     "case_frames", "case_html", "show_cases",
     "misheard", "misheard_counts", "misheard_html",
     "error_metrics",
@@ -150,6 +150,18 @@ def type_accuracy(predictions: pd.DataFrame, systems: Iterable[str] = (GRAFT, TE
     first = frames[systems[0]] if systems else pd.DataFrame(columns=["question_type"])
     table["n"] = first.groupby("question_type").size().reindex(order).fillna(0).astype(int)
     return table
+
+
+def by_engine_and_voice(predictions: pd.DataFrame, systems: Iterable[str] = (GRAFT, ASR, TEXT),
+                        splits: Iterable[str] = TEST_SPLITS) -> pd.DataFrame:
+    """Exact accuracy (%) per speech engine and voice of the question on the dev-test rows (clean), per system,
+    with the rows behind each figure (as the seeds' author broke his results down per voice)."""
+    sel = predictions[predictions["system"].isin(list(systems)) & predictions["split"].isin(list(splits))]
+    if "engine" not in sel or sel["engine"].isna().all():
+        raise ValueError("the predictions record no speech engine: re-run notebooks 01 and 04")
+    table = sel.pivot_table(index=["engine", "voice"], columns="system", values="correct", aggfunc="mean") * 100
+    table["rows"] = sel[sel["system"] == next(iter(systems))].groupby(["engine", "voice"]).size()
+    return table[[s for s in systems if s in table.columns] + ["rows"]].round(1)
 
 
 def worst_cases(predictions: pd.DataFrame, system: str, n: int = 6, seed: int = 0,
