@@ -24,7 +24,7 @@ EXPECTED_METRICS = {
     "03_stage2_qlora": {"audio", "text", "lora_report", "wall_time_s", "samples_per_s", "peak_memory_mb",
                         "final_train_loss", "stages_0_to_2_s"},
     "04_evaluation": {"systems", "asr", "targets", "per_type_accuracy", "speed_ratios"},
-    "05_error_analysis": {"audio_swap", "misheard", "per_type_accuracy", "test_accuracy"},
+    "05_error_analysis": {"audio_swap", "misheard", "per_type_accuracy", "test_accuracy", "consistency"},
     "06_demo": {"examples", "conditions", "graft_latency_ms_p50", "asr_latency_ms_p50"},
 }
 # Notebooks that write a second metrics file, and what it must hold.

@@ -16,11 +16,11 @@ import pandas as pd
 
 from . import evaluate, metrics
 from .answers import canonical_answer, in_vocabulary
-from .data import Dataset, row_key
+from .data import Dataset, clip_key, row_key
 from .schema import ANSWER_VOCAB
 from .systems import TEST_SPLITS
 
-__all__ = ["split_rows", "swap_audio_map", "audio_swap_check", "plot_swap"]
+__all__ = ["split_rows", "swap_audio_map", "audio_swap_check", "consistency_check", "plot_swap"]
 
 
 def split_rows(ds: Dataset, splits: Iterable[str] = TEST_SPLITS) -> Dataset:
@@ -151,6 +151,31 @@ def audio_swap_check(model, processor, ds: Dataset, options, majority: dict[str,
             "donor_type": [donor_type[str(Path(swap[row_key(r)]))] for r in rows],
         }),
     }
+
+
+def consistency_check(model, processor, ds: Dataset, options, progress_desc: str = "consistency", cfg=None) -> dict[str, Any]:
+    """Does the graft answer the question it hears, and only that? The same rows answered twice, the second time in
+    reverse order (other batch neighbours and padding): the share of identical answers (`same_audio_same_answer`);
+    and every pair of rows about one clip whose true answers differ: the share of pairs whose answers differ too
+    (`different_questions_different_answers`, with the pairs counted)."""
+    from .collate import vqa_examples
+
+    rows = ds.rows
+    examples = vqa_examples(ds, "audio")
+    first = evaluate.run_model(model, processor, examples, options, f"{progress_desc}: in order", cfg=cfg)["predictions"]
+    again = evaluate.run_model(model, processor, examples[::-1], options, f"{progress_desc}: reversed",
+                               cfg=cfg)["predictions"][::-1]
+    answer = [canonical_answer(p, r["question_type"]) for p, r in zip(first, rows)]
+    truth = [canonical_answer(r["short_answer"], r["question_type"]) for r in rows]
+    by_clip: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_clip.setdefault(clip_key(r), []).append(i)
+    pairs = [(i, j) for idx in by_clip.values() for a, i in enumerate(idx) for j in idx[a + 1:]
+             if rows[i]["question_type"] != rows[j]["question_type"] and truth[i] != truth[j]]
+    return {"rows": len(rows),
+            "same_audio_same_answer": float(np.mean([a == b for a, b in zip(first, again)])) if rows else None,
+            "different_questions_different_answers": float(np.mean([answer[i] != answer[j] for i, j in pairs])) if pairs else None,
+            "pairs": len(pairs)}
 
 
 def plot_swap(result: dict[str, Any]):

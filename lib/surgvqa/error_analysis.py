@@ -422,7 +422,7 @@ def _json_float(x: Any) -> float | None:
     return None if np.isnan(x) else round(x, 4)
 
 
-def error_metrics(predictions: pd.DataFrame, swap: dict[str, Any] | None = None,
+def error_metrics(predictions: pd.DataFrame, swap: dict[str, Any] | None = None, consistency: dict[str, Any] | None = None,
                   misheard_df: pd.DataFrame | None = None, misheard_noisy_df: pd.DataFrame | None = None,
                   graft: str = GRAFT, text: str = TEXT, splits: Iterable[str] = TEST_SPLITS) -> dict[str, Any]:
     """Notebook 05's metrics JSON: per-type test accuracy of the graft vs the text model, the swap result
@@ -446,6 +446,9 @@ def error_metrics(predictions: pd.DataFrame, swap: dict[str, Any] | None = None,
     }
     if misheard_noisy_df is not None:
         out["misheard_noisy"] = misheard_counts(misheard_noisy_df)
+    if consistency is not None:  # audio_swap.consistency_check; the target: >= 0.90 of pairs answered differently
+        out["consistency"] = {**consistency, "different_answers_at_least_0.90": bool(
+            (consistency.get("different_questions_different_answers") or 0) >= 0.90)}
     if swap is not None:
         out["audio_swap"] = {
             "rows": swap["rows"],
