@@ -320,7 +320,7 @@ def test_smoke_stages_and_evaluation_on_the_real_folder(tmp_path):
     ds = data.Dataset(pick, run.splits["test"].root, run.splits["test"].audio_root)
     out = evaluate.run_model(graft, processor, vqa_examples(ds, "audio"), cfg.eval, "real folder", cfg=cfg)
     assert len(out["predictions"]) == len(pick) == 5
-    frame = evaluate._frame("audio_finetuned", pick, out["predictions"])
+    frame = evaluate.scored_frame("audio_finetuned", pick, out["predictions"])
     accuracy, _ = evaluate.summarize(frame, cfg.eval)
     assert set(accuracy) == {"val", "heldout_video", "heldout_voice", "overall"}
     by_wording = evaluate.summarize_wording(frame, cfg.eval)
