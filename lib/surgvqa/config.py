@@ -122,6 +122,9 @@ class DataConfig:
     train_templates: list[str] = field(default_factory=lambda: ["in", "out"])
     test_templates: list[str] = field(default_factory=lambda: ["out"])
     noise_snr_db: float | None = None  # operating-room noise mixed into speech; None = clean
+    # share of the training recordings (stage-1 pool, stage-2 questions) heard through a random room, microphone and
+    # codec (surgvqa.channel); val and the tests stay as spoken. 0 = off
+    augment_share: float = 0.0
     # explicit dev-test / final-test videos; [] = the last `final_test_videos` sorted, and the `heldout_videos` before them
     heldout_video_ids: list[str] = field(default_factory=list)
     final_test_video_ids: list[str] = field(default_factory=list)
@@ -155,6 +158,8 @@ class DataConfig:
             raise ConfigError(f"data.num_frames must be even (temporal patch 2), got {self.num_frames}")
         if not 16 <= self.frame_size <= 384:
             raise ConfigError(f"data.frame_size must be in 16..384, got {self.frame_size}")
+        if not 0.0 <= self.augment_share <= 1.0:
+            raise ConfigError(f"data.augment_share must be in [0, 1], got {self.augment_share}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         _choice("data.shared_wordings", self.shared_wordings, SHARED_WORDING_RULES)

@@ -27,7 +27,7 @@ import numpy as np
 
 from .data import (DataError, DataSummary, Dataset, RunData, load_dataset, load_jsonl, read_data_meta, read_jsonl,
                    resolve_under, write_jsonl)
-from . import speech, stratify, synthetic
+from . import channel, speech, stratify, synthetic
 from .config import REPO_ROOT, Config, ConfigError
 from .wording import narration_sentences, speakable
 
@@ -146,6 +146,22 @@ def _audio_for(text: str, voice, audio_dir: Path, noise_snr_db: float | None, se
     return result
 
 
+def heard_through_channels(rows: list[dict], audio_key: str, seconds_key: str, out: Path, share: float,
+                           seed: int) -> None:
+    """Replace the audio of the `share` of `rows` that `channel.chosen` picks by its channel copy, recording the
+    channel's parameters (`channel`) and the recording it came from (`spoken_audio`)."""
+    import soundfile as sf
+
+    for r in rows:
+        src = out / r[audio_key]
+        if not channel.chosen(seed, src.name, share):
+            continue
+        path, params = channel.channel_copy(src, out / "audio_channel", seed)
+        info = sf.info(str(path))
+        r["spoken_audio"], r["channel"] = r[audio_key], params
+        r[audio_key], r[seconds_key] = path.relative_to(out).as_posix(), round(info.frames / info.samplerate, 3)
+
+
 def _link_source_audio(src: Path, rel: str, out: Path) -> tuple[str, float]:
     """Make a real dataset's audio file reachable under the data dir (hard link, else copy).
 
@@ -228,7 +244,7 @@ def _clean_outputs(out: Path) -> None:
     for name in ("in_template.jsonl", "out_template.jsonl", "speech_corpus.jsonl"):
         (out / name).unlink(missing_ok=True)
     # temp files of a killed writer (finished ones are renamed): JSONL and stamp here, wavs in the audio cache
-    for tmp in [*out.glob(".*.tmp"), *(out / "audio").glob(".tmp*")]:
+    for tmp in [*out.glob(".*.tmp"), *(out / "audio").glob(".tmp*"), *(out / "audio_channel").glob(".tmp*")]:
         tmp.unlink()
 
 
@@ -294,6 +310,7 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
             if not r.get("audio"):
                 r["audio"], r["audio_s"] = _audio_for(r["question"], by_name[r["voice"]], audio_dir, d.noise_snr_db, cfg.seed, cache)
             r["engine"] = by_name[r["voice"]].engine if r["voice"] in by_name else "recorded"
+    heard_through_channels(splits["train"], "audio", "audio_s", out, d.augment_share, cfg.seed)
     timings["splits_and_speech_s"] = time.perf_counter() - t1
     # 4. stage-1 speech corpus (texts of the training templates only)
     t2 = time.perf_counter()
@@ -303,6 +320,8 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
                                  train_voices, heldout_voices, audio_dir, cfg.seed, d.unseen_texts,
                                  trained_texts(splits["train"]), d.corpus_voices_per_text, d.noise_snr_db, cache,
                                  engine_voices=engine_voices)
+    heard_through_channels([e for e in corpus if e["split"] == "train"], "audio", "duration_s", out, d.augment_share,
+                           cfg.seed)
     timings["speech_corpus_s"] = time.perf_counter() - t2
     # 5. leakage checks, then write
     stratify.check_leakage(splits, heldout_voices=[v.name for v in heldout_voices + engine_voices], train_templates=d.train_templates,
