@@ -241,41 +241,46 @@ SPLIT_CLAIMS = (("audio_finetuned", "heldout_engine", "heldout_voice", -0.05),)
 PAIR_KEY = ["id", "video_id", "template", "voice", "split"]  # one scored row of one split
 
 
+def paired_difference(both: pd.DataFrame, options: EvalConfig, metric: str, margin: float) -> dict | None:
+    """a − b on rows scored by both (`both`: a's columns, b's `prediction_b` / `correct_b`), with the clustered,
+    cell-stratified replicates of `summarize_balanced` (macro balanced accuracy) or the clustered ones of
+    `accuracy_ci` (exact accuracy): {"metric", "rows", "diff", "ci95", "margin", "shown"}; None when nothing pairs."""
+    if not len(both):
+        return None
+    if metric == BALANCED:
+        cells = stats.BalancedCells(both["question_type"], both["short_answer"])
+        if not cells.cells:
+            return None
+        hits_a, hits_b = cells.hits(both["prediction"]), cells.hits(both["prediction_b"])
+        value_a, value_b = (lambda w: cells.macro(w, hits_a)), (lambda w: cells.macro(w, hits_b))
+        weights = replicates(both, options, cells.strata)
+    else:
+        correct_a, correct_b = (both[c].to_numpy(dtype=float) for c in ("correct", "correct_b"))
+        value_a, value_b = (lambda w: stats.weighted_mean(w, correct_a)), (lambda w: stats.weighted_mean(w, correct_b))
+        weights = replicates(both, options)
+    d = stats.paired_difference(value_a, value_b, weights, margin)
+    return {"metric": metric, "rows": int(len(both)), **d, "ci95": list(d["ci95"])}
+
+
 def paired_comparisons(predictions: pd.DataFrame, options: EvalConfig, claims=CLAIMS) -> list[dict]:
     """Every claim of `claims` on the rows both systems were scored on: {"a", "b", "split", "metric", "diff",
-    "ci95", "margin", "shown"}, with the clustered, cell-stratified replicates of `summarize_balanced` (macro
-    balanced accuracy) or the clustered ones of `accuracy_ci` (exact accuracy)."""
+    "ci95", "margin", "shown"} (`paired_difference`)."""
     out = []
     for a, b, margin, splits, metric in claims:
         for split in splits:
             rows = [predictions[(predictions["system"] == s) & (predictions["split"] == split)] for s in (a, b)]
             both = rows[0].merge(rows[1][PAIR_KEY + ["prediction", "correct"]], on=PAIR_KEY, suffixes=("", "_b"))
-            if not len(both):
-                continue
-            if metric == BALANCED:
-                cells = stats.BalancedCells(both["question_type"], both["short_answer"])
-                if not cells.cells:
-                    continue
-                hits_a, hits_b = cells.hits(both["prediction"]), cells.hits(both["prediction_b"])
-                value_a, value_b = (lambda w: cells.macro(w, hits_a)), (lambda w: cells.macro(w, hits_b))
-                weights = replicates(both, options, cells.strata)
-            else:
-                correct_a, correct_b = (both[c].to_numpy(dtype=float) for c in ("correct", "correct_b"))
-                value_a, value_b = (lambda w: stats.weighted_mean(w, correct_a)), (lambda w: stats.weighted_mean(w, correct_b))
-                weights = replicates(both, options)
-            d = stats.paired_difference(value_a, value_b, weights, margin)
-            out.append({"a": a, "b": b, "split": split, "metric": metric, "rows": int(len(both)), **d,
-                        "ci95": list(d["ci95"])})
+            if (d := paired_difference(both, options, metric, margin)) is not None:
+                out.append({"a": a, "b": b, "split": split, **d})
     return out
 
 
 def split_comparisons(predictions: pd.DataFrame, options: EvalConfig, claims=SPLIT_CLAIMS) -> list[dict]:
     """`SPLIT_CLAIMS`: one system's macro balanced accuracy on two re-spoken copies of the same base rows (ids without
     their `_hv` / `_he` suffix), paired on those rows: {"a": "<system>:<split a>", "b": "<system>:<split b>", ...}."""
-    suffixes = (HELDOUT_VOICE_SUFFIX, HELDOUT_ENGINE_SUFFIX)
 
     def base(ids: pd.Series) -> pd.Series:
-        for suffix in suffixes:
+        for suffix in (HELDOUT_VOICE_SUFFIX, HELDOUT_ENGINE_SUFFIX):
             ids = ids.str.removesuffix(suffix)
         return ids
 
@@ -285,16 +290,10 @@ def split_comparisons(predictions: pd.DataFrame, options: EvalConfig, claims=SPL
         if not len(a) or not len(b):
             continue
         a, b = a.assign(base=base(a["id"])), b.assign(base=base(b["id"]))
-        both = a.merge(b[["base", "video_id", "template", "prediction"]], on=["base", "video_id", "template"],
+        both = a.merge(b[["base", "video_id", "template", "prediction", "correct"]], on=["base", "video_id", "template"],
                        suffixes=("", "_b"))
-        cells = stats.BalancedCells(both["question_type"], both["short_answer"])
-        if not cells.cells:
-            continue
-        hits_a, hits_b = cells.hits(both["prediction"]), cells.hits(both["prediction_b"])
-        d = stats.paired_difference(lambda w: cells.macro(w, hits_a), lambda w: cells.macro(w, hits_b),
-                                    replicates(both, options, cells.strata), margin)
-        out.append({"a": f"{system}:{split_a}", "b": f"{system}:{split_b}", "split": f"{split_a} vs {split_b}",
-                    "metric": BALANCED, "rows": int(len(both)), **d, "ci95": list(d["ci95"])})
+        if (d := paired_difference(both, options, BALANCED, margin)) is not None:
+            out.append({"a": f"{system}:{split_a}", "b": f"{system}:{split_b}", "split": f"{split_a} vs {split_b}", **d})
     return out
 
 
