@@ -312,3 +312,26 @@ def test_the_seed_spread_is_shown_beside_the_headline_only_for_its_own_run():
     assert "seeds 0, 1, 2" in line and "graft: held-out video 60.0 ± 1.2 [58.8, 61.0]" in line
     assert "not measured" in seed_spread_line({**metrics, "notebook_params_hash": {"seed_spread": "other"}})
     assert "not measured" in seed_spread_line({"params_hash": "abc"})
+
+
+def test_which_system_to_use_follows_the_paired_claims_on_the_held_out_engine(metrics):
+    assert results_page.which_system_line(metrics) is None  # a run without the held-out engine: no line
+    for sid, quiet, noisy in (("audio_finetuned", 0.6111, 0.5333), ("asr_pipeline", 0.6555, 0.4111),
+                              ("asr_prompted", 0.6777, 0.4222)):
+        metrics["systems"].setdefault(sid, {**copy.deepcopy(metrics["systems"]["asr_pipeline"]), "label": f"label of {sid}"})
+        metrics["systems"][sid]["balanced_accuracy"].update({"heldout_engine": quiet, "heldout_engine_noisy": noisy})
+    claim = lambda b, split, diff, lo, hi: {"a": "audio_finetuned", "b": b, "split": split,  # noqa: E731
+                                            "metric": "macro_balanced_accuracy", "diff": diff, "ci95": [lo, hi],
+                                            "margin": 0.0, "shown": lo > 0}
+    metrics["comparisons"] = [claim("asr_pipeline", "heldout_engine", -0.0444, -0.09, 0.002),
+                              claim("asr_prompted", "heldout_engine", -0.0666, -0.11, -0.021),
+                              claim("asr_pipeline", "heldout_engine_noisy", 0.1222, 0.071, 0.17),
+                              claim("asr_prompted", "heldout_engine_noisy", 0.1111, 0.062, 0.16)]
+    line = results_page.which_system_line(metrics)
+    # quiet: the prompted cascade is the stronger one there, and its interval is below zero
+    assert "quiet, the cascade (label of asr_prompted): graft − cascade -6.7 points [-11.0, -2.1]" in line
+    # noisy: the prompted cascade is stronger again (0.4222), and the graft beats it
+    assert "with operating-room noise, the graft: graft − cascade 11.1 points [6.2, 16.0]" in line
+    assert "176.2 ms" in line and "Which system to use" in results_page.render_headline(metrics)
+    metrics["comparisons"][1].update(ci95=[-0.11, 0.01])
+    assert "quiet, either (no difference shown against label of asr_prompted)" in results_page.which_system_line(metrics)

@@ -193,11 +193,47 @@ def render_headline(metrics: Mapping) -> str:
     if speed_only:
         labels = ", ".join(str(get(metrics, "systems", sid, "label")) for sid in speed_only)
         lines += ["", f"Timed for speed only (no accuracy recorded): {labels}."]
+    choice = which_system_line(metrics)
+    if choice:
+        lines += ["", choice]
     lines += ["", seed_spread_line(metrics)]
     stale = get(metrics, "stale")
     if stale:
         lines += ["", f"**Stale:** metrics of {', '.join(map(str, stale))} were produced with other params."]
     return "\n".join(lines)
+
+
+CASCADES = ("asr_pipeline", "asr_prompted")
+# where the choice between hearing and transcribing is made: speech of an engine no training pool heard, quiet and noisy
+CHOICE_SPLITS = (("heldout_engine", "quiet"), (NOISY_ENGINE, "with operating-room noise"))
+
+
+def which_system_line(metrics: Mapping) -> str | None:
+    """Which system to use, from the held-out engine's rows: per condition, the graft against the stronger cascade
+    there (its paired claim decides), then both single-question latencies; None for a run without those claims."""
+    claims = [c for c in metrics.get("comparisons") or [] if c.get("a") == "audio_finetuned" and c.get("b") in CASCADES
+              and c.get("metric") == "macro_balanced_accuracy"]
+    parts, cascades = [], []
+    for split, condition in CHOICE_SPLITS:
+        here = {c["b"]: c for c in claims if c["split"] == split}
+        if not here:
+            continue
+        b = max(here, key=lambda s: num(metrics, "systems", s, "balanced_accuracy", split))
+        c, label = here[b], str(get(metrics, "systems", b, "label"))
+        lo, hi = c["ci95"]
+        verdict = ("the graft" if c["shown"] else f"the cascade ({label})" if hi < 0
+                   else f"either (no difference shown against {label})")
+        parts.append(f"{condition}, {verdict}: graft − cascade {fixed(100 * c['diff'])} points "
+                     f"[{fixed(100 * lo)}, {fixed(100 * hi)}]")
+        cascades.append(b)
+    if not parts:
+        return None
+    latency = mapping(metrics, "notebooks", "04_latency", "systems")
+    timed = [sid for sid in ("audio_finetuned", *dict.fromkeys(cascades)) if sid in latency]
+    speed = "; ".join(f"{get(metrics, 'systems', sid, 'label')} {fixed(num(metrics, 'notebooks', '04_latency', 'systems', sid, 'latency_ms_p50'))} ms"
+                      for sid in timed)
+    return ("Which system to use for speech like the held-out engine's (macro balanced, paired, the stronger cascade "
+            "on each condition): " + "; ".join(parts) + f". One question's latency (p50): {speed}.")
 
 
 def seed_spread_line(metrics: Mapping) -> str:
