@@ -190,3 +190,24 @@ def test_seed_spread_trains_stage2_again_beside_the_run(smoke_trained):
             assert s["n"] == 2 and s["min"] <= s["mean"] <= s["max"] and s["sd"] >= 0, (system, split)
     with pytest.raises(ValueError, match="the run's own"):
         seed_spread.run_seed_spread(cfg, [cfg.seed])
+
+
+def test_a_finished_stage_is_reused_by_its_stamp_and_an_option_it_depends_on_retrains_it(smoke_trained):
+    import dataclasses
+
+    from surgvqa import datastep, stages
+
+    cfg = smoke_trained
+    saved = {s: {p.name: p.stat().st_mtime_ns for p in (cfg.paths.stage(s) / product).iterdir()}
+             for s, product in (("stage1", "final"), ("stage2", "merged"), ("stage2_text", "merged"))}
+    results = stages.run_stages(cfg, datastep.load_run_data(cfg, build=False), ["stage1", "stage2", "stage2_text"])
+    assert all(r.reused for r in results.values()), results
+    for s, product in (("stage1", "final"), ("stage2", "merged"), ("stage2_text", "merged")):
+        assert {p.name: p.stat().st_mtime_ns for p in (cfg.paths.stage(s) / product).iterdir()} == saved[s], s
+    # an option of stage 1 changes stage 1's and stage 2's stamps; one of stage 2 leaves stage 1 as it is
+    stage1_option = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, early_stopping_patience={
+        **{s: cfg.train.patience(s) for s in ("stage0", "stage2")}, "stage1": cfg.train.patience("stage1") + 1}))
+    assert not stages.finished_run(stage1_option, "stage1", "final")
+    assert not stages.finished_run(stage1_option, "stage2", "merged")
+    stage2_option = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, graft_read_ratio=0.25))
+    assert stages.finished_run(stage2_option, "stage1", "final") and not stages.finished_run(stage2_option, "stage2", "merged")

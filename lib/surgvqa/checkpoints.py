@@ -86,7 +86,7 @@ def training_code_hash() -> str:
 
 
 def stage_stamp(cfg: Config, stage: str) -> str:
-    """What a stage's result depends on: a resumed or reused run must match it (a finished stage 0 is reused when
+    """What a stage's result depends on: a resumed or reused run must match it (a finished stage is reused when
     its stamp matches, so an option of a later stage never retrains the base VLM, while a change to the code that
     trains it does: `training_code_hash`)."""
     parts = {"stage": stage, "seed": cfg.seed, "code": training_code_hash(), "model": dataclasses.asdict(cfg.model),

@@ -11,6 +11,7 @@
 do not depend on what ran before it in the process; between prepare and train a notebook may look at the model.
 Each stage writes `runs/<profile>/checkpoints/<stage>/`: Trainer checkpoints (an interrupted run resumes from the
 last one), `final/` (stage 0/1) or `adapter/` + `merged/` (stage 2), and `stage.json` (what ran, how long, how fast).
+A finished stage whose stamp (`checkpoints.stage_stamp`: code, data, seed and options) matches is reused, not retrained.
 """
 from __future__ import annotations
 
@@ -50,6 +51,19 @@ class PreparedStage:
     vision_cache: VisionCache | None = None
 
 
+def finished_run(cfg: Config, name: str, product: str) -> StageResult | None:
+    """A finished run of stage `name` under its current stamp (which names the code, data, seed and every option
+    it depends on), with its `product` folder saved: reused, never retrained, by every entry (`resume=False`
+    retrains)."""
+    out = stage_dir(cfg, name)
+    if ((out / "stage.json").is_file() and (out / product).is_dir() and (out / "stamp.txt").is_file()
+            and (out / "stamp.txt").read_text() == stage_stamp(cfg, name)):
+        result = StageResult.load(out)
+        result.reused = True
+        return result
+    return None
+
+
 # ---- stage 0: the base VLM (embedded default) -------------------------------------------------
 
 
@@ -62,9 +76,7 @@ def train_stage0(cfg: Config, data: RunData, resume: bool = True, stop_after_ste
         return None
     out = stage_dir(cfg, "stage0")
     stamp = stage_stamp(cfg, "stage0")
-    if resume and (out / "stage.json").is_file() and (out / "stamp.txt").read_text() == stamp and (out / "final").is_dir():
-        result = StageResult.load(out)
-        result.reused = True
+    if resume and (result := finished_run(cfg, "stage0", "final")):
         return result
     model, tokenizer, image_processor = build_tiny_qwen2_vl(models.tokenizer_corpus(cfg.seed), seed=cfg.seed,
                                                             **vars(cfg.model.tiny))
@@ -123,6 +135,8 @@ def train_stage1(cfg: Config, stage: PreparedStage, resume: bool = True,
     """Stage 1: the checkpoint is kept by the val speech's WER; a LoRA is merged into the graft at the end.
     Saves the whole graft to `stage1/final`."""
     out = stage_dir(cfg, "stage1")
+    if resume and not stop_after_steps and (result := finished_run(cfg, "stage1", "final")):
+        return models.load_graft(out / "final", **models.load_kwargs(cfg))[0].eval(), result
     wer = dict(wer_examples=stage.evaluate,
                wer_collator=Collator(stage.processor, training=False, feature_cache=stage.feature_cache))
     trainer, result = run_stage(cfg, "stage1", stage.model, Collator(stage.processor, feature_cache=stage.feature_cache),
@@ -178,6 +192,10 @@ def train_stage2(cfg: Config, stage: PreparedStage, resume: bool = True,
     """Stage 2 for the graft (dir stage2/) or the text model (dir stage2_text/): same LoRA, rows and
     TrainingArguments (`train.stage2`). Saves `adapter/` and a merged model `merged/`."""
     out = stage_dir(cfg, stage.name)
+    if resume and not stop_after_steps and (result := finished_run(cfg, stage.name, "merged")):
+        merged = (models.load_graft(out / "merged", **models.load_kwargs(cfg))[0] if stage.name == "stage2"
+                  else load_text_base(cfg, out / "merged"))
+        return merged.eval(), result
     collator = Collator(stage.processor, feature_cache=stage.feature_cache, vision_cache=stage.vision_cache)
     trainer, result = run_stage(cfg, "stage2", stage.model, collator, stage.train, stage.evaluate,
                                 out, stage_stamp(cfg, stage.name), resume=resume, stop_after_steps=stop_after_steps)
