@@ -185,6 +185,10 @@ def test_seed_spread_trains_stage2_again_beside_the_run(smoke_trained):
     assert seeded.run.is_relative_to(cfg.paths.run / "seed_spread")
     assert all((seeded.stage(s) / "merged" / "model.safetensors").is_file() for s in ("stage2", "stage2_text"))
     assert seeded.stage("stage1").is_symlink() and seeded.data.is_symlink()  # stage 2 alone trained
+    trained = {p.name: p.stat().st_mtime_ns for p in (seeded.stage("stage2") / "merged").iterdir()}
+    again = seed_spread.run_seed_spread(cfg, [7])  # a rerun keeps the seed's finished stage 2 and only scores
+    assert again["per_seed"] == result["per_seed"]
+    assert {p.name: p.stat().st_mtime_ns for p in (seeded.stage("stage2") / "merged").iterdir()} == trained
     for system in seed_spread.SPREAD_SYSTEMS:
         for split, s in result["spread"][system].items():
             assert s["n"] == 2 and s["min"] <= s["mean"] <= s["max"] and s["sd"] >= 0, (system, split)

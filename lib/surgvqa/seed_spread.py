@@ -79,20 +79,34 @@ def spread(per_seed: dict[int, dict]) -> dict[str, dict[str, dict]]:
     return out
 
 
+def finished(seeded: Config, stage: str) -> bool:
+    """A seed's stage 2 trained to the end under its current stamp (kept, so a rerun only scores)."""
+    out = checkpoints.stage_dir(seeded, stage)
+    return ((out / "stage.json").is_file() and (out / "merged").is_dir() and (out / "stamp.txt").is_file()
+            and (out / "stamp.txt").read_text() == checkpoints.stage_stamp(seeded, stage))
+
+
 def run_seed_spread(cfg: Config, seeds: list[int]) -> dict:
     if cfg.seed in seeds:
         raise ValueError(f"seed {cfg.seed} is the run's own (its stage 2 is already the first seed)")
+    if not (checkpoints.stage_dir(cfg, "stage1") / "stage.json").is_file():
+        raise FileNotFoundError(f"{checkpoints.stage_dir(cfg, 'stage1')}: the run's stage 1 has not finished")
     data = datastep.load_run_data(cfg, build=False)
     rows = evaluate.evaluation_rows(data.splits, cfg.eval.max_rows, cfg.seed)  # the dev rows the run scored
+    per_seed = {}
+    for seed in seeds:
+        seeded = seed_config(cfg, seed)
+        todo = [s for s in ("stage2", "stage2_text") if not finished(seeded, s)]
+        if todo:
+            stages.run_stages(seeded, data, todo)
+        per_seed[seed] = balanced_by_split(score(cfg, seeded, rows), cfg.eval)
+    # the run's own seed last: its notebook 04 may still be running while the other seeds train
     reference = evaluate.load_predictions(cfg)
     reference = reference[reference["system"].isin(list(SPREAD_SYSTEMS)) & reference["split"].isin(DEV_SPLITS)]
     if reference.empty:
-        raise FileNotFoundError(f"{cfg.paths.eval}: no predictions of {list(SPREAD_SYSTEMS)}: run notebook 04 first")
-    per_seed = {cfg.seed: balanced_by_split(reference, cfg.eval)}
-    for seed in seeds:
-        seeded = seed_config(cfg, seed)
-        stages.run_stages(seeded, data, ["stage2", "stage2_text"])
-        per_seed[seed] = balanced_by_split(score(cfg, seeded, rows), cfg.eval)
+        raise FileNotFoundError(f"{cfg.paths.eval}: no predictions of {list(SPREAD_SYSTEMS)}: run notebook 04 first "
+                                f"(the seeds' trained stage 2 is kept: a rerun only scores)")
+    per_seed = {cfg.seed: balanced_by_split(reference, cfg.eval), **per_seed}
     return {"seeds": sorted(per_seed), "per_seed": {str(k): v for k, v in sorted(per_seed.items())},
             "spread": spread(per_seed), "rows": {s: int((reference["split"] == s).sum() // len(SPREAD_SYSTEMS)) for s in DEV_SPLITS},
             "what": "stage 2 of the graft and the text model under each seed (LoRA initialisation, conversation "
