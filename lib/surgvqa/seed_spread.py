@@ -79,13 +79,6 @@ def spread(per_seed: dict[int, dict]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def finished(seeded: Config, stage: str) -> bool:
-    """A seed's stage 2 trained to the end under its current stamp (kept, so a rerun only scores)."""
-    out = checkpoints.stage_dir(seeded, stage)
-    return ((out / "stage.json").is_file() and (out / "merged").is_dir() and (out / "stamp.txt").is_file()
-            and (out / "stamp.txt").read_text() == checkpoints.stage_stamp(seeded, stage))
-
-
 def run_seed_spread(cfg: Config, seeds: list[int]) -> dict:
     if cfg.seed in seeds:
         raise ValueError(f"seed {cfg.seed} is the run's own (its stage 2 is already the first seed)")
@@ -96,9 +89,7 @@ def run_seed_spread(cfg: Config, seeds: list[int]) -> dict:
     per_seed = {}
     for seed in seeds:
         seeded = seed_config(cfg, seed)
-        todo = [s for s in ("stage2", "stage2_text") if not finished(seeded, s)]
-        if todo:
-            stages.run_stages(seeded, data, todo)
+        stages.run_stages(seeded, data, ["stage2", "stage2_text"])  # a finished one is reused: a rerun only scores
         per_seed[seed] = balanced_by_split(score(cfg, seeded, rows), cfg.eval)
     # the run's own seed last: its notebook 04 may still be running while the other seeds train
     reference = evaluate.load_predictions(cfg)
