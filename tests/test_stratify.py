@@ -8,7 +8,7 @@ import json
 import pytest
 
 from surgvqa.config import REPO_ROOT, Config
-from surgvqa import data_eda, datastep, stratify, synthetic
+from surgvqa import data_eda, datastep, stratify, synthetic, wording
 from surgvqa.data import clip_key, load_dataset
 from surgvqa.schema import QUESTION_TYPES
 
@@ -62,7 +62,19 @@ def test_heldout_video_and_voices_never_in_train(built):
     # paired: every held-out-video row is re-spoken by a held-out voice
     strip = lambda r: (r["id"].removesuffix(stratify.HELDOUT_VOICE_SUFFIX), r["question"], r["short_answer"])  # noqa: E731
     assert sorted(map(strip, groups["heldout_video"])) == sorted(map(strip, groups["heldout_voice"]))
-    assert {r["group"] for r in splits["val"]} == {"in_domain"}
+    assert {r["group"] for r in splits["val"]} == {"in_domain", "val_wording"}
+    # paired again: every val row re-asked in a val wording by its voice, every held-out-voice row in a held-out wording
+    for group, parent, family in (("val_wording", "in_domain", wording.VAL_WORDINGS),
+                                  ("heldout_wording", "heldout_voice", wording.HELDOUT_WORDINGS)):
+        rows = splits["val"].rows if group == "val_wording" else splits["test"].rows
+        parents = {(r["id"].removesuffix(stratify.HELDOUT_VOICE_SUFFIX), r["template"]): r for r in rows if r["group"] == parent}
+        reworded = [r for r in rows if r["group"] == group]
+        assert reworded and len(reworded) == len(parents), group
+        for r in reworded:
+            p = parents[(r["id"].removesuffix(stratify.RESPOKEN[group][0]), r["template"])]
+            assert (r["voice"], r["short_answer"], r["clip"] if "clip" in r else r["frames"]) == (
+                p["voice"], p["short_answer"], p["clip"] if "clip" in p else p["frames"])
+            assert r["question"] in family[r["question_type"]] and r["audio"] != p["audio"]
 
 
 def test_no_clip_crosses_splits(built):
@@ -188,10 +200,12 @@ def test_tables(built):
     _, splits = built
     table = data_eda.stratification_table(_rows(splits))
     assert list(table.index) == list(QUESTION_TYPES)
-    assert set(table.columns) == {"train", "val", "test:heldout_video", "test:heldout_voice", "test:heldout_engine", "test:final_test"}
+    assert set(table.columns) == {"train", "val", "val:val_wording", "test:heldout_video", "test:heldout_voice",
+                                  "test:heldout_engine", "test:heldout_wording", "test:final_test"}
     assert table["train"].sum() == len(splits["train"])
     overview = data_eda.split_overview(_rows(splits))
-    assert set(overview["group"]) == {"train", "in_domain", "heldout_video", "heldout_voice", "heldout_engine", "final_test"}
+    assert set(overview["group"]) == {"train", "in_domain", "val_wording", "heldout_video", "heldout_voice", "heldout_engine",
+                                      "heldout_wording", "final_test"}
 
 
 # ---- a real REAL-Colon-VQA folder goes through the same data step ---------------------------------

@@ -128,6 +128,13 @@ def in_vocabulary(prediction: str, question_type: str) -> bool:
     return canonical_answer(prediction, question_type) in _canonical_vocab(question_type)
 
 
+def another_types_answer(prediction: str, question_type: str) -> bool:
+    """Whether the prediction is not an answer of its own type but is one of another type's (the model answered
+    another question: "forceps" to "is the scope moving?")."""
+    return not in_vocabulary(prediction, question_type) and any(
+        in_vocabulary(prediction, other) for other in ANSWER_VOCAB if other != question_type)
+
+
 def answer_phrases(short_answer: str, question_type: str) -> set[str]:
     """The canonical answer and every synonym that maps to it (the phrases a long answer may use)."""
     canon = canonical_answer(short_answer, question_type)

@@ -174,16 +174,13 @@ def pick_examples(rows: Iterable[dict], types: Iterable[str], seed: int = 0, dis
 
 
 def stratification_table(splits: dict[str, list[dict]]):
-    """Rows per question type x split (test split by group), with the share of each type."""
+    """Rows per question type x split, a split's other groups apart ("test:<group>", "val:val_wording")."""
     import pandas as pd
 
     cols = {}
     for s, rows in splits.items():
-        if s == "test":
-            for g in sorted({r["group"] for r in rows}):
-                cols[f"test:{g}"] = Counter(r["question_type"] for r in rows if r["group"] == g)
-        else:
-            cols[s] = Counter(r["question_type"] for r in rows)
+        for g in sorted({r["group"] for r in rows}, key=lambda g: g != stratify.GROUPS.get(s)):
+            cols[s if g == stratify.GROUPS.get(s) else f"{s}:{g}"] = Counter(r["question_type"] for r in rows if r["group"] == g)
     table = pd.DataFrame({c: [cnt.get(t, 0) for t in QUESTION_TYPES] for c, cnt in cols.items()},
                          index=list(QUESTION_TYPES))
     table.index.name = "question_type"

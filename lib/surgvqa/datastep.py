@@ -297,7 +297,7 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
         if not r.get("audio"):
             r["audio"], r["audio_s"] = _audio_for(r["question"], by_name[r["voice"]], audio_dir, d.noise_snr_db, cfg.seed, cache)
     splits = stratify.materialize_splits(base_rows, plan, d, [v.name for v in heldout_voices], cfg.seed,
-                                         [v.name for v in engine_voices])
+                                         [v.name for v in engine_voices], [v.name for v in train_voices])
     shared = stratify.shared_wordings(base_rows)  # the dataset's own: never a leak, set apart by data.shared_wordings
     test_base = sum(1 for r in splits["test"] if r["group"] not in stratify.RESPOKEN)  # one row per QA row
     shared_info = {"rule": d.shared_wordings,

@@ -33,8 +33,9 @@ from .config import Config, EvalConfig
 from .data import Dataset, clip_key, row_key
 from .infer import predict
 from .speech import noisy_copy
-from .stratify import HELDOUT_ENGINE_SUFFIX, HELDOUT_VOICE_SUFFIX
-from .systems import DEV_SPLITS, EVAL_SPLITS, FINAL_TEST, LABELS, NOISY, NOISY_ENGINE, NOISY_OF, SYSTEMS, TEST_SPLITS
+from .stratify import RESPOKEN
+from .systems import (DEV_SPLITS, EVAL_SPLITS, FINAL_TEST, LABELS, NOISY, NOISY_ENGINE, NOISY_OF, SYSTEMS, TEST_SPLITS,
+                      VAL_WORDING)
 
 
 
@@ -45,33 +46,36 @@ BALANCED = "macro_balanced_accuracy"
 
 
 def evaluation_rows(splits: dict[str, Dataset], max_rows: int | None = None, seed: int = 0,
-                    final_test: bool = False) -> Dataset:
-    """Val (in-domain) + dev-test (held-out video, held-out voice) rows, and with `final_test` the final test's,
-    each tagged with `split`.
+                    final_test: bool = False, val_wording: bool = False) -> Dataset:
+    """Val (in-domain) + dev-test (held-out video, voice, engine and wording) rows, with `final_test` the final
+    test's and with `val_wording` the val rows re-asked in val wordings (what recipes for new wordings are chosen
+    on), each tagged with `split`.
 
     `max_rows` caps each split with a seeded random sample (fixed before any model runs, the same rows for every
-    system), so a capped split still spans its clips and question types. The held-out-voice and held-out-engine rows
-    are the re-spoken copies of the sampled held-out-video rows, so the three stay paired (`stratify`).
+    system), so a capped split still spans its clips and question types. The re-asked rows (`stratify.RESPOKEN`)
+    are the copies of the sampled rows they re-ask, so they stay paired.
     """
+    parent_split = {"heldout_video": "heldout_video", "in_domain": "val"}
     rows = []
     for source, ds in (("val", splits["val"]), ("test", splits["test"])):
         for row in ds.rows:
-            split = "val" if source == "val" else row["group"]
-            if split != FINAL_TEST or final_test:
+            split = "val" if row["group"] == "in_domain" else row["group"]
+            if (split != FINAL_TEST or final_test) and (split != VAL_WORDING or val_wording):
                 rows.append({**row, "split": split})
     if max_rows:
         rng = np.random.default_rng(seed)
         kept: list[int] = []
-        respoken = {"heldout_voice": HELDOUT_VOICE_SUFFIX, "heldout_engine": HELDOUT_ENGINE_SUFFIX}
         for split in dict.fromkeys(r["split"] for r in rows):
-            if split in respoken:
+            if split in RESPOKEN:
                 continue
             idx = [i for i, r in enumerate(rows) if r["split"] == split]
             kept += idx if len(idx) <= max_rows else rng.choice(idx, size=max_rows, replace=False).tolist()
-        sampled = {(rows[i]["video_id"], rows[i]["id"], rows[i]["template"]) for i in kept
-                   if rows[i]["split"] == "heldout_video"}
-        kept += [i for i, r in enumerate(rows) if r["split"] in respoken
-                 and (r["video_id"], r["id"].removesuffix(respoken[r["split"]]), r["template"]) in sampled]
+        sampled = {(rows[i]["split"], rows[i]["video_id"], rows[i]["id"], rows[i]["template"]) for i in kept}
+        for i, r in enumerate(rows):
+            if r["split"] in RESPOKEN:
+                suffix, parent = RESPOKEN[r["split"]]
+                if (parent_split[parent], r["video_id"], r["id"].removesuffix(suffix), r["template"]) in sampled:
+                    kept.append(i)
         rows = [rows[i] for i in sorted(kept)]
     ds = splits["test"]
     return Dataset(rows, ds.root, ds.audio_root)
@@ -198,6 +202,12 @@ def summarize(frame: pd.DataFrame, options: EvalConfig) -> tuple[dict, dict]:
     return acc, ci
 
 
+def another_type_share(frame: pd.DataFrame) -> dict[str, float]:
+    """Per split, the share of answers that belong to another question type's vocabulary (`answers.another_types_answer`):
+    how often the question was taken for another one."""
+    return {split: float(sel["another_type"].mean()) for split, sel in _split_rows(frame)}
+
+
 def summarize_balanced(frame: pd.DataFrame, majority: dict[str, str], options: EvalConfig) -> dict[str, Any]:
     """Macro balanced accuracy per split and overall: the mean over the types whose answers vary in those rows of
     the per-type mean class recall (a constant answer per type scores 1/K), with a clustered bootstrap CI that
@@ -237,7 +247,10 @@ CLAIMS = (
 )
 # One system on two re-spoken copies of the same rows: (system, split a, split b, margin), "a − b > margin"
 # (the graft hears the held-out engine within 5 points of the held-out voices of its training engines).
-SPLIT_CLAIMS = (("audio_finetuned", "heldout_engine", "heldout_voice", -0.05),)
+SPLIT_CLAIMS = (("audio_finetuned", "heldout_engine", "heldout_voice", -0.05),
+                # a new wording costs each trained model less than 8 points (the same voices and rows)
+                ("audio_finetuned", "heldout_wording", "heldout_voice", -0.08),
+                ("text_finetuned", "heldout_wording", "heldout_voice", -0.08))
 PAIR_KEY = ["id", "video_id", "template", "voice", "split"]  # one scored row of one split
 
 
@@ -280,7 +293,7 @@ def split_comparisons(predictions: pd.DataFrame, options: EvalConfig, claims=SPL
     their `_hv` / `_he` suffix), paired on those rows: {"a": "<system>:<split a>", "b": "<system>:<split b>", ...}."""
 
     def base(ids: pd.Series) -> pd.Series:
-        for suffix in (HELDOUT_VOICE_SUFFIX, HELDOUT_ENGINE_SUFFIX):
+        for suffix, _ in RESPOKEN.values():
             ids = ids.str.removesuffix(suffix)
         return ids
 
@@ -346,7 +359,7 @@ def summarize_wording(frame: pd.DataFrame, options: EvalConfig) -> dict[str, dic
 
 def _split_rows(frame: pd.DataFrame):
     """(split, rows) for each evaluation split present, the noisy condition, and "overall" (val + test)."""
-    for split in (*EVAL_SPLITS, NOISY, NOISY_ENGINE):
+    for split in (*EVAL_SPLITS, VAL_WORDING, NOISY, NOISY_ENGINE):
         sel = frame[frame["split"] == split]
         if len(sel):
             yield split, sel
@@ -392,6 +405,7 @@ def scored_frame(system: str, rows: list[dict], predictions: list[str], noisy: b
         "template": r.get("template"), "voice": r.get("voice"), "video_id": r["video_id"], "question": r["question"],
         "short_answer": r["short_answer"], "prediction": p, "correct": bool(c), "audio": r.get("audio"),
         "seen_wording": bool(r.get("seen_wording", False)), "clip": clip_key(r),
+        "another_type": answers.another_types_answer(p, r["question_type"]),
     } for r, p, c in zip(rows, predictions, correct)])
 
 
@@ -442,6 +456,7 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
         sel = predictions[predictions["system"] == system]
         if len(sel):
             entry["accuracy"], entry["ci95"] = summarize(sel, options)
+            entry["another_type_answers"] = another_type_share(sel)
             entry.update(summarize_balanced(sel, majority, options))
         else:
             for key in ("accuracy", "ci95", "balanced_accuracy", "balanced_ci95"):

@@ -5,12 +5,16 @@
             test in sorted order): every row is there twice, spoken by a training voice (`group="heldout_video"`)
             and by a held-out voice (`group="heldout_voice"`, id suffixed "_hv"), so the voice effect is a paired
             comparison on the same clips and questions; with a held-out speech engine (`data.heldout_engine`),
-            a third time by one of its voices (`group="heldout_engine"`, id suffixed "_he");
+            a third time by one of its voices (`group="heldout_engine"`, id suffixed "_he"); and the held-out-voice
+            row once more in a wording no training pool uses (`wording.HELDOUT_WORDINGS`, `group="heldout_wording"`,
+            id suffixed "_hw"), so the wording effect is paired too;
           - the final test (`data.final_test_video_ids`, else the last `data.final_test_videos` videos): unseen
             video and unseen voice, each row once, spoken by a held-out voice (`group="final_test"`); only the
             reference run scores it (`eval.score_final_test`).
 * val   = a question-type-stratified share (`data.val_fraction`) of the clips of the training
-          videos, `data.train_templates` wording, training voices (`group="in_domain"`).
+          videos, `data.train_templates` wording, training voices (`group="in_domain"`); each row again in a
+          val wording (`wording.VAL_WORDINGS`, the same voice, `group="val_wording"`, id suffixed "_vw"), on which
+          recipes for new wordings are chosen (never part of the eval loss).
 * train = the remaining clips of the training videos, `data.train_templates`, training voices.
 
 Whole clips are assigned (never single QA rows), so no clip crosses splits; clips that share a QA row
@@ -34,13 +38,18 @@ import numpy as np
 from .answers import normalize_short
 from .data import clip_key, qa_key, row_key
 from .schema import QUESTION_TYPES
+from .wording import HELDOUT_WORDINGS, VAL_WORDINGS
 
 SPLIT_NAMES = ("train", "val", "test")  # the manifests the data step writes
 GROUPS = {"train": "train", "val": "in_domain"}  # test rows: heldout_video | heldout_voice | final_test
 FINAL_TEST = "final_test"
 HELDOUT_ENGINE_SUFFIX = "_he"
-RESPOKEN = ("heldout_voice", "heldout_engine")  # test groups that re-ask another group's rows
 HELDOUT_VOICE_SUFFIX = "_hv"
+HELDOUT_WORDING_SUFFIX = "_hw"
+VAL_WORDING_SUFFIX = "_vw"
+# groups that re-ask another group's rows -> (id suffix, the group re-asked)
+RESPOKEN = {"heldout_voice": (HELDOUT_VOICE_SUFFIX, "heldout_video"), "heldout_engine": (HELDOUT_ENGINE_SUFFIX, "heldout_video"),
+            "heldout_wording": (HELDOUT_WORDING_SUFFIX, "heldout_video"), "val_wording": (VAL_WORDING_SUFFIX, "in_domain")}
 
 
 class LeakageError(RuntimeError):
@@ -171,12 +180,14 @@ def assign_voices(rows: list[dict], train_voice_names: list[str], seed: int) -> 
 
 
 def materialize_splits(rows: list[dict], plan: SplitPlan, data_cfg, heldout_voice_names: list[str],
-                       seed: int, engine_voice_names: Iterable[str] = ()) -> dict[str, list[dict]]:
+                       seed: int, engine_voice_names: Iterable[str] = (),
+                       train_voice_names: Iterable[str] = ()) -> dict[str, list[dict]]:
     """Copies of the rows per split with `split` and `group`; dev-test rows also re-spoken by held-out voices and by
     the held-out engine's voices."""
     rng = np.random.default_rng([seed, 0x7E57])
     engine_rng = np.random.default_rng([seed, 0xE61E])  # its own stream: the other draws stay what they were
-    engine_voice_names = list(engine_voice_names)
+    wording_rng = np.random.default_rng([seed, 0x3047D])  # and the new wordings theirs
+    engine_voice_names, train_voice_names = list(engine_voice_names), list(train_voice_names)
     engine_cycle: list[str] = []
     out: dict[str, list[dict]] = {s: [] for s in SPLIT_NAMES}
     templates = {"train": set(data_cfg.train_templates), "val": set(data_cfg.train_templates),
@@ -193,8 +204,14 @@ def materialize_splits(rows: list[dict], plan: SplitPlan, data_cfg, heldout_voic
             out[split].append(_respoken(r, r["id"], cycle.pop() if heldout_voice_names else r["voice"], FINAL_TEST))
             continue
         out[split].append(dict(r, split=split, group=GROUPS.get(split, "heldout_video")))
+        if split == "val":  # the same row in a wording no training pool uses, by the same voice (a recording that
+            # came with the data: by a training voice)
+            voice = r["voice"] if r["voice"] in train_voice_names else train_voice_names[int(wording_rng.integers(len(train_voice_names)))]
+            out[split].append(_reworded(dict(r, voice=voice), VAL_WORDINGS, wording_rng, "val_wording", split))
         if split == "test" and heldout_voice_names:
             out[split].append(_respoken(r, r["id"] + HELDOUT_VOICE_SUFFIX, cycle.pop(), "heldout_voice"))
+            # the held-out-voice row again in a held-out wording: the two differ only in the wording
+            out[split].append(_reworded(out[split][-1], HELDOUT_WORDINGS, wording_rng, "heldout_wording", split))
         if split == "test" and engine_voice_names:
             if not engine_cycle:
                 engine_cycle = [engine_voice_names[int(i)] for i in engine_rng.permutation(len(engine_voice_names))]
@@ -202,11 +219,22 @@ def materialize_splits(rows: list[dict], plan: SplitPlan, data_cfg, heldout_voic
     return out
 
 
-def _respoken(row: dict, row_id: str, voice: str, group: str) -> dict:
-    """A test copy of `row` asked by `voice` (its audio made again by the data step)."""
-    out = dict(row, id=row_id, voice=voice, split="test", group=group)
+def _respoken(row: dict, row_id: str, voice: str, group: str, split: str = "test") -> dict:
+    """A copy of `row` asked by `voice` (its audio made again by the data step)."""
+    out = dict(row, id=row_id, voice=voice, split=split, group=group)
     out.pop("audio", None)
     out.pop("audio_s", None)
+    return out
+
+
+def _reworded(row: dict, family: dict[str, list[str]], rng: np.random.Generator, group: str, split: str) -> dict:
+    """A copy of `row` (a val row or a held-out-voice row) asked in a wording of `family` for its type, drawn from
+    `rng`, by the same voice; its id is the base row's with the group's suffix."""
+    suffix, _ = RESPOKEN[group]
+    base_id = row["id"].removesuffix(HELDOUT_VOICE_SUFFIX)
+    options = family[row["question_type"]]
+    out = _respoken(row, base_id + suffix, row["voice"], group, split)
+    out["question"] = options[int(rng.integers(len(options)))]
     return out
 
 
@@ -315,6 +343,13 @@ def check_leakage(splits: dict[str, list[dict]], heldout_voices: Iterable[str], 
     if marked:
         problems.append(f"test rows marked seen_wording whose wording is not a shared wording seen in training: "
                         f"{sample({r['id'] for r in marked})}")
+    # the new wordings (VAL_WORDINGS, HELDOUT_WORDINGS) are heard by no training pool: not the rows, not the corpus
+    new = {normalize_short(r["question"]) for s in ("val", "test") for r in splits.get(s, [])
+           if r.get("group") in ("val_wording", "heldout_wording")}
+    trained = {normalize_short(r["question"]) for r in splits.get("train", [])}
+    trained |= {normalize_short(e["text"]) for e in corpus or [] if e["split"] == "train"}
+    if new & trained:
+        problems.append(f"new wordings (val_wording / heldout_wording rows) also in a training pool: {sample(new & trained)}")
     if corpus is not None:
         bad = {e["voice"] for e in corpus if e["split"] in ("train", "val") and e["voice"] in heldout_voices}
         if bad:

@@ -34,7 +34,7 @@ def vqa_training_examples(cfg: Config, splits: dict, mode: str, caption: bool = 
     train = ClipDialogues(examples, t.questions_per_clip, seed=cfg.seed, caption=caption, long_fraction=long_fraction,
                           rarity=t.question_rarity, pool=pool, pool_draws=pool_draws,
                           read=read, read_draws=int(round(len(read.clips) * read_ratio)) if read else 0)
-    val = vqa_examples(splits["val"], mode)
+    val = [ex for ex in vqa_examples(splits["val"], mode) if ex.meta["group"] != "val_wording"]  # the eval loss: trained wordings
     keep = sorted(torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: t.eval_rows].tolist())
     return train, [val[i] for i in keep]
 

@@ -3,6 +3,8 @@ long answers, stage-1 narration, spoken forms of symbols, and the corpus the emb
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .schema import ANSWER_VOCAB, QUESTION_TYPES
@@ -133,6 +135,173 @@ OUT_TEMPLATES: dict[str, list[str]] = {
         "In which direction is the polyp shifting on the display?",
     ],
 }
+
+# Wordings no training pool of any stage uses (`in` and `out` templates above are the training wordings; the
+# tokenizer's corpus leaves these out too). VAL_WORDINGS re-ask val rows (recipes are chosen on them);
+# HELDOUT_WORDINGS re-ask dev-test rows (the `heldout_wording` split). Each differs from every training wording, and
+# from the other family, in more than one word (`word_distance`; tests/test_wordings.py).
+VAL_WORDINGS: dict[str, list[str]] = {
+    "mucosa_visibility": ["Is the colon wall free of debris so we can inspect it?",
+                          "Would you say the mucosal surface is clearly on view?",
+                          "Is there a good look at clean tissue in this part?"],
+    "tool_catheter_check": ["Is any accessory out of the scope at the moment?",
+                            "Has an instrument been advanced into view?",
+                            "Do you notice a device or a catheter on screen?"],
+    "endoscope_visibility": ["Is the shaft of the colonoscope on screen right now?",
+                             "Are we seeing our own instrument looking back at us?",
+                             "Does the image include the endoscope body?"],
+    "nbi_status": ["Did someone turn NBI on for this part?",
+                   "Is the narrow band filter engaged at the moment?",
+                   "Are we imaging with the NBI light right now?"],
+    "lighting_mode": ["Which illumination is on, NBI or white light?",
+                      "What light are we inspecting with at the moment?",
+                      "Tell me the current imaging light."],
+    "blue_dye_presence": ["Did we stain the mucosa with blue here?",
+                          "Is indigo carmine coating the surface?",
+                          "Any blue colouring on the tissue at the moment?"],
+    "occlusion_check": ["Is the tip pushed up against the mucosa?",
+                        "Are we in a red out at the moment?",
+                        "Did the view go red because of wall contact?"],
+    "fluid_occlusion_level": ["To what extent is liquid hiding the mucosa?",
+                              "Is the picture clear of fluid, partly covered, or fully submerged?",
+                              "How much water is in the way right now?"],
+    "scope_motion": ["Is the colonoscope in motion at the moment?",
+                     "Does the view shift as the clip plays?",
+                     "Is the endoscopist moving the instrument?"],
+    "scope_forward_motion": ["Are we going deeper toward the cecum?",
+                             "Is the tip advancing through the lumen?",
+                             "Is the endoscopist pushing the colonoscope inward?"],
+    "scope_backward_motion": ["Are we coming back out toward the rectum?",
+                              "Is the endoscopist retracting the colonoscope?",
+                              "Is the tip being withdrawn through the lumen?"],
+    "scope_outside": ["Is the endoscope still outside the patient?",
+                      "Are we seeing the procedure room rather than bowel?",
+                      "Has the tip left the body at this point?"],
+    "flush_action": ["Is someone washing the mucosa with water?",
+                     "Are we rinsing the surface at the moment?",
+                     "Is there irrigation going on right now?"],
+    "scope_motion_type": ["Which movement is the colonoscope making at the moment?",
+                          "Is the tip going in, coming out, moving sideways, or staying put?",
+                          "Characterise the motion of the endoscope."],
+    "tool_identification": ["What accessory has been passed through the channel?",
+                            "Which instrument is the endoscopist holding out?",
+                            "Identify the device on screen."],
+    "lesion_histology_extended": ["What is this polyp likely to be under the microscope?",
+                                  "Which histological class fits this lesion?",
+                                  "What tissue type would pathology report for this polyp?"],
+    "lesion_size_range": ["What is the approximate diameter of the lesion?",
+                          "How large would you estimate this polyp to be?",
+                          "Is the lesion small, medium, or large in millimetres?"],
+    "lesion_site": ["Which colonic segment holds this lesion?",
+                    "In what region of the colon does this polyp sit?",
+                    "Name the part of the bowel where the lesion is found."],
+    "lesion_screen_position": ["Which quarter of the display holds the polyp?",
+                               "Is the lesion toward the top or bottom, left or right of the view?",
+                               "Point out where the polyp appears on the monitor."],
+    "lesion_motion_direction": ["Toward which side does the lesion travel on the monitor?",
+                                "Which direction does the polyp move in the picture?",
+                                "Is the lesion sliding up, down, left, right, or holding still on screen?"],
+}
+
+HELDOUT_WORDINGS: dict[str, list[str]] = {
+    "mucosa_visibility": ["Can the tissue surface be made out in this stretch of video?",
+                          "Is the bowel lining nice and clear to inspect?",
+                          "Do we get an unobstructed look at the mucosa?",
+                          "Is the mucosa well seen and free of residue?"],
+    "tool_catheter_check": ["Is there an accessory poking into the field?",
+                            "Are any instruments deployed at this point?",
+                            "Can an instrument be seen on the monitor?",
+                            "Has the endoscopist brought out a device?"],
+    "endoscope_visibility": ["Is the scope looking back at itself?",
+                             "Can the body of the colonoscope be seen on the monitor?",
+                             "Does the instrument shaft show up in the picture?",
+                             "Are we in retroflexion with the scope shaft on view?"],
+    "nbi_status": ["Is NBI enabled for this segment?",
+                   "Have we flipped to narrow band light?",
+                   "Is the image in narrow band mode at this point?",
+                   "Is the blue green NBI filter on?"],
+    "lighting_mode": ["Are we under NBI or standard white light?",
+                      "Which imaging light is being used for this view?",
+                      "What kind of illumination does the image use?",
+                      "Is this white light or narrow band imaging?"],
+    "blue_dye_presence": ["Has the surface been stained blue?",
+                          "Is dye spread over the mucosa at this point?",
+                          "Can traces of indigo be seen on the wall?",
+                          "Was chromoendoscopy done on this part?"],
+    "occlusion_check": ["Is the lens buried in the mucosa?",
+                        "Has the view turned red from the tip hugging the wall?",
+                        "Are we too close to the wall to see anything?",
+                        "Is contact with the mucosa blocking the image?"],
+    "fluid_occlusion_level": ["Is the view obscured by liquid, and by how much?",
+                              "How much of the picture is under water?",
+                              "Is there no fluid, some fluid, or a view fully under fluid?",
+                              "Rate how much liquid blocks the mucosa."],
+    "scope_motion": ["Is the instrument moving or holding still?",
+                     "Does the camera travel during this segment?",
+                     "Is there movement of the endoscope over the clip?",
+                     "Is the view changing because the scope moves?"],
+    "scope_forward_motion": ["Is the scope heading deeper into the bowel?",
+                             "Are we pushing in toward the cecum?",
+                             "Is the instrument being inserted further?",
+                             "Is the camera travelling forward through the lumen?"],
+    "scope_backward_motion": ["Is the instrument being drawn back?",
+                              "Are we pulling out toward the anus?",
+                              "Is the endoscopist backing the scope out?",
+                              "Is the camera retreating through the lumen?"],
+    "scope_outside": ["Is the scope out in the open air?",
+                      "Has the colonoscope been removed from the body?",
+                      "Are we seeing the room instead of the patient?",
+                      "Is the tip of the endoscope outside at this moment?"],
+    "flush_action": ["Is a water jet rinsing the wall?",
+                     "Has the endoscopist started washing this area?",
+                     "Can we see irrigation in progress?",
+                     "Is fluid being squirted to clean the mucosa?"],
+    "scope_motion_type": ["How would you describe the scope's movement?",
+                          "Is the instrument going in, pulling out, drifting sideways, or steady?",
+                          "What is the motion of the colonoscope over this segment?",
+                          "Which way is the scope travelling, if at all?"],
+    "tool_identification": ["What device has come out of the scope?",
+                            "Which accessory is the endoscopist using?",
+                            "Tell me which instrument is on the monitor.",
+                            "Is the instrument forceps, a snare, or a catheter?"],
+    "lesion_histology_extended": ["What histology do you expect for this growth?",
+                                  "What would the biopsy of this polyp show?",
+                                  "Classify the lesion's likely tissue type.",
+                                  "Is this growth adenomatous, hyperplastic, or serrated?"],
+    "lesion_size_range": ["What size class does the growth belong to?",
+                          "How many millimetres across is the lesion?",
+                          "Estimate the diameter of the polyp.",
+                          "Is this growth under five, five to ten, or over ten millimetres?"],
+    "lesion_site": ["In which segment of the bowel was the growth found?",
+                    "What colonic region is the polyp located in?",
+                    "Which section of the colon contains the lesion?",
+                    "Where along the colon does this growth sit?"],
+    "lesion_screen_position": ["Which part of the monitor shows the growth?",
+                               "Where on the display is the lesion located?",
+                               "Is the polyp top left, top right, bottom left, or bottom right?",
+                               "In what area of the picture does the growth appear?"],
+    "lesion_motion_direction": ["Where is the growth heading on the monitor?",
+                                "Does the lesion travel up, down, left or right in the picture?",
+                                "What direction does the growth take across the display?",
+                                "Which way is the polyp moving on the monitor?"],
+}
+
+
+def word_distance(a: str, b: str) -> int:
+    """Word-level edit distance between two wordings (lower case, punctuation dropped)."""
+    x, y = (re.findall(r"[a-z0-9]+", s.lower()) for s in (a, b))
+    row = list(range(len(y) + 1))
+    for i, wx in enumerate(x, 1):
+        prev, row[0] = row[0], i
+        for j, wy in enumerate(y, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (wx != wy))
+    return row[-1]
+
+
+def training_wordings(qtype: str) -> list[str]:
+    """Every wording of `qtype` a training pool may use: the `in` template and the `out` paraphrases."""
+    return [IN_TEMPLATES[qtype], *OUT_TEMPLATES[qtype]]
+
 
 # Long answers per type and short answer (two wordings each; the short answer appears in each).
 LONG_ANSWERS: dict[str, dict[str, list[str]]] = {
