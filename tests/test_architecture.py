@@ -14,7 +14,7 @@ OVERLAY = REPO_ROOT / "transformers_fork" / "qwen2_vl_audio"
 # Bottom to top, as in docs/ARCHITECTURE.md; every module of lib/surgvqa is in exactly one layer.
 LAYERS = {
     "settings": {"config", "repro", "plots", "systems"},
-    "I/O": {"audio", "speech", "media", "video", "whisper_conversion"},
+    "I/O": {"audio", "speech", "channel", "media", "video", "whisper_conversion"},
     "data and scoring": {"schema", "answers", "metrics", "stats", "data", "wording", "synthetic", "stratify", "datastep",
                          "data_eda"},
     "model helpers": {"prompts", "lora", "tiny_vlm", "models", "caches", "collate", "infer", "asr", "checkpoints",
