@@ -327,3 +327,36 @@ def test_same_vocabulary_swap_takes_a_listener_to_chance_and_not_a_deaf_model(tm
 
     matplotlib.use("Agg")
     assert len(audio_swap.plot_swap(results["listener"]).axes) == 2
+
+
+# ---- new wordings ---------------------------------------------------------------------------------
+
+
+def test_worst_wordings_and_the_answers_from_another_types_vocabulary():
+    from surgvqa.answers import another_types_answer
+
+    g, t = "audio_finetuned", "text_finetuned"
+    hard, easy = "Is the lens buried in the mucosa?", "Is NBI enabled for this segment?"
+    rows = [_pred(g, "a1", "heldout_wording", "occlusion_check", "no", "forceps", question=hard),
+            _pred(g, "a2", "heldout_wording", "occlusion_check", "yes", "yes", question=hard),
+            _pred(g, "a3", "heldout_wording", "occlusion_check", "no", "upper-left", question=hard),
+            _pred(g, "b1", "heldout_wording", "nbi_status", "yes", "yes", question=easy),
+            _pred(g, "b2", "heldout_wording", "nbi_status", "no", "maybe", question=easy),
+            _pred(g, "c1", "heldout_voice", "nbi_status", "no", "forceps"),  # not a new wording
+            _pred(t, "a1", "heldout_wording", "occlusion_check", "no", "no", question=hard),
+            _pred(t, "b1", "heldout_wording", "nbi_status", "yes", "NBI", question=easy)]
+    frame = pd.DataFrame(rows)
+    frame["another_type"] = [another_types_answer(p, q) for p, q in zip(frame["prediction"], frame["question_type"])]
+    table = error_analysis.worst_wordings(frame)
+    assert list(table.index.get_level_values("question")) == [hard, easy]  # 1/3 before 1/2
+    assert table.loc[("occlusion_check", hard), "another type: audio_finetuned"] == pytest.approx(0.67)
+    assert table.loc[("nbi_status", easy), "another type: audio_finetuned"] == 0.0  # "maybe" is nobody's answer
+    assert table.loc[("nbi_status", easy), "another type: text_finetuned"] == 1.0  # "NBI" is lighting_mode's
+    assert list(table["rows"]) == [3, 2]
+    cases = error_analysis.misunderstood_cases(frame, g, n=5)
+    assert list(cases["id"]) in (["a1"], ["a3"]) and cases["wording_accuracy"].iloc[0] == pytest.approx(1 / 3)
+    assert "tool_identification" in cases["answer_belongs_to"].iloc[0] or "lesion_screen_position" in cases["answer_belongs_to"].iloc[0]
+    assert error_analysis.answer_belongs_to("no", "nbi_status") == "own"
+    assert error_analysis.answer_belongs_to("maybe", "nbi_status") == "none"
+    with pytest.raises(ValueError, match="heldout_wording"):
+        error_analysis.worst_wordings(frame[frame["split"] != "heldout_wording"])

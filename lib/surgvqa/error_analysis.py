@@ -32,7 +32,7 @@ ASR = "asr_pipeline"
 __all__ = [
     "TEST_SPLITS", "OTHER",
     "confusion_matrix", "plot_confusions",
-    "type_accuracy", "by_engine_and_voice", "worst_cases",
+    "type_accuracy", "by_engine_and_voice", "worst_cases", "worst_wordings", "misunderstood_cases", "answer_belongs_to",
     "case_frames", "case_html", "show_cases",
     "misheard", "misheard_counts", "misheard_html",
     "error_metrics",
@@ -194,6 +194,55 @@ def worst_cases(predictions: pd.DataFrame, system: str, n: int = 6, seed: int = 
                 picked.append(queues[t][round_])
     out = sel.loc[picked].copy()
     out["type_accuracy"] = out["question_type"].map(acc).astype(float)
+    return out.reset_index(drop=True)
+
+
+# ---- new wordings -----------------------------------------------------------------------------------
+WORDING_SPLIT = "heldout_wording"
+
+
+def answer_belongs_to(prediction: str, question_type: str) -> str:
+    """The question type(s) whose vocabulary the answer is from: its own ("own"), others', or none ("none")."""
+    from .answers import in_vocabulary
+
+    if in_vocabulary(prediction, question_type):
+        return "own"
+    others = [t for t in QUESTION_TYPES if t != question_type and in_vocabulary(prediction, t)]
+    return ", ".join(others[:3]) + (" ..." if len(others) > 3 else "") if others else "none"
+
+
+def worst_wordings(predictions: pd.DataFrame, systems: Iterable[str] = (GRAFT, TEXT), n: int = 10) -> pd.DataFrame:
+    """The held-out wordings (`heldout_wording` rows) the systems understand least: per wording, each system's exact
+    accuracy and share of answers from another type's vocabulary, and the rows; the first system's accuracy first."""
+    systems = [s for s in systems if s in set(predictions["system"])]
+    sel = predictions[predictions["split"].isin([WORDING_SPLIT]) & predictions["system"].isin(systems)]
+    if sel.empty:
+        raise ValueError(f"no {WORDING_SPLIT} rows in the predictions: re-run notebooks 01 and 04")
+    grouped = sel.groupby(["question_type", "question", "system"])
+    table = pd.concat({"accuracy": grouped["correct"].mean(), "another type": grouped["another_type"].mean()}, axis=1)
+    table = table.unstack("system")
+    table.columns = [f"{what}: {system}" for what, system in table.columns]
+    table["rows"] = sel[sel["system"] == systems[0]].groupby(["question_type", "question"]).size()
+    return (table.sort_values([f"accuracy: {systems[0]}", f"another type: {systems[0]}"], ascending=[True, False])
+            .head(n).round(2))
+
+
+def misunderstood_cases(predictions: pd.DataFrame, system: str = GRAFT, n: int = 6, seed: int = 0) -> pd.DataFrame:
+    """`system`'s held-out-wording rows answered from another type's vocabulary, from the worst-understood wordings
+    down, one per wording (a seeded pick), with `answer_belongs_to`."""
+    sel = _system(predictions, system, [WORDING_SPLIT])
+    wrong = sel[sel["another_type"].astype(bool)]
+    if wrong.empty:
+        return wrong.assign(answer_belongs_to=pd.Series(dtype=str))
+    acc = sel.groupby("question")["correct"].mean()
+    rng = np.random.default_rng(seed)
+    picked = []
+    for question in sorted(set(wrong["question"]), key=lambda q: (acc[q], q))[:n]:
+        rows = wrong[wrong["question"] == question].sort_values("id", kind="stable")
+        picked.append(rows.index[int(rng.integers(len(rows)))])
+    out = sel.loc[picked].copy()
+    out["answer_belongs_to"] = [answer_belongs_to(p, t) for p, t in zip(out["prediction"], out["question_type"])]
+    out["wording_accuracy"] = out["question"].map(acc).astype(float)
     return out.reset_index(drop=True)
 
 
