@@ -335,3 +335,15 @@ def test_which_system_to_use_follows_the_paired_claims_on_the_held_out_engine(me
     assert "176.2 ms" in line and "Which system to use" in results_page.render_headline(metrics)
     metrics["comparisons"][1].update(ci95=[-0.11, 0.01])
     assert "quiet, either (no difference shown against label of asr_prompted)" in results_page.which_system_line(metrics)
+
+
+def test_new_wordings_get_their_section_only_when_scored(metrics):
+    assert "## New wordings" not in results_page.render_results(metrics)
+    for sid, (voice, worded, share) in {"text_finetuned": (0.6187, 0.5123, 0.0456), "audio_finetuned": (0.5959, 0.4012, 0.1789)}.items():
+        s = metrics["systems"][sid]
+        s["balanced_accuracy"]["heldout_wording"], s["balanced_ci95"]["heldout_wording"] = worded, [worded - 0.03, worded + 0.04]
+        s["another_type_answers"] = {"heldout_voice": 0.0123, "heldout_wording": share}
+    page = results_page.render_results(metrics)
+    section = page[page.index("## New wordings"):].split("\n## ")[0]
+    assert "| graft, stage 2 | 59.6 [56.1, 63.0] | 40.1 [37.1, 44.1] | 1.2 | 17.9 |" in section
+    assert "| text model | 61.9 [58.5, 64.7] | 51.2 [48.2, 55.2] | 1.2 | 4.6 |" in section

@@ -29,7 +29,7 @@ BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 RESULTS_FILE = "RESULTS.md"
 SPLIT_NAMES = {"val": "val", "heldout_video": "held-out video", "heldout_voice": "held-out voice",
-               NOISY: "held-out voice + OR noise", "heldout_engine": "held-out engine",
+               NOISY: "held-out voice + OR noise", "heldout_engine": "held-out engine", "heldout_wording": "held-out wording",
                NOISY_ENGINE: "held-out engine + OR noise", FINAL_TEST: "final test"}
 ASR_ORDER = ("whisper_base", "graft")
 ASR_SET_NAMES = {"in_domain": "in-domain sentences", "unseen": "unseen sentences",
@@ -270,6 +270,27 @@ def noisy_section(metrics: Mapping) -> str:
             + table(["system", "balanced", "exact"], rows))
 
 
+def wording_section(metrics: Mapping) -> str | None:
+    """The held-out-wording rows next to the same rows in the training wording (held-out voice): macro balanced
+    accuracy and the share of answers from another question type's vocabulary; None for a run without them."""
+    scored, _ = scored_systems(metrics)
+    systems = [sid for sid in scored if get(metrics, "systems", sid, "balanced_accuracy").get("heldout_wording") is not None]
+    if not systems:
+        return None
+    rows = []
+    for sid in systems:
+        cells = [str(get(metrics, "systems", sid, "label"))]
+        for split in ("heldout_voice", "heldout_wording"):
+            cells.append(pct_ci(num(metrics, "systems", sid, "balanced_accuracy", split), pair(metrics, "systems", sid, "balanced_ci95", split)))
+        cells += [pct(num(metrics, "systems", sid, "another_type_answers", s)) for s in ("heldout_voice", "heldout_wording")]
+        rows.append(cells)
+    return ("## New wordings\n\nThe held-out-voice rows asked again, by the same voices, in wordings no training pool uses "
+            "(macro balanced accuracy with its interval; the share of answers from another question type's vocabulary, "
+            "in percent). The paired differences are under Claims.\n\n"
+            + table(["system", "balanced, training wording", "balanced, held-out wording", "another type's answer, training wording",
+                     "another type's answer, held-out wording"], rows))
+
+
 def transcription_section(metrics: Mapping) -> str:
     asr = mapping(metrics, "asr")
     rows = []
@@ -404,9 +425,10 @@ def render_results(metrics: Mapping) -> str:
             "Generated from this folder's `metrics.json` by `surgvqa.results_page` at the end of the run; do not edit "
             "by hand. Per type, per template and the figures: `index.html` and the executed notebooks beside it.")
     sections = [head, "## Headline (held-out splits)\n\n" + render_headline(metrics), noisy_section(metrics),
-                transcription_section(metrics), swap_section(metrics), long_answers_section(metrics),
-                speed_section(metrics), training_section(metrics), comparisons_section(metrics), targets_section(metrics)]
-    return "\n\n".join(sections) + "\n"
+                wording_section(metrics), transcription_section(metrics), swap_section(metrics),
+                long_answers_section(metrics), speed_section(metrics), training_section(metrics),
+                comparisons_section(metrics), targets_section(metrics)]
+    return "\n\n".join(s for s in sections if s is not None) + "\n"
 
 
 # ---- writing --------------------------------------------------------------------------------------
