@@ -36,3 +36,30 @@ def test_the_tokenizer_corpus_never_reads_a_new_wording():
     corpus = {normalize_short(t) for t in wording.domain_texts(0, 10)}
     for ws in (*wording.VAL_WORDINGS.values(), *wording.HELDOUT_WORDINGS.values()):
         assert not corpus & {normalize_short(w) for w in ws}
+
+
+def test_out_wordings_start_with_the_paraphrases_then_add_generated_ones_far_from_the_new_families():
+    from surgvqa.schema import QUESTION_TYPES
+
+    held = [w for ws in (*wording.VAL_WORDINGS.values(), *wording.HELDOUT_WORDINGS.values()) for w in ws]
+    for qtype in QUESTION_TYPES:
+        assert wording.out_wordings(qtype, 3) == wording.OUT_TEMPLATES[qtype]
+        many = wording.out_wordings(qtype, 40)
+        assert len(many) == 40 and len(set(many)) == 40 and many[:3] == wording.OUT_TEMPLATES[qtype]
+        generated = wording.generated_wordings(qtype)
+        assert len(generated) >= 100 and generated == wording.generated_wordings(qtype)  # a fixed order
+        for w in generated[:40]:
+            assert w[0].isupper() and w[-1] in "?." and "  " not in w
+            assert min(wording.word_distance(w, h) for h in held) > 1, w
+
+
+def test_more_out_wordings_change_only_the_out_rows_wordings():
+    from surgvqa import synthetic
+
+    few, _ = synthetic.generate(0, 1, 3, frame_size=24)
+    many, _ = synthetic.generate(0, 1, 3, frame_size=24, out_wordings=40)
+    assert few["in"] == many["in"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "question"} for r in rows]  # noqa: E731
+    assert strip(few["out"]) == strip(many["out"])
+    assert {r["question"] for r in few["out"]} <= {w for ws in wording.OUT_TEMPLATES.values() for w in ws}
+    assert len({r["question"] for r in many["out"]}) > len({r["question"] for r in few["out"]})

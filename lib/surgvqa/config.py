@@ -121,6 +121,9 @@ class DataConfig:
     # both wordings in training: a tiny LM trained from scratch does not understand unseen paraphrases (docs/RECIPE.md)
     train_templates: list[str] = field(default_factory=lambda: ["in", "out"])
     test_templates: list[str] = field(default_factory=lambda: ["out"])
+    # synthetic data: each `out` row's wording is drawn from its type's first `out_wordings` (the 3 hand-written
+    # paraphrases, then generated ones: `wording.out_wordings`); real data brings its own wordings
+    out_wordings: int = 3
     noise_snr_db: float | None = None  # operating-room noise mixed into speech; None = clean
     # share of the training recordings (stage-1 pool, stage-2 questions) heard through a random room, microphone and
     # codec (surgvqa.channel); val and the tests stay as spoken. 0 = off
@@ -150,6 +153,7 @@ class DataConfig:
         _at_least("data.final_test_videos", self.final_test_videos, 0)
         _at_least("data.narration_sentences", self.narration_sentences, 0)
         _at_least("data.unseen_texts", self.unseen_texts, 0)
+        _at_least("data.out_wordings", self.out_wordings, 1)
         _at_least("data.corpus_voices_per_text", self.corpus_voices_per_text, 1)
         _at_least("data.num_voices", self.num_voices, 1)  # the upper bound (voices that exist): datastep.run_voices
         if self.noise_snr_db is not None and not math.isfinite(self.noise_snr_db):

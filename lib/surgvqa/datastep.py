@@ -267,7 +267,7 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
     # 1. rows + frames
     if d.source == "synthetic":
         by_template, scenes = synthetic.generate(cfg.seed, d.num_videos, d.clips_per_video, d.num_frames, d.frame_size,
-                                       d.priors, out_dir=out)
+                                                 d.priors, out_dir=out, out_wordings=d.out_wordings)
         frames_root = out
         base_rows = by_template["in"] + by_template["out"]
         timings["render_s"] = time.perf_counter() - t0

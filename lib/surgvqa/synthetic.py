@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .schema import QUESTION_TYPES
-from .wording import IN_TEMPLATES, LONG_ANSWERS, OUT_TEMPLATES
+from .wording import IN_TEMPLATES, LONG_ANSWERS, out_wordings
 
 GENERATOR_VERSION = "1"
 
@@ -569,15 +569,17 @@ def frame_relpath(video_id: str, frame_number: int) -> str:
     return f"frames/{video_id}/{video_id}_{frame_number:06d}.png"
 
 
-def qa_rows(scene: Scene, flags: dict[str, list[bool]], seed: int) -> dict[str, list[dict]]:
-    """REAL-Colon-VQA rows for one clip: {"in": [...], "out": [...]} (no voice/audio yet)."""
+def qa_rows(scene: Scene, flags: dict[str, list[bool]], seed: int, num_out_wordings: int = 3) -> dict[str, list[dict]]:
+    """REAL-Colon-VQA rows for one clip: {"in": [...], "out": [...]} (no voice/audio yet); each `out` row's wording is
+    drawn from the type's first `num_out_wordings` (`wording.out_wordings`)."""
     rng = np.random.default_rng([seed, int(scene.video_id.split("-")[-1]), scene.clip_index, 0xA11])
     frames = [frame_relpath(scene.video_id, f) for f in scene.frame_numbers]
     n = scene.num_frames
     out: dict[str, list[dict]] = {"in": [], "out": []}
     for qtype, (short, support) in scene_answers(scene, flags).items():
         long = LONG_ANSWERS[qtype][short][int(rng.integers(len(LONG_ANSWERS[qtype][short])))]
-        paraphrase = OUT_TEMPLATES[qtype][int(rng.integers(len(OUT_TEMPLATES[qtype])))]
+        wordings = out_wordings(qtype, num_out_wordings)
+        paraphrase = wordings[int(rng.integers(len(wordings)))]
         for template, question in (("in", IN_TEMPLATES[qtype]), ("out", paraphrase)):
             out[template].append({
                 "id": f"{scene.clip_id}_{qtype}_{template}",
@@ -604,7 +606,7 @@ def save_png(path: Path, frame: np.ndarray) -> None:
 
 
 def generate(seed: int, num_videos: int, clips_per_video: int, num_frames: int = 8, frame_size: int = 112,
-             priors: dict[str, float] | None = None, out_dir: str | Path | None = None,
+             priors: dict[str, float] | None = None, out_dir: str | Path | None = None, out_wordings: int = 3,
              ) -> tuple[dict[str, list[dict]], list[Scene]]:
     """Sample, render and (if `out_dir`) write the frames of every clip; return rows per template."""
     rows: dict[str, list[dict]] = {"in": [], "out": []}
@@ -615,7 +617,7 @@ def generate(seed: int, num_videos: int, clips_per_video: int, num_frames: int =
             if out_dir is not None:
                 for f, num in zip(frames, scene.frame_numbers):
                     save_png(Path(out_dir) / frame_relpath(scene.video_id, num), f)
-            for template, r in qa_rows(scene, flags, seed).items():
+            for template, r in qa_rows(scene, flags, seed, out_wordings).items():
                 rows[template] += r
             scenes.append(scene)
     return rows, scenes

@@ -3,6 +3,7 @@ long answers, stage-1 narration, spoken forms of symbols, and the corpus the emb
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -303,6 +304,95 @@ def training_wordings(qtype: str) -> list[str]:
     return [IN_TEMPLATES[qtype], *OUT_TEMPLATES[qtype]]
 
 
+# More training wordings: per type, question frames x the ways to name what is asked about, plus a few ways to
+# open and close a question. `out_wordings(qtype, k)` is the type's first k `out` wordings: the three paraphrases
+# above, then a seeded order of the generated ones (`data.out_wordings`).
+_YES_NO_FRAMES = ("Is there {x}{where}?", "Can you see {x}{where}?", "Do we have {x}{where}?", "Do you see {x}{where}?",
+                  "Is {x} visible{where}?", "Would you say there is {x}{where}?", "Are we seeing {x}{where}?",
+                  "Any sign of {x}{where}?")
+_STATE_FRAMES = ("Would you say {x}{where}?", "Can you confirm {x}{where}?", "Is it true that {x}{where}?",
+                 "Do you think {x}{where}?", "Tell me whether {x}{where}.", "Could you check if {x}{where}?",
+                 "Do we know if {x}{where}?")
+_WH_FRAMES = ("Can you tell me {x}{where}?", "Tell me {x}{where}.", "I would like to know {x}{where}.",
+              "Could you say {x}{where}?", "Do you know {x}{where}?")
+_WHERE = ("", " in this clip", " here", " in these frames", " right now", " in this video", " on the screen")
+_GENERATED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # type -> (frames, what is asked about)
+    "mucosa_visibility": (_YES_NO_FRAMES, ("clean mucosa", "a clear view of the mucosa", "clean colon lining",
+                                           "a clean bowel wall", "well cleaned mucosa")),
+    "tool_catheter_check": (_YES_NO_FRAMES, ("a tool", "an instrument", "a catheter", "a tool or a catheter",
+                                             "an instrument in the field", "something out of the working channel")),
+    "endoscope_visibility": (_YES_NO_FRAMES, ("the endoscope itself", "the scope shaft", "the colonoscope in the image",
+                                              "the endoscope in its own view")),
+    "nbi_status": (_STATE_FRAMES, ("narrow band imaging is on", "NBI is active", "the scope is in NBI mode",
+                                   "narrow band imaging is switched on", "we are using NBI")),
+    "lighting_mode": (_WH_FRAMES, ("what lighting mode is on", "which light the scope uses", "what light is used",
+                                   "which imaging mode is active", "what the illumination is")),
+    "blue_dye_presence": (_YES_NO_FRAMES, ("blue dye", "blue stain on the mucosa", "chromoendoscopy dye",
+                                           "dye on the colon wall", "blue staining")),
+    "occlusion_check": (_STATE_FRAMES, ("the view is blocked by wall contact", "the scope is touching the wall",
+                                        "the tip is against the mucosa", "there is a red out", "the lens is on the wall")),
+    "fluid_occlusion_level": (_WH_FRAMES, ("how much fluid covers the view", "how severe the fluid occlusion is",
+                                           "how much liquid hides the mucosa", "how badly fluid blocks the view",
+                                           "whether fluid covers none, part, or all of the view")),
+    "scope_motion": (_STATE_FRAMES, ("the scope is moving", "the camera is moving", "the colonoscope changes position",
+                                     "the scope is in motion")),
+    "scope_forward_motion": (_STATE_FRAMES, ("the scope is moving forward", "the colonoscope is advancing",
+                                             "we are going deeper", "the scope is being pushed in",
+                                             "the camera moves forward")),
+    "scope_backward_motion": (_STATE_FRAMES, ("the scope is moving backward", "the colonoscope is withdrawing",
+                                              "we are pulling back", "the scope is being pulled out",
+                                              "the camera moves backward")),
+    "scope_outside": (_STATE_FRAMES, ("the scope is outside the patient", "the camera is out of the body",
+                                      "the colonoscope is out", "we are outside the patient")),
+    "flush_action": (_YES_NO_FRAMES, ("flushing", "a water jet", "water being sprayed", "irrigation of the mucosa",
+                                      "a flush of water")),
+    "scope_motion_type": (_WH_FRAMES, ("how the scope is moving", "what kind of motion the scope makes",
+                                       "which way the camera moves", "what the scope motion is",
+                                       "whether the scope advances, withdraws, moves sideways or holds still")),
+    "tool_identification": (_WH_FRAMES, ("which tool is visible", "what instrument is used", "which tool is in view",
+                                         "what device is out of the channel", "whether the tool is forceps, a snare or a catheter")),
+    "lesion_histology_extended": (_WH_FRAMES, ("what the histology of the lesion is", "what kind of polyp this is",
+                                               "what the lesion is histologically", "which polyp type this is",
+                                               "what pathology this lesion likely has")),
+    "lesion_size_range": (_WH_FRAMES, ("how big the lesion is", "what size the polyp is", "the size range of the lesion",
+                                       "how large the polyp is in millimetres", "which size band the lesion falls in")),
+    "lesion_site": (_WH_FRAMES, ("which colon segment the lesion is in", "where in the colon the polyp is",
+                                 "what part of the colon this lesion is in", "which segment holds the polyp",
+                                 "the location of the lesion in the colon")),
+    "lesion_screen_position": (_WH_FRAMES, ("where on the screen the lesion is", "which corner the polyp is in",
+                                            "where the lesion appears in the image", "which quadrant shows the polyp",
+                                            "the screen position of the lesion")),
+    "lesion_motion_direction": (_WH_FRAMES, ("which way the lesion moves on the screen", "where the polyp drifts",
+                                             "in which direction the lesion moves", "how the polyp moves in the image",
+                                             "the direction the lesion travels on screen")),
+}
+
+
+def _sentence(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+@functools.cache
+def generated_wordings(qtype: str) -> tuple[str, ...]:
+    """The type's generated training wordings in a seeded order (distinct; none within one word of a val or
+    held-out wording, nor of another type's training wordings)."""
+    frames, things = _GENERATED[qtype]
+    out = list(dict.fromkeys(_sentence(f.format(x=x, where=w)) for f in frames for x in things for w in _WHERE
+                             if not (w and w.split()[-1] in x.split())  # not "on the screen" twice
+                             and not (x.endswith(" in") and w.startswith(" in "))))  # nor "is in in this clip"
+    kept_out = [w for ws in (*VAL_WORDINGS.values(), *HELDOUT_WORDINGS.values()) for w in ws]
+    kept_out += [w for other in QUESTION_TYPES if other != qtype for w in (IN_TEMPLATES[other], *OUT_TEMPLATES[other])]
+    out = [w for w in out if min(word_distance(w, k) for k in kept_out) > 1 and w not in OUT_TEMPLATES[qtype]
+           and w != IN_TEMPLATES[qtype]]
+    order = np.random.default_rng([QUESTION_TYPES.index(qtype), 0x30D5]).permutation(len(out))
+    return tuple(out[int(i)] for i in order)
+
+
+def out_wordings(qtype: str, k: int) -> list[str]:
+    """The first `k` `out` wordings of `qtype`: the three hand-written paraphrases, then generated ones."""
+    return (list(OUT_TEMPLATES[qtype]) + list(generated_wordings(qtype)))[:k]
+
+
 # Long answers per type and short answer (two wordings each; the short answer appears in each).
 LONG_ANSWERS: dict[str, dict[str, list[str]]] = {
     "mucosa_visibility": {
@@ -453,6 +543,7 @@ def domain_texts(seed: int = 0, narration: int = 400) -> list[str]:
     """Every domain text the embedded default will read or write: questions, paraphrases, answers, narration."""
     texts = list(IN_TEMPLATES.values())
     texts += [p for paraphrases in OUT_TEMPLATES.values() for p in paraphrases]
+    texts += [w for qtype in QUESTION_TYPES for w in generated_wordings(qtype)]  # what data.out_wordings may train on
     texts += [a for per_type in LONG_ANSWERS.values() for answers in per_type.values() for a in answers]
     texts += [a for answers in ANSWER_VOCAB.values() for a in answers]
     texts += narration_sentences(seed, narration)
