@@ -18,12 +18,12 @@ from . import evaluate, metrics
 from .answers import canonical_answer, in_vocabulary
 from .data import Dataset, clip_key, row_key
 from .schema import ANSWER_VOCAB
-from .systems import TEST_SPLITS
+from .systems import VOICE_SPLITS
 
 __all__ = ["split_rows", "swap_audio_map", "audio_swap_check", "consistency_check", "plot_swap"]
 
 
-def split_rows(ds: Dataset, splits: Iterable[str] = TEST_SPLITS) -> Dataset:
+def split_rows(ds: Dataset, splits: Iterable[str] = VOICE_SPLITS) -> Dataset:
     """The rows of `ds` (evaluation rows, tagged with `split`) in `splits`, same roots."""
     keep = set(splits)
     return Dataset([r for r in ds.rows if r.get("split") in keep], ds.root, ds.audio_root)

@@ -20,7 +20,7 @@ import pandas as pd
 from . import metrics
 from .answers import canonical_answer, exact_match
 from .data import Dataset, qa_key
-from .systems import NOISY, NOISY_ENGINE, TEST_SPLITS
+from .systems import NOISY, NOISY_ENGINE, TEST_SPLITS, VOICE_SPLITS
 from .media import audio_html, flipbook_html
 from .schema import ANSWER_VOCAB, QUESTION_TYPES
 
@@ -135,10 +135,10 @@ def plot_confusions(predictions: pd.DataFrame, system: str, types: Iterable[str]
 
 
 def type_accuracy(predictions: pd.DataFrame, systems: Iterable[str] = (GRAFT, TEXT),
-                  splits: Iterable[str] | None = TEST_SPLITS) -> pd.DataFrame:
+                  splits: Iterable[str] | None = VOICE_SPLITS) -> pd.DataFrame:
     """Accuracy (fraction) per question type (rows, QUESTION_TYPES order) x system, plus `n` rows per type.
 
-    `splits` defaults to the test splits (held-out video + held-out voice); None = val + test.
+    `splits` defaults to the dev-test rows as worded in training (`VOICE_SPLITS`); None = val + test.
     """
     systems = list(systems)
     frames = {s: _system(predictions, s, splits) for s in systems}
@@ -153,7 +153,7 @@ def type_accuracy(predictions: pd.DataFrame, systems: Iterable[str] = (GRAFT, TE
 
 
 def by_engine_and_voice(predictions: pd.DataFrame, systems: Iterable[str] = (GRAFT, ASR, TEXT),
-                        splits: Iterable[str] = TEST_SPLITS) -> pd.DataFrame:
+                        splits: Iterable[str] = VOICE_SPLITS) -> pd.DataFrame:
     """Exact accuracy (%) per speech engine and voice of the question on the dev-test rows (clean), per system,
     with the rows behind each figure (as the seeds' author broke his results down per voice)."""
     sel = predictions[predictions["system"].isin(list(systems)) & predictions["split"].isin(list(splits))]

@@ -35,7 +35,7 @@ from .infer import predict
 from .speech import noisy_copy
 from .stratify import RESPOKEN
 from .systems import (DEV_SPLITS, EVAL_SPLITS, FINAL_TEST, LABELS, NOISY, NOISY_ENGINE, NOISY_OF, SYSTEMS, TEST_SPLITS,
-                      VAL_WORDING)
+                      VAL_WORDING, VOICE_SPLITS)
 
 
 
@@ -329,10 +329,10 @@ def long_answer_comparison(long_table: pd.DataFrame, options: EvalConfig) -> lis
 
 
 def summarize_by_engine(frame: pd.DataFrame, options: EvalConfig) -> dict[str, dict]:
-    """The dev-test rows (`TEST_SPLITS`, clean) per speech engine of the question's voice: exact and macro balanced
+    """The dev-test rows (`VOICE_SPLITS`, clean) per speech engine of the question's voice: exact and macro balanced
     accuracy with their clustered intervals, and the rows."""
     out: dict[str, dict] = {}
-    test = frame[frame["split"].isin(TEST_SPLITS)]
+    test = frame[frame["split"].isin(VOICE_SPLITS)]
     for engine, sel in test.groupby("engine"):
         acc, ci = accuracy_ci(sel, options)
         cells = stats.BalancedCells(sel["question_type"], sel["short_answer"])

@@ -15,7 +15,8 @@ LABELS = {
 }
 # the dev-test rows, each question by a training voice, a held-out voice of the training engines and a voice of the
 # held-out engine (the engine family no training pool hears), and by the held-out voice in a held-out wording
-TEST_SPLITS = ("heldout_video", "heldout_voice", "heldout_engine", "heldout_wording")
+VOICE_SPLITS = ("heldout_video", "heldout_voice", "heldout_engine")  # as worded in training, by three kinds of voice
+TEST_SPLITS = (*VOICE_SPLITS, "heldout_wording")
 DEV_SPLITS = ("val", *TEST_SPLITS)  # what recipes are chosen on ("overall" = these rows)
 # val rows re-asked in val wordings: what a recipe for new wordings is chosen on (ablations; notebook 04 skips them)
 VAL_WORDING = "val_wording"
