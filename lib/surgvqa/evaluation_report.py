@@ -15,7 +15,7 @@ from .config import Config, EvalConfig
 from .data import Dataset
 from .evaluate import (BALANCED, WER_CLAIMS, EvaluationResult, engine_wer_comparison, long_answer_comparison,
                        paired_comparisons, replicates, split_comparisons, transcription_comparisons)
-from .systems import EVAL_SPLITS, FINAL_TEST, NOISY, NOISY_ENGINE, SYSTEMS, TEST_SPLITS
+from .systems import EVAL_SPLITS, FINAL_TEST, NOISY, NOISY_ENGINE, SYSTEMS, TEST_SPLITS, VOICE_SPLITS
 
 
 def systems_table(systems: dict[str, dict]) -> pd.DataFrame:
@@ -146,8 +146,8 @@ def speed_ratios(systems: dict[str, dict]) -> dict[str, float]:
 
 
 def heldout_accuracy(predictions: pd.DataFrame, system: str) -> float:
-    """Accuracy on the held-out test rows (held-out video + held-out voice, `out` wording)."""
-    sel = predictions[(predictions.system == system) & predictions.split.isin(TEST_SPLITS)]
+    """Accuracy on the dev-test rows as worded in training (`VOICE_SPLITS`)."""
+    sel = predictions[(predictions.system == system) & predictions.split.isin(VOICE_SPLITS)]
     return float(sel["correct"].mean()) if len(sel) else float("nan")
 
 
@@ -183,6 +183,13 @@ def targets(predictions: pd.DataFrame, systems: dict[str, dict], speed: dict[str
             ("audio_finetuned", "asr_prompted", NOISY_ENGINE, BALANCED), False),
         "graft_engine_in_domain_wer_at_most_2x_heldout_voice": any(
             c["shown"] for c in comparisons or [] if c["split"] == "engine_in_domain vs in_domain"),
+        # new wordings: each trained model within 8 points of its own-wording number (same rows and voices), and
+        # fewer than 5% of its answers from another question type's vocabulary
+        **{f"{who}_heldout_wording_within_8_points_of_heldout_voice": shown.get(
+            (f"{sid}:heldout_wording", f"{sid}:heldout_voice", "heldout_wording vs heldout_voice", BALANCED), False)
+           for who, sid in (("graft", "audio_finetuned"), ("text", "text_finetuned"))},
+        **{f"{who}_another_type_answers_heldout_wording": (systems.get(sid, {}).get("another_type_answers") or {}).get("heldout_wording")
+           for who, sid in (("graft", "audio_finetuned"), ("text", "text_finetuned"))},
     }
     floors = floors if floors is not None else floors_and_subsets(predictions)
     bal = {s: systems.get(s, {}).get("balanced_accuracy") or {} for s in ("text_finetuned", "audio_finetuned")}
