@@ -57,7 +57,7 @@ def run(cfg: Config, arms: list[int], root: Path) -> dict:
         result[str(k)] = {"accuracy": {s: acc.get(s) for s in SPLITS},
                           "balanced_accuracy": {s: bal["balanced_accuracy"].get(s) for s in SPLITS},
                           "balanced_ci95": {s: bal["balanced_ci95"].get(s) for s in SPLITS},
-                          "another_type_answers": {s: evaluate.another_type_share(frame).get(s) for s in SPLITS}}
+                          "another_type_answers": {s: evaluate.another_type_share(frame, cfg.eval)[0].get(s) for s in SPLITS}}
     first = arms[0]
     paired = []
     for k in arms[1:]:  # the same val-wording rows, answered by two recipes: systems named by their arm

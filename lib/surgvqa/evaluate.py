@@ -202,10 +202,13 @@ def summarize(frame: pd.DataFrame, options: EvalConfig) -> tuple[dict, dict]:
     return acc, ci
 
 
-def another_type_share(frame: pd.DataFrame) -> dict[str, float]:
-    """Per split, the share of answers that belong to another question type's vocabulary (`answers.another_types_answer`):
-    how often the question was taken for another one."""
-    return {split: float(sel["another_type"].mean()) for split, sel in _split_rows(frame)}
+def another_type_share(frame: pd.DataFrame, options: EvalConfig) -> tuple[dict, dict]:
+    """Per split, the share of answers that belong to another question type's vocabulary (`answers.another_types_answer`:
+    how often the question was taken for another one) and its clustered bootstrap CI."""
+    share, ci = {}, {}
+    for split, sel in _split_rows(frame):
+        share[split], ci[split] = accuracy_ci(sel.assign(correct=sel["another_type"]), options)
+    return share, ci
 
 
 def summarize_balanced(frame: pd.DataFrame, majority: dict[str, str], options: EvalConfig) -> dict[str, Any]:
@@ -456,7 +459,7 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
         sel = predictions[predictions["system"] == system]
         if len(sel):
             entry["accuracy"], entry["ci95"] = summarize(sel, options)
-            entry["another_type_answers"] = another_type_share(sel)
+            entry["another_type_answers"], entry["another_type_ci95"] = another_type_share(sel, options)
             entry.update(summarize_balanced(sel, majority, options))
         else:
             for key in ("accuracy", "ci95", "balanced_accuracy", "balanced_ci95"):

@@ -190,6 +190,10 @@ def targets(predictions: pd.DataFrame, systems: dict[str, dict], speed: dict[str
            for who, sid in (("graft", "audio_finetuned"), ("text", "text_finetuned"))},
         **{f"{who}_another_type_answers_heldout_wording": (systems.get(sid, {}).get("another_type_answers") or {}).get("heldout_wording")
            for who, sid in (("graft", "audio_finetuned"), ("text", "text_finetuned"))},
+        # met when the share's interval lies below 5%
+        **{f"{who}_another_type_answers_below_5_percent_heldout_wording": bool(ci is not None and ci[1] < 0.05)
+           for who, sid in (("graft", "audio_finetuned"), ("text", "text_finetuned"))
+           for ci in [(systems.get(sid, {}).get("another_type_ci95") or {}).get("heldout_wording")]},
     }
     floors = floors if floors is not None else floors_and_subsets(predictions)
     bal = {s: systems.get(s, {}).get("balanced_accuracy") or {} for s in ("text_finetuned", "audio_finetuned")}
