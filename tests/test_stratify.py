@@ -280,3 +280,12 @@ def test_evaluation_rows_stay_paired_and_score_the_final_test_only_when_asked(bu
     final = evaluate.evaluation_rows(splits, 5, seed=1, final_test=True).rows
     assert [r for r in final if r["split"] != "final_test"] == evaluate.evaluation_rows(splits, 5, seed=1).rows
     assert len([r for r in final if r["split"] == "final_test"]) == 5
+    # the re-worded rows: the held-out wording in every dev run, the val wording only when asked; both paired
+    strip = lambda r: (r["video_id"], r["id"].removesuffix(stratify.RESPOKEN[r["split"]][0]) if r["split"] in stratify.RESPOKEN  # noqa: E731
+                       else r["id"], r["template"])
+    for max_rows in (None, 5):
+        dev = evaluate.evaluation_rows(splits, max_rows, seed=1, val_wording=True).rows
+        split_of = lambda s: sorted(strip(r) for r in dev if r["split"] == s)  # noqa: E731
+        assert split_of("heldout_wording") == split_of("heldout_voice") == split_of("heldout_video")
+        assert split_of("val_wording") == split_of("val") and split_of("val")
+        assert [r for r in dev if r["split"] != "val_wording"] == evaluate.evaluation_rows(splits, max_rows, seed=1).rows
