@@ -363,3 +363,34 @@ def test_noisy_speech_is_a_cached_mix(tmp_path):
     a, b = load_audio(clean), load_audio(noisy)
     assert noisy.name.endswith("-snr10.wav") and len(a) == len(b) and np.abs(a - b).mean() > 1e-4
     assert speech.noisy_copy(clean, tmp_path, 10.0, seed=0) == noisy and load_audio(noisy).tobytes() == b.tobytes()
+
+
+def test_masks_say_where_each_thing_is_seen_and_leave_the_frames_alone():
+    seen = Counter()
+    for video in range(4):
+        for scene in synthetic.sample_video(3, video, 12, 8, {"lesion": 0.9, "tool": 0.6, "blue_dye": 0.5, "flush": 0.5,
+                                                              "endoscope": 0.4, "fluid_partial": 0.4}):
+            frames, flags = synthetic.render_clip(scene, 48)
+            same, flags2, where = synthetic.render_clip(scene, 48, masks=True)
+            assert np.array_equal(frames, same) and flags == flags2
+            assert set(where) == set(synthetic.MASKS)
+            assert all(m.shape == (8, 48, 48) and m.dtype == bool for m in where.values())
+            # one visible layer per pixel: a later layer hides what is under it
+            stacked = np.stack([where[k] for k in synthetic.MASKS]).sum(axis=0)
+            assert stacked.max() <= 1
+            for t in range(8):
+                # the flags the answers come from agree with the masks
+                assert flags["tool"][t] == bool(where["tool"][t].any())
+                assert flags["flush"][t] == bool(where["flush"][t].any()) or not where["flush"][t].any()
+                if flags["lesion"][t]:
+                    assert where["lesion"][t].any()
+                if where["tool"][t].any():  # the tool's pixels are its grey metal or white catheter
+                    colours = frames[t][where["tool"][t]].astype(float)
+                    assert colours.std(axis=1).mean() < 25, "tool pixels are not grey"
+            for k in synthetic.MASKS:
+                seen[k] += int(where[k].any())
+            if scene.lesion is None:
+                assert not where["lesion"].any()
+            if not scene.blue_dye:
+                assert not where["dye"].any()
+    assert all(seen[k] for k in synthetic.MASKS), seen

@@ -336,8 +336,15 @@ def _segment(ux, uy, start, direction, length, half_width):
     return inside | tip, along, perp
 
 
-def render_clip(scene: Scene, size: int = 112) -> tuple[np.ndarray, dict[str, list[bool]]]:
-    """Render the clip: (T, size, size, 3) uint8 frames and per-frame visibility flags."""
+# What `render_clip(..., masks=True)` says is where, in the order it is painted (a later layer hides an earlier one).
+LAYERS = ("dye", "lesion", "redout", "fluid", "shaft", "flush", "tool")
+MASKS = tuple(k for k in LAYERS if k != "redout")
+
+
+def render_clip(scene: Scene, size: int = 112, masks: bool = False):
+    """Render the clip: (T, size, size, 3) uint8 frames and per-frame visibility flags; with `masks`, also where
+    each of `MASKS` is seen in each frame ({name: (T, size, size) bool}, hidden parts removed): the exact local
+    ground truth a vision pretraining step can learn from. The frames do not depend on `masks`."""
     rng = np.random.default_rng(scene.texture_seed)
     n1 = _noise_sampler(rng, 14)
     n2 = _noise_sampler(rng, 20)
@@ -358,8 +365,10 @@ def render_clip(scene: Scene, size: int = 112) -> tuple[np.ndarray, dict[str, li
     debris_thr = float(np.quantile(n4(w0x, w0y)[view], 0.965))
     frames = np.zeros((n, size, size, 3), dtype=np.uint8)
     flags: dict[str, list[bool]] = {k: [False] * n for k in ("occluded", "flush", "tool", "dye", "lesion", "outside")}
+    where = {k: np.zeros((n, size, size), dtype=bool) for k in MASKS}
     for t in range(n):
         covered = np.zeros_like(view)  # what is drawn over the mucosa in this frame
+        drawn: dict[str, np.ndarray] = {}  # layer -> where it was painted in this frame
         dye = lesion = None
         if scene.outside:
             img = _render_outside(ux, uy, rng_seed=scene.texture_seed, t=t)
@@ -390,32 +399,45 @@ def render_clip(scene: Scene, size: int = 112) -> tuple[np.ndarray, dict[str, li
                 img = col["redout"][None, None, :] * (0.75 + 0.3 * n1(ux * 0.3 + t * 0.01, uy * 0.3))[..., None]
                 flags["occluded"][t] = True
                 covered |= view
+                drawn["redout"] = view
             if scene.fluid != "absent":
                 fmask = view if scene.fluid == "complete" else uy > scene.fluid_level + 0.04 * np.sin(5 * ux + 0.7 * t)
                 shade_f = (0.88 + 0.17 * nf(ux * 0.8 + 0.05 * t, uy * 0.8))[..., None]
                 img = np.where(fmask[..., None], col["fluid"] * shade_f, img)
                 covered |= fmask
+                drawn["fluid"] = fmask
             img = img * vignette
             if scene.endoscope:
                 img, m = _draw_scope_shaft(img, ux, uy)
                 covered |= m
+                drawn["shaft"] = m
         if scene.flush and scene.flush[0] <= t < scene.flush[1]:
             img, m = _draw_flush(img, ux, uy, t)
             covered |= m
+            drawn["flush"] = m
             flags["flush"][t] = True
         if scene.tool is not None:
             reach = scene.tool_reach * min(1.0, (t - scene.tool_start + 1) / 3) if t >= scene.tool_start else 0.0
             if reach > 0.04:
                 img, m = _draw_tool(img, scene.tool, scene.tool_angle, reach, ux, uy)
                 covered |= m
+                drawn["tool"] = m
                 flags["tool"][t] = True
         if dye is not None:
             flags["dye"][t] = bool((dye & view & ~covered).mean() > 0.003)
         if lesion is not None and lesion.any():
             flags["lesion"][t] = bool((lesion & ~covered).sum() >= 0.5 * lesion.sum())
+        if masks:
+            drawn.update({k: m for k, m in (("dye", dye), ("lesion", lesion)) if m is not None})
+            above = ~view
+            for k in reversed(LAYERS):
+                if k in drawn:
+                    if k in where:
+                        where[k][t] = drawn[k] & ~above
+                    above = above | drawn[k]
         img = np.where(view[..., None], img, 0.0)
         frames[t] = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-    return frames, flags
+    return (frames, flags, where) if masks else (frames, flags)
 
 
 def _render_outside(ux, uy, rng_seed: int, t: int) -> np.ndarray:
