@@ -394,3 +394,27 @@ def test_masks_say_where_each_thing_is_seen_and_leave_the_frames_alone():
             if not scene.blue_dye:
                 assert not where["dye"].any()
     assert all(seen[k] for k in synthetic.MASKS), seen
+
+
+def test_region_shares_per_patch_and_the_data_step_writes_them(smoke_build, smoke_cfg):
+    masks = {k: np.zeros((2, 28, 28), dtype=bool) for k in synthetic.MASKS}
+    masks["lesion"][0, :14, :7] = True  # half of the top-left patch of frame 0
+    shares = synthetic.region_shares(masks)
+    assert shares.shape == (2, 2, 2, len(synthetic.MASKS)) and shares.dtype == np.uint8
+    assert shares[0, 0, 0, synthetic.MASKS.index("lesion")] == 128 and shares.sum() == 128
+    with pytest.raises(ValueError, match="multiple"):
+        synthetic.region_shares({k: np.zeros((2, 30, 30), dtype=bool) for k in synthetic.MASKS})
+    info, regions = data.read_regions(smoke_build.data_dir)
+    assert info["masks"] == list(synthetic.MASKS) and info["patch"] == synthetic.REGION_PATCH
+    p = smoke_cfg.data.frame_size // synthetic.REGION_PATCH
+    clips = {data.clip_key(r) for r in smoke_build_rows(smoke_build)}
+    assert set(regions) == clips and all(v.shape == (smoke_cfg.data.num_frames, p, p, len(synthetic.MASKS)) for v in regions.values())
+    lesion = synthetic.MASKS.index("lesion")
+    # a clip answered "a lesion is there" shows it in some patch
+    for r in smoke_build_rows(smoke_build):
+        if r["question_type"] == "lesion_site":
+            assert regions[data.clip_key(r)][..., lesion].any(), r["id"]
+
+
+def smoke_build_rows(build):
+    return [r for t in ("in_template", "out_template") for _, r in data.read_jsonl(build.data_dir / f"{t}.jsonl") if r]

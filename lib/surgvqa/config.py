@@ -259,6 +259,9 @@ class TrainConfig:
     # 0 = uniform; 1 = a rare answer (dye, a tool) is asked about in most epochs of its clip
     question_rarity: float = option(1.0, "stage0", "stage2", "stage2_text")
     stage0_caption: bool = option(True, "stage0")  # stage 0's conversations close with the clip's dense caption
+    # Stage 0's first phase on synthetic data: epochs of vision pretraining of the embedded tower on where the lesion,
+    # tool, shaft, flush, fluid and dye are (`vision_pretrain`); 0 = the tower stays at its random initialisation
+    vision_pretrain_epochs: int = option(0, "stage0")
     eval_rows: int = option(400, "stage0", "stage2", "stage2_text")  # val rows (a fixed sample) of the eval loss
     # Stage 2's mixture (graft and text model alike): this share of the questions asks for the long-form answer
     long_answer_fraction: float = option(0.2, "stage2", "stage2_text")
@@ -283,6 +286,7 @@ class TrainConfig:
                 raise ConfigError(f"train.early_stopping_patience.{stage} must be an integer, got {patience!r}")
             _at_least(f"train.early_stopping_patience.{stage}", patience, 0)
         _at_least("train.questions_per_clip", self.questions_per_clip, 1)
+        _at_least("train.vision_pretrain_epochs", self.vision_pretrain_epochs, 0)
         _at_least("train.eval_rows", self.eval_rows, 1)
         if not isinstance(self.stage0_caption, bool):
             raise ConfigError(f"train.stage0_caption must be true or false, got {self.stage0_caption!r}")

@@ -439,6 +439,19 @@ class RunData(NamedTuple):
     corpus: list[dict]  # speech -> transcript entries (audio relative to the data dir), each with `split`
 
 
+def read_regions(data_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Where each thing is seen in every clip, as the data step wrote it: (`dataset.json`'s "regions" entry: file,
+    mask names, patch size; clip key -> (T, S/patch, S/patch, masks) uint8 shares in 1/255). A data step without
+    them (real data, or frames that do not tile into merged tokens) raises, saying so."""
+    from safetensors.numpy import load_file
+
+    info = read_data_meta(data_dir).get("regions")
+    if not info:
+        raise DataError(data_dir / "dataset.json", None, "regions", "this data step has no region masks (they come "
+                        "with synthetic data whose data.frame_size is a multiple of 28)")
+    return info, load_file(str(data_dir / info["file"]))
+
+
 def read_data_meta(data_dir: Path) -> dict:
     """`dataset.json` of a built data step: roots, voices, held-out videos, its stamp (`datastep.data_stamp`)."""
     path = data_dir / "dataset.json"

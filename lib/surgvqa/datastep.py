@@ -116,6 +116,9 @@ def run_voices(cfg) -> VoicePlan:
 CORPUS_VERSION = 4
 
 
+REGIONS_FILE = "regions.safetensors"
+
+
 def data_stamp(cfg) -> str:
 
     payload = {"data": asdict(cfg.data), "seed": cfg.seed, "version": synthetic.GENERATOR_VERSION, "corpus": CORPUS_VERSION,
@@ -241,7 +244,7 @@ def _clean_outputs(out: Path) -> None:
     for name in ("frames", "splits", "source_audio"):
         if (out / name).exists():
             shutil.rmtree(out / name)
-    for name in ("in_template.jsonl", "out_template.jsonl", "speech_corpus.jsonl"):
+    for name in ("in_template.jsonl", "out_template.jsonl", "speech_corpus.jsonl", REGIONS_FILE):
         (out / name).unlink(missing_ok=True)
     # temp files of a killed writer (finished ones are renamed): JSONL and stamp here, wavs in the audio cache
     for tmp in [*out.glob(".*.tmp"), *(out / "audio").glob(".tmp*"), *(out / "audio_channel").glob(".tmp*")]:
@@ -266,8 +269,10 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
 
     # 1. rows + frames
     if d.source == "synthetic":
+        # where each thing is seen, per patch (vision pretraining's targets), when the frames tile into merged tokens
+        regions = {} if d.frame_size % (2 * synthetic.REGION_PATCH) == 0 else None
         by_template, scenes = synthetic.generate(cfg.seed, d.num_videos, d.clips_per_video, d.num_frames, d.frame_size,
-                                                 d.priors, out_dir=out, out_wordings=d.out_wordings)
+                                                 d.priors, out_dir=out, out_wordings=d.out_wordings, regions=regions)
         frames_root = out
         base_rows = by_template["in"] + by_template["out"]
         timings["render_s"] = time.perf_counter() - t0
@@ -334,6 +339,11 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
     for name, rows in splits.items():
         files[name] = write_jsonl(out / "splits" / f"{name}.jsonl", rows)
     files["speech_corpus"] = write_jsonl(out / "speech_corpus.jsonl", corpus)
+    if d.source == "synthetic" and regions:
+        from safetensors.numpy import save_file
+
+        files["regions"] = out / REGIONS_FILE
+        save_file(regions, str(files["regions"]))
     # 6. read everything back through the validating loader (what later notebooks will see)
     rel_frames = "." if frames_root == out else str(frames_root)
     caches: dict = {}
@@ -360,6 +370,10 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
         "heldout_engine": d.heldout_engine,
         "heldout_engine_voices": [v.name for v in engine_voices],
         "voices": speakers.manifest(),
+        # per clip, the share of each 14-px patch where each thing is seen (synthetic data whose frames tile into
+        # Qwen2-VL's merged tokens; `data.read_regions`); None: no such ground truth
+        "regions": ({"file": REGIONS_FILE, "masks": list(synthetic.MASKS), "patch": synthetic.REGION_PATCH}
+                    if "regions" in files else None),
         "train_templates": list(d.train_templates),
         "test_templates": list(d.test_templates),
         "split_sizes": {k: len(v) for k, v in splits.items()},

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import WhisperFeatureExtractor
 
-from . import models
+from . import models, vision_pretrain
 from .caches import FeatureCache, VisionCache
 from .checkpoints import (StageResult, base_vlm_source, feature_cache, load_text_base, stage_dir, stage_stamp,
                           vision_cache)
@@ -86,7 +86,10 @@ def train_stage0(cfg: Config, data: RunData, resume: bool = True, stop_after_ste
     processor = Qwen2VLAudioProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                       feature_extractor=WhisperFeatureExtractor())
     train, evaluate = stage0_examples(cfg, data.splits)
-    model.model.visual.requires_grad_(False)  # frozen: trained in the same time it did worse (docs/RECIPE.md)
+    if cfg.train.vision_pretrain_epochs:  # the tower's own pretraining first (on the data step's region masks)
+        vision_pretrain.pretrain_tower(cfg, model.model.visual, processor, data.splits, cfg.paths.data,
+                                       stage_dir(cfg, "vision"), stamp)
+    model.model.visual.requires_grad_(False)  # frozen: trained with stage 0's loss it did worse (docs/RECIPE.md)
     collator = Collator(processor, vision_cache=vision_cache(cfg, model, processor))
     trainer, result = run_stage(cfg, "stage0", model.train(), collator, train, evaluate,
                                 out, stamp, resume=resume, stop_after_steps=stop_after_steps)

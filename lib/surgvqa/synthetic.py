@@ -627,15 +627,32 @@ def save_png(path: Path, frame: np.ndarray) -> None:
     Image.fromarray(frame).save(path, format="PNG", optimize=False, compress_level=6)
 
 
+REGION_PATCH = 14  # region shares are kept per 14 x 14 pixel patch (Qwen2-VL's patch)
+
+
+def region_shares(masks: dict[str, np.ndarray], patch: int = REGION_PATCH) -> np.ndarray:
+    """`render_clip` masks -> (T, S/patch, S/patch, len(MASKS)) uint8: the share of each patch's pixels where each
+    of `MASKS` is seen, in 1/255."""
+    t, s, _ = masks[MASKS[0]].shape
+    if s % patch:
+        raise ValueError(f"frame size {s} is not a multiple of the {patch}-pixel patch")
+    g = s // patch
+    shares = np.stack([masks[k].reshape(t, g, patch, g, patch).mean(axis=(2, 4)) for k in MASKS], axis=-1)
+    return np.rint(shares * 255).astype(np.uint8)
+
+
 def generate(seed: int, num_videos: int, clips_per_video: int, num_frames: int = 8, frame_size: int = 112,
              priors: dict[str, float] | None = None, out_dir: str | Path | None = None, out_wordings: int = 3,
-             ) -> tuple[dict[str, list[dict]], list[Scene]]:
-    """Sample, render and (if `out_dir`) write the frames of every clip; return rows per template."""
+             regions: dict[str, np.ndarray] | None = None) -> tuple[dict[str, list[dict]], list[Scene]]:
+    """Sample, render and (if `out_dir`) write the frames of every clip; return rows per template. Given a dict
+    `regions`, also fill it: clip key (`data.clip_key`) -> `region_shares` of the clip (where each thing is seen)."""
     rows: dict[str, list[dict]] = {"in": [], "out": []}
     scenes: list[Scene] = []
     for v in range(num_videos):
         for scene in sample_video(seed, v, clips_per_video, num_frames, priors):
-            frames, flags = render_clip(scene, frame_size)
+            frames, flags, *masks = render_clip(scene, frame_size, masks=regions is not None)
+            if regions is not None:
+                regions[f"{scene.video_id}:{scene.frame_numbers[0]}"] = region_shares(masks[0])
             if out_dir is not None:
                 for f, num in zip(frames, scene.frame_numbers):
                     save_png(Path(out_dir) / frame_relpath(scene.video_id, num), f)
