@@ -19,7 +19,7 @@ LAYERS = {
                          "data_eda"},
     "model helpers": {"prompts", "lora", "tiny_vlm", "models", "caches", "collate", "infer", "asr", "checkpoints",
                       "model_checks", "paper_scale"},
-    "stages": {"trainer", "training_data", "stages", "training_report"},
+    "stages": {"trainer", "training_data", "vision_pretrain", "stages", "training_report"},
     "evaluation": {"evaluate", "latency", "evaluation_report", "sight", "error_analysis", "audio_swap"},
     "reports and entry points": {"report", "results_page", "notebook", "pipeline", "bench", "train", "seed_spread", "assistant", "ask",
                                  "demo"},
