@@ -100,3 +100,28 @@ def test_the_random_tower_control_is_not_the_models_own_frozen_tower():
     control = dict(random_tower_like(model).visual.named_parameters())
     assert own.keys() == control.keys()
     assert not any(torch.equal(own[k], control[k]) for k in own if own[k].std() > 0)  # other weights everywhere
+
+
+def test_local_probe_reads_a_region_from_the_token_that_holds_it():
+    from surgvqa import sight
+
+    rng = np.random.default_rng(0)
+    clips = [f"c{i}" for i in range(24)]
+    seen = {c: (rng.random((2, 2, 2, 2)) < 0.3).astype(np.float32) for c in clips}
+    informative = {c: np.concatenate([seen[c][..., :1] * 2 - 1 + 0.1 * rng.standard_normal((2, 2, 2, 1)),
+                                      rng.standard_normal((2, 2, 2, 3))], axis=-1) for c in clips}
+    noise = {c: rng.standard_normal((2, 2, 2, 4)) for c in clips}
+    table = sight.local_probe_table({"tells": informative, "noise": noise}, seen, ["lesion", "tool"], clips[:16], clips[16:])
+    assert list(table.index) == ["lesion", "tool"]
+    assert table.loc["lesion", "tells"] > 0.95  # the first feature is the lesion mask
+    assert abs(table.loc["lesion", "noise"] - 0.5) < 0.25 and abs(table.loc["tool", "tells"] - 0.5) < 0.25
+    assert table.loc["lesion", "train_tokens_seen"] == int(sum(seen[c][..., 0].sum() for c in clips[:16]))
+
+
+def test_token_colour_features_are_per_token_means_and_spreads():
+    from surgvqa import sight
+
+    clip = np.zeros((2, 56, 56, 3), dtype=np.uint8)
+    clip[:, :28, :28, 0] = 255  # the top-left token is red
+    f = sight.token_pixel_features(clip)
+    assert f.shape == (1, 2, 2, 6) and f[0, 0, 0, 0] == pytest.approx(1.0) and f[0, 1, 1, :3].sum() == 0

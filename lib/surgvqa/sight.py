@@ -332,6 +332,88 @@ def sight_check(splits: dict, model, processor, predictions: pd.DataFrame, syste
     return {"system": system, "split": split, "train_clips": len(order_tr), "eval_clips": len(order_te), "table": table}
 
 
+# ---- local sight: what single tokens hold -----------------------------------------------------------
+
+
+@torch.no_grad()
+def tower_tokens(model, processor, clips: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
+    """Each clip's merged tokens as a (t, h, w, d) array (what `tower_features` pools)."""
+    inner = model.model if hasattr(model, "model") else model
+    visual = inner.visual
+    merge = visual.spatial_merge_size
+    out = []
+    for i in range(0, len(clips), batch_size):
+        video_inputs, _ = processor._process_videos([list(c) for c in clips[i : i + batch_size]])
+        pix, grid = torch.from_numpy(video_inputs["pixel_values_videos"]), torch.from_numpy(video_inputs["video_grid_thw"])
+        feats = visual(pix.to(visual.dtype), grid_thw=grid)
+        feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
+        for f, g in zip(torch.split(feats, (grid.prod(-1) // merge**2).tolist()), grid.tolist()):
+            out.append(f.float().reshape(g[0], g[1] // merge, g[2] // merge, -1).numpy())
+    return out
+
+
+def token_pixel_features(clip: np.ndarray, token: int = 28, frames: int = 2) -> np.ndarray:
+    """Colour statistics of each token's pixels (RGB mean and std over its `frames` x `token` x `token` pixels):
+    (t, h, w, 6), the pixel baseline of the local probe."""
+    t, s, _, c = clip.shape
+    x = clip.astype(np.float32).reshape(t // frames, frames, s // token, token, s // token, token, c) / 255.0
+    return np.concatenate([x.mean(axis=(1, 3, 5)), x.std(axis=(1, 3, 5))], axis=-1)
+
+
+def local_probe_table(features: dict[str, dict[str, np.ndarray]], seen: dict[str, np.ndarray], masks: Sequence[str],
+                      train_clips: Sequence[str], eval_clips: Sequence[str], max_tokens: int = 20000,
+                      seed: int = 0) -> pd.DataFrame:
+    """Per region mask, the balanced accuracy of a linear probe that tells from one token whether the mask is seen in
+    it (training clips' tokens -> `eval_clips`' tokens), per feature set. `features`: name -> {clip: (t, h, w, d)};
+    `seen`: clip -> (t, h, w, masks) 0/1. At most `max_tokens` training tokens (a seeded draw)."""
+    rng = np.random.default_rng(seed)
+    rows = {}
+    for m, name in enumerate(masks):
+        y_tr = np.concatenate([seen[c][..., m].ravel() for c in train_clips])
+        y_ev = np.concatenate([seen[c][..., m].ravel() for c in eval_clips])
+        row = {"train_tokens_seen": int(y_tr.sum()), "eval_tokens_seen": int(y_ev.sum()), "chance": 0.5}
+        keep = rng.permutation(len(y_tr))[:max_tokens]
+        for feat_name, feats in features.items():
+            if len(set(y_tr[keep].tolist())) < 2 or len(set(y_ev.tolist())) < 2:
+                row[feat_name] = float("nan")
+                continue
+            x_tr = np.concatenate([feats[c].reshape(-1, feats[c].shape[-1]) for c in train_clips])[keep]
+            x_ev = np.concatenate([feats[c].reshape(-1, feats[c].shape[-1]) for c in eval_clips])
+            labels = np.array(["no", "yes"])
+            predict = fit_probe(x_tr, labels[y_tr[keep].astype(int)].tolist())
+            pred = np.array(predict(x_ev)) == "yes"
+            truth = y_ev.astype(bool)
+            row[feat_name] = float((pred[truth].mean() + (~pred[~truth]).mean()) / 2)
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "region"
+    return table
+
+
+def local_sight_check(splits: dict, model, processor, data_dir, split: str = "heldout_video",
+                      frame_size: int | None = None) -> pd.DataFrame | None:
+    """Local probes (`local_probe_table`) for the model's tower, a random tower (another seed) and the tokens' colour
+    statistics, training clips -> `split` clips, on the data step's region masks; None without region masks."""
+    from .data import DataError, load_frames, read_regions
+    from .vision_pretrain import token_shares, SEEN
+
+    try:
+        info, regions = read_regions(data_dir)
+    except DataError:
+        return None
+    order_tr, frames_tr, _ = clip_labels(splits["train"].rows)
+    order_te, frames_te, _ = clip_labels([r for r in splits["test"].rows if r.get("group") == split])
+    clips = {c: load_frames([ds.root / f for f in frames[c]], size=frame_size)
+             for ds, order, frames in ((splits["train"], order_tr, frames_tr), (splits["test"], order_te, frames_te))
+             for c in order}
+    names = list(clips)
+    towers = {"random_tower": random_tower_like(model), "model_tower": model}
+    features = {name: dict(zip(names, tower_tokens(m, processor, [clips[c] for c in names]))) for name, m in towers.items()}
+    features["token_colour"] = {c: token_pixel_features(v) for c, v in clips.items()}
+    seen = {c: (token_shares(regions[c]) > SEEN).astype(np.float32) for c in names}
+    return local_probe_table(features, seen, info["masks"], order_tr, order_te)
+
+
 def sight_metrics(check: dict) -> dict:
     """JSON-ready: one entry per question type (probe balanced accuracies, chance, the system's answer spread)."""
     table = check["table"]
@@ -345,7 +427,9 @@ def sight_metrics(check: dict) -> dict:
         # over the types whose answers vary on the split (the headline's types)
         "mean_ranking": {c: (None if np.isnan(v) else float(v)) for c, v in ranked.mean().items()},
         "constant_types": int(table["constant"].fillna(False).astype(bool).sum()),
-    }
+    } | ({"local": {r: {k: (None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v))
+                        for k, v in row.items()} for r, row in check["local"].iterrows()}}
+         if check.get("local") is not None else {})
 
 
 def plot_sight(check: dict):
@@ -369,5 +453,21 @@ def plot_sight(check: dict):
                  f"(red 'const': {check['system']} gives one answer)")
     ax.tick_params(axis="x", rotation=75, labelsize=8)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the axes: bars reach 100
+    fig.tight_layout()
+    return fig
+
+
+def plot_local_sight(local: pd.DataFrame):
+    """Per region, the local probes' balanced accuracy (is it seen in this token?) per feature set, against chance."""
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in ("token_colour", "random_tower", "model_tower") if c in local]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    (local[cols] * 100).plot.bar(ax=ax, width=0.8)
+    ax.axhline(50, color="black", lw=1, ls="--", label="chance")
+    ax.set(ylim=(0, 105), ylabel="probe balanced accuracy (%)", xlabel="",
+           title="Local sight: is the region seen in this token? (training clips -> held-out-video clips)")
+    ax.tick_params(axis="x", rotation=0)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
