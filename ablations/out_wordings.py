@@ -12,11 +12,7 @@ difference of each arm against the first).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,7 +20,9 @@ import pandas as pd
 
 from surgvqa import checkpoints, datastep, evaluate, models, stages
 from surgvqa.collate import vqa_examples
-from surgvqa.config import REPO_ROOT, Config
+from surgvqa.config import Config
+
+import record  # ablations/record.py, beside this script
 from surgvqa.data import Dataset
 from surgvqa.systems import VAL_WORDING
 
@@ -70,21 +68,11 @@ def run(cfg: Config, arms: list[int], root: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params/default.yaml")
+    parser = record.parser(__doc__, "out_wordings")
     parser.add_argument("--arms", type=int, nargs="+", default=[3, 40])
-    parser.add_argument("--root", default=None, help="where the arms' runs go (default <run>/ablations/out_wordings)")
     args = parser.parse_args(argv)
-    cfg = Config.from_yaml(args.params)
-    root = Path(args.root) if args.root else cfg.paths.run / "ablations" / "out_wordings"
-    result = run(cfg, args.arms, root)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-    record = {**result, "command": "python ablations/out_wordings.py " + " ".join(argv), "commit": commit,
-              "date": datetime.date.today().isoformat(), "params": args.params}
-    out = REPO_ROOT / "reports" / "ablations" / "out_wordings.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    print(f"[out_wordings] {out}")
+    cfg, root = record.setup(args, "out_wordings")
+    record.write("out_wordings", run(cfg, args.arms, root), argv, args.params)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,15 @@ Writes reports/ablations/stage1_channels.json (what was run, the command, the co
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 from surgvqa import datastep, evaluate, metrics, stages
-from surgvqa.config import REPO_ROOT, Config
+from surgvqa.config import Config
+
+import record  # ablations/record.py, beside this script
 
 
 def share_config(cfg: Config, share: float, root: Path) -> Config:
@@ -71,22 +70,12 @@ def run(cfg: Config, shares: list[float], dev_engine: str, root: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params/default.yaml")
+    parser = record.parser(__doc__, "stage1_channels")
     parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.5])
     parser.add_argument("--dev-engine", default="festival")
-    parser.add_argument("--root", default=None, help="where the runs go (default <run>/ablations/stage1_channels)")
     args = parser.parse_args(argv)
-    cfg = Config.from_yaml(args.params)
-    root = Path(args.root) if args.root else cfg.paths.run / "ablations" / "stage1_channels"
-    result = run(cfg, args.shares, args.dev_engine, root)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-    record = {**result, "command": "python ablations/stage1_channels.py " + " ".join(argv), "commit": commit,
-              "date": datetime.date.today().isoformat(), "params": args.params}
-    out = (cfg.paths.reports if cfg.reports_dir else REPO_ROOT / "reports") / "ablations" / "stage1_channels.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"[stage1_channels] {out}")
+    cfg, root = record.setup(args, "stage1_channels")
+    record.write("stage1_channels", run(cfg, args.shares, args.dev_engine, root), argv, args.params)
 
 
 if __name__ == "__main__":

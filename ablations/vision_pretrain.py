@@ -10,18 +10,17 @@ pretraining record and both probe tables).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from surgvqa import datastep, models, sight, vision_pretrain
-from surgvqa.config import REPO_ROOT, Config
+from surgvqa.config import Config
+
+import record  # ablations/record.py, beside this script
 from surgvqa.data import load_frames, read_regions
 
 
@@ -81,21 +80,11 @@ def run(cfg: Config, arms: list[int], root: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params/default.yaml")
+    parser = record.parser(__doc__, "vision_pretrain")
     parser.add_argument("--epochs", type=int, nargs="+", default=[0, 4, 8])
-    parser.add_argument("--root", default=None, help="where the towers go (default <run>/ablations/vision_pretrain)")
     args = parser.parse_args(argv)
-    cfg = Config.from_yaml(args.params)
-    root = Path(args.root) if args.root else cfg.paths.run / "ablations" / "vision_pretrain"
-    result = run(cfg, args.epochs, root)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-    record = {**result, "command": "python ablations/vision_pretrain.py " + " ".join(argv), "commit": commit,
-              "date": datetime.date.today().isoformat(), "params": args.params}
-    out = REPO_ROOT / "reports" / "ablations" / "vision_pretrain.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    print(f"[vision_pretrain] {out}")
+    cfg, root = record.setup(args, "vision_pretrain")
+    record.write("vision_pretrain", run(cfg, args.epochs, root), argv, args.params)
 
 
 if __name__ == "__main__":
