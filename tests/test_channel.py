@@ -1,7 +1,6 @@
 """Training audio through a random room, microphone and codec: seeded, recorded, training pools only."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
