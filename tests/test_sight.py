@@ -125,3 +125,11 @@ def test_token_colour_features_are_per_token_means_and_spreads():
     clip[:, :28, :28, 0] = 255  # the top-left token is red
     f = sight.token_pixel_features(clip)
     assert f.shape == (1, 2, 2, 6) and f[0, 0, 0, 0] == pytest.approx(1.0) and f[0, 1, 1, :3].sum() == 0
+
+
+def test_types_no_pixel_probe_reads_are_named():
+    from surgvqa import sight
+
+    table = pd.DataFrame({"pixels": [0.9, 0.36, np.nan], "colour_texture": [0.95, 0.30, np.nan],
+                          "chance": [0.5, 0.333, 0.5]}, index=["blue_dye_presence", "lesion_size_range", "scope_outside"])
+    assert sight.not_in_the_pixels(table) == ["lesion_size_range"]

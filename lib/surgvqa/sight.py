@@ -414,6 +414,16 @@ def local_sight_check(splits: dict, model, processor, data_dir, split: str = "he
     return local_probe_table(features, seen, info["masks"], order_tr, order_te)
 
 
+PIXEL_MARGIN = 0.05
+
+
+def not_in_the_pixels(table: pd.DataFrame) -> list[str]:
+    """Question types whose answer neither pixel probe (raw statistics, colour-texture) reads better than chance +
+    `PIXEL_MARGIN` on the probe's eval clips: at this frame size the rendering does not show it to a linear reader."""
+    best = table[[c for c in ("pixels", "colour_texture") if c in table]].max(axis=1)
+    return sorted(t for t, b in best.items() if not np.isnan(b) and b <= table.loc[t, "chance"] + PIXEL_MARGIN)
+
+
 def sight_metrics(check: dict) -> dict:
     """JSON-ready: one entry per question type (probe balanced accuracies, chance, the system's answer spread)."""
     table = check["table"]
@@ -427,6 +437,8 @@ def sight_metrics(check: dict) -> dict:
         # over the types whose answers vary on the split (the headline's types)
         "mean_ranking": {c: (None if np.isnan(v) else float(v)) for c, v in ranked.mean().items()},
         "constant_types": int(table["constant"].fillna(False).astype(bool).sum()),
+        # types no pixel probe reads above chance (+5 points): not answerable from these frames, whatever the tower
+        "not_in_the_pixels": not_in_the_pixels(table),
     } | ({"local": {r: {k: (None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v))
                         for k, v in row.items()} for r, row in check["local"].iterrows()}}
          if check.get("local") is not None else {})
