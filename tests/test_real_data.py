@@ -126,7 +126,7 @@ def test_data_step_loads_and_splits_the_real_folder(profile, built, folder):
         assert all(v == {"in", "out"} for v in templates.values())
     # nothing dropped silently: every source row is in a split, unused (template) or excluded (counted)
     base = sum(result.summary.files.values())
-    used = sum(1 for ds in splits.values() for r in ds if r["group"] != "heldout_voice")
+    used = sum(1 for ds in splits.values() for r in ds if r["group"] not in stratify.RESPOKEN)
     assert used + result.unused_rows + result.shared_wordings["test_rows_excluded"] // 2 == base
     assert meta["unused_rows"] == result.unused_rows and meta["split_sizes"] == {s: len(d) for s, d in splits.items()}
 
@@ -158,7 +158,7 @@ def test_rows_without_audio_get_spoken_questions(profile, built):
     for s, ds in splits.items():
         for r in ds:
             assert r["audio"].startswith("audio/") and r["audio_s"] > 0.3 and ds.audio_path(r).is_file()
-            assert (r["voice"] in heldout) == (r["group"] == "heldout_voice")
+            assert (r["voice"] in heldout) == (r["group"] in ("heldout_voice", "heldout_wording"))
     row = next(r for r in splits["test"] if r["group"] == "heldout_voice")
     wav = splits["test"].load_audio(row)
     assert wav.ndim == 1 and len(wav) / SAMPLE_RATE == pytest.approx(row["audio_s"], abs=0.05) and abs(wav).max() > 0.01
@@ -271,8 +271,10 @@ def test_notebook_01_eda_runs_on_the_real_folder(built, tmp_path):
     split_df = data_eda.rows_frame(stratify.all_rows(splits))
     assert set(data_eda.audio_summary(split_df)["voices"].index) == {"train", "val", "test"}
     table = data_eda.stratification_table(split_rows)
-    assert table["test:heldout_video"].sum() == len(splits["test"]) // 2
-    assert set(data_eda.split_overview(split_rows)["group"]) == {"train", "in_domain", "heldout_video", "heldout_voice"}
+    assert table["test:heldout_video"].sum() == table["test:heldout_voice"].sum() == table["test:heldout_wording"].sum()
+    assert table["test:heldout_video"].sum() * 3 == len(splits["test"]) and table["val"].sum() == table["val:val_wording"].sum()
+    assert set(data_eda.split_overview(split_rows)["group"]) == {"train", "in_domain", "val_wording", "heldout_video",
+                                                                 "heldout_voice", "heldout_wording"}
     assert "lesion_site" in stratify.coverage(split_rows)["train"]  # a type the dataset never asks
     scale = data_eda.scale_check(splits["train"].rows)
     assert scale["train_videos"] == 3 and scale["classes_under_20_clips"]
