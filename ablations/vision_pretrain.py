@@ -21,7 +21,6 @@ from surgvqa import datastep, models, sight, vision_pretrain
 from surgvqa.config import Config
 
 import record  # ablations/record.py, beside this script
-from surgvqa.data import load_frames, read_regions
 
 
 def tower(cfg: Config):
@@ -44,15 +43,7 @@ def probe(cfg: Config, model, processor, splits) -> dict:
         sight.probe_features(splits["train"], model, processor, order_tr, frames_tr).items(),
         sight.probe_features(splits["val"], model, processor, order_va, frames_va).values())}
     pooled = sight.probe_table(features, {**labels_tr, **labels_va}, order_tr, order_va)
-    info, regions = read_regions(cfg.paths.data)
-    clips = {c: load_frames([ds.root / f for f in frames[c]])
-             for ds, order, frames in ((splits["train"], order_tr, frames_tr), (splits["val"], order_va, frames_va)) for c in order}
-    names = list(clips)
-    tokens = {"random_tower": sight.random_tower_like(model), "model_tower": model}
-    local_features = {n: dict(zip(names, sight.tower_tokens(m, processor, [clips[c] for c in names]))) for n, m in tokens.items()}
-    local_features["token_colour"] = {c: sight.token_pixel_features(v) for c, v in clips.items()}
-    seen = {c: (vision_pretrain.token_shares(regions[c]) > vision_pretrain.SEEN).astype(np.float32) for c in names}
-    local = sight.local_probe_table(local_features, seen, info["masks"], order_tr, order_va)
+    local = sight.local_sight_check(splits, model, processor, cfg.paths.data, "val", "in_domain")
 
     def records(table):
         return {i: {k: (None if isinstance(v, float) and np.isnan(v) else (v.item() if hasattr(v, "item") else v))

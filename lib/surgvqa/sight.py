@@ -189,21 +189,7 @@ def colour_texture_features(clip: np.ndarray, bins: int = 6) -> np.ndarray:
 def tower_features(model, processor, clips: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
     """Pooled features of the vision tower (after the patch merger: the tokens the language model is given)
     per clip, `pool_tokens` of each clip's (t, h/2, w/2) token grid."""
-    inner = model.model if hasattr(model, "model") else model
-    visual = inner.visual
-    merge = visual.spatial_merge_size
-    out = []
-    for i in range(0, len(clips), batch_size):
-        batch = clips[i : i + batch_size]
-        video_inputs, _ = processor._process_videos([list(c) for c in batch])
-        pix, grid = torch.from_numpy(video_inputs["pixel_values_videos"]), torch.from_numpy(video_inputs["video_grid_thw"])
-        feats = visual(pix.to(visual.dtype), grid_thw=grid)
-        feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
-        sizes = (grid.prod(-1) // merge**2).tolist()
-        for f, g in zip(torch.split(feats, sizes), grid.tolist()):
-            t, h, w = g[0], g[1] // merge, g[2] // merge
-            out.append(pool_tokens(f.float().reshape(t, h, w, -1)).numpy())
-    return np.stack(out)
+    return np.stack([pool_tokens(torch.from_numpy(g)).numpy() for g in tower_tokens(model, processor, clips, batch_size)])
 
 
 def pool_tokens(grid: torch.Tensor) -> torch.Tensor:
@@ -337,19 +323,13 @@ def sight_check(splits: dict, model, processor, predictions: pd.DataFrame, syste
 
 @torch.no_grad()
 def tower_tokens(model, processor, clips: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
-    """Each clip's merged tokens as a (t, h, w, d) array (what `tower_features` pools)."""
-    inner = model.model if hasattr(model, "model") else model
-    visual = inner.visual
-    merge = visual.spatial_merge_size
-    out = []
-    for i in range(0, len(clips), batch_size):
-        video_inputs, _ = processor._process_videos([list(c) for c in clips[i : i + batch_size]])
-        pix, grid = torch.from_numpy(video_inputs["pixel_values_videos"]), torch.from_numpy(video_inputs["video_grid_thw"])
-        feats = visual(pix.to(visual.dtype), grid_thw=grid)
-        feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
-        for f, g in zip(torch.split(feats, (grid.prod(-1) // merge**2).tolist()), grid.tolist()):
-            out.append(f.float().reshape(g[0], g[1] // merge, g[2] // merge, -1).numpy())
-    return out
+    """Each clip's merged tokens as a (t, h, w, d) float32 array (what `tower_features` pools), in batches of
+    `batch_size` clips (`vision_pretrain.token_grids`, the tower's one reading of a clip)."""
+    from .vision_pretrain import token_grids
+
+    visual = (model.model if hasattr(model, "model") else model).visual
+    return [g.float().numpy() for i in range(0, len(clips), batch_size)
+            for g in token_grids(visual, processor, list(clips[i : i + batch_size]))]
 
 
 def token_pixel_features(clip: np.ndarray, token: int = 28, frames: int = 2) -> np.ndarray:
@@ -390,10 +370,11 @@ def local_probe_table(features: dict[str, dict[str, np.ndarray]], seen: dict[str
     return table
 
 
-def local_sight_check(splits: dict, model, processor, data_dir, split: str = "heldout_video",
+def local_sight_check(splits: dict, model, processor, data_dir, split: str = "test", group: str = "heldout_video",
                       frame_size: int | None = None) -> pd.DataFrame | None:
     """Local probes (`local_probe_table`) for the model's tower, a random tower (another seed) and the tokens' colour
-    statistics, training clips -> `split` clips, on the data step's region masks; None without region masks."""
+    statistics, training clips -> the clips of `split`'s `group` rows (the dev-test; val for recipe choice), on the
+    data step's region masks; None without region masks."""
     from .data import DataError, load_frames, read_regions
     from .vision_pretrain import token_shares, SEEN
 
@@ -402,9 +383,9 @@ def local_sight_check(splits: dict, model, processor, data_dir, split: str = "he
     except DataError:
         return None
     order_tr, frames_tr, _ = clip_labels(splits["train"].rows)
-    order_te, frames_te, _ = clip_labels([r for r in splits["test"].rows if r.get("group") == split])
+    order_te, frames_te, _ = clip_labels([r for r in splits[split].rows if r.get("group") == group])
     clips = {c: load_frames([ds.root / f for f in frames[c]], size=frame_size)
-             for ds, order, frames in ((splits["train"], order_tr, frames_tr), (splits["test"], order_te, frames_te))
+             for ds, order, frames in ((splits["train"], order_tr, frames_tr), (splits[split], order_te, frames_te))
              for c in order}
     names = list(clips)
     towers = {"random_tower": random_tower_like(model), "model_tower": model}
