@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 import yaml
@@ -18,6 +18,16 @@ from surgvqa.config import REPO_ROOT, Config, ConfigError
 
 PROFILES = sorted(p.name for p in (REPO_ROOT / "params").glob("*.yaml"))
 SHARED = {normalize_short(fixture.WORDINGS[t][0]) for t in fixture.SHARED_TYPES}
+
+
+def same_wording_groups(test_rows) -> set[str]:
+    """The test split's groups that ask a row in its own wording: the held-out video's rows and their re-spoken
+    copies (voice, engine); not the held-out-wording copies, which re-ask it in a new wording."""
+    return {r["group"] for r in test_rows} - {"heldout_wording"}
+
+
+def same_wording_copies(test_rows) -> int:
+    return len(same_wording_groups(test_rows))
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +137,8 @@ def test_data_step_loads_and_splits_the_real_folder(profile, built, folder):
     # nothing dropped silently: every source row is in a split, unused (template) or excluded (counted)
     base = sum(result.summary.files.values())
     used = sum(1 for ds in splits.values() for r in ds if r["group"] not in stratify.RESPOKEN)
-    assert used + result.unused_rows + result.shared_wordings["test_rows_excluded"] // 2 == base
+    excluded = result.shared_wordings["test_rows_excluded"] // same_wording_copies(splits["test"].rows)
+    assert used + result.unused_rows + excluded == base
     assert meta["unused_rows"] == result.unused_rows and meta["split_sizes"] == {s: len(d) for s, d in splits.items()}
 
 
@@ -142,9 +153,12 @@ def test_shared_wordings_are_reported_and_scored_apart_never_refused(profile, bu
     held_out = not set(cfg.data.train_templates) & set(cfg.data.test_templates)
     assert report["held_out_wording"] is held_out
     if held_out:
-        # the test video's rows of the shared wordings, by both voices; the held-out-wording rows never in training
+        # the test video's rows of the shared wordings, by every voice that re-asks them in their own wording; the
+        # held-out-wording rows (a new wording) never marked, and never in training
         assert {normalize_short(r["question"]) for r in marked} == SHARED
-        assert len(marked) == report["test_rows_seen_wording"] == 2 * fixture.CLIPS_PER_VIDEO * 2
+        per_group = Counter(r["group"] for r in marked)
+        assert per_group == {g: 2 * fixture.CLIPS_PER_VIDEO for g in same_wording_groups(test)}
+        assert len(marked) == report["test_rows_seen_wording"] == 2 * fixture.CLIPS_PER_VIDEO * same_wording_copies(test)
         trained = {normalize_short(r["question"]) for s in ("train", "val") for r in splits[s]}
         assert not {normalize_short(r["question"]) for r in test if not r.get("seen_wording")} & trained
     else:
@@ -169,11 +183,14 @@ def test_exclude_leaves_shared_wording_rows_out_of_the_test_split_and_counts_the
     cfg = real_cfg("smoke.yaml", folder, tmp_path, shared_wordings="exclude")
     result = datastep.build_dataset(cfg)
     splits, _ = datastep.load_run_data(cfg)
-    assert result.shared_wordings["test_rows_excluded"] == 2 * fixture.CLIPS_PER_VIDEO * 2
+    assert result.shared_wordings["test_rows_excluded"] == 2 * fixture.CLIPS_PER_VIDEO * same_wording_copies(splits["test"].rows)
     assert not {normalize_short(r["question"]) for r in splits["test"]} & SHARED
     assert not any(r.get("seen_wording") for r in splits["test"])
-    # 12 types on every clip, the two lesion types on one, less the two shared types; by two voices
-    assert len(splits["test"]) == 2 * (12 * fixture.CLIPS_PER_VIDEO + 2 - 2 * fixture.CLIPS_PER_VIDEO)
+    # 12 types on every clip, the two lesion types on one, less the two shared types, in every same-wording copy;
+    # the held-out-wording copies re-ask every row (the shared ones too) in a wording no template file has
+    asked = 12 * fixture.CLIPS_PER_VIDEO + 2
+    copies = same_wording_copies(splits["test"].rows)
+    assert len(splits["test"]) == copies * (asked - 2 * fixture.CLIPS_PER_VIDEO) + asked
     assert data.read_data_meta(cfg.paths.data)["shared_wordings"]["test_rows_excluded"] == result.shared_wordings["test_rows_excluded"]
 
 
@@ -272,9 +289,11 @@ def test_notebook_01_eda_runs_on_the_real_folder(built, tmp_path):
     assert set(data_eda.audio_summary(split_df)["voices"].index) == {"train", "val", "test"}
     table = data_eda.stratification_table(split_rows)
     assert table["test:heldout_video"].sum() == table["test:heldout_voice"].sum() == table["test:heldout_wording"].sum()
-    assert table["test:heldout_video"].sum() * 3 == len(splits["test"]) and table["val"].sum() == table["val:val_wording"].sum()
+    test_groups = {r["group"] for r in splits["test"]}
+    assert test_groups == {"heldout_video", "heldout_voice", "heldout_engine", "heldout_wording"}
+    assert table["test:heldout_video"].sum() * len(test_groups) == len(splits["test"]) and table["val"].sum() == table["val:val_wording"].sum()
     assert set(data_eda.split_overview(split_rows)["group"]) == {"train", "in_domain", "val_wording", "heldout_video",
-                                                                 "heldout_voice", "heldout_wording"}
+                                                                 "heldout_voice", "heldout_engine", "heldout_wording"}
     assert "lesion_site" in stratify.coverage(split_rows)["train"]  # a type the dataset never asks
     scale = data_eda.scale_check(splits["train"].rows)
     assert scale["train_videos"] == 3 and scale["classes_under_20_clips"]
@@ -343,6 +362,7 @@ def test_notebook_01_runs_under_papermill_on_the_real_folder(folder, tmp_path):
     cfg = Config.from_yaml(REPO_ROOT / "params" / "smoke.yaml", overrides)
     m = json.loads((cfg.paths.metrics / "01_data.json").read_text())["metrics"]
     assert m["question_types"] == 15 and m["split_videos"]["test"] == [fixture.TEST_VIDEO]
-    assert set(m["shared_wordings"]["wordings"]) == SHARED and m["shared_wordings"]["test_rows_seen_wording"] == 16
+    assert set(m["shared_wordings"]["wordings"]) == SHARED and m["shared_wordings"]["test_rows_seen_wording"] == 2 * fixture.CLIPS_PER_VIDEO * 3
+    # (two shared wordings on every test clip, asked by a training voice, a held-out voice and the held-out engine)
     executed = (tmp_path / "reports" / "01_data_eda_stratification.ipynb").read_text()
     assert "wordings in both template files: 2" in executed and "is endoscope body visible" in executed
