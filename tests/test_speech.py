@@ -148,23 +148,3 @@ def test_an_engine_that_cannot_speak_says_why(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SpeechError, match="Debian package flite"):
         synthesize(QUESTION, Voice("bad", engine="flite", model="slt"))
-
-
-def test_a_batched_decode_writes_what_decoding_each_file_alone_writes(ct2_whisper_dir, tmp_path):
-    """`asr.decode_batch` (accuracy runs) against faster-whisper's own loop, file by file, with and without the
-    domain prompt, on questions from several engines and one silent file."""
-    from faster_whisper import WhisperModel
-
-    from surgvqa import asr
-    from surgvqa.audio import write_wav
-
-    model = WhisperModel(str(ct2_whisper_dir), device="cpu", compute_type="int8", cpu_threads=2)
-    texts = [QUESTION, "which tool is being used in this frame", "is the scope moving forward or backward",
-             "what is the size range of the lesion", "is narrow band imaging turned on"]
-    voices = [*VOICES[:3], *[v for v in speech.ENGINE_VOICES if v.engine in ("flite", "piper")][:2]]
-    paths = [str(speech.synthesize_to_file(t, v, tmp_path)) for t, v in zip(texts, voices)]
-    paths.append(str(write_wav(tmp_path / "silence.wav", np.zeros(SAMPLE_RATE, dtype=np.float32))))
-    for prompt in (None, asr.domain_prompt(texts)):
-        alone = [" ".join(s.text.strip() for s in model.transcribe(p, initial_prompt=prompt, **asr.DECODE_OPTIONS)[0]).strip()
-                 for p in paths]
-        assert asr.decode_batch(model, paths, prompt) == alone, prompt

@@ -76,73 +76,24 @@ def domain_prompt(questions: list[str], max_words: int = PROMPT_WORDS) -> str:
     return " ".join(out)
 
 
-ASR_BATCH = 8  # files per batched decode (accuracy runs)
-
-
 def transcribe_faster_whisper(model, paths: list[str], progress: bool = True, cache=None,
                               prompt: str | None = None) -> tuple[list[str], list[float]]:
     """Greedy English transcription of each file, with per-file seconds (decoding included); `prompt`: the
     decoder's initial prompt (`domain_prompt`; its cache is `transcript_cache(cfg, asr, prompt)`).
 
-    With a `TranscriptCache` (accuracy runs), a file decoded before is not decoded again (its seconds are those of
-    its first decode), and the others are decoded `ASR_BATCH` at a time (`decode_batch`: faster-whisper's own
-    decode of one window, batched; a file's seconds are its share of its batch). Timed runs pass none: each file
-    is decoded alone, as one question would be."""
+    With a `TranscriptCache` (accuracy runs), a file decoded before is not decoded again; its
+    seconds are those of its first decode. Timed runs pass none."""
     from tqdm.auto import tqdm
 
-    found = {p: cache.lookup(p) for p in paths} if cache is not None else {}
-    todo = list(dict.fromkeys(p for p in paths if found.get(p) is None))
-    desc = "faster-whisper" + (" (prompted)" if prompt else "")
-    if cache is not None:
-        for i in tqdm(range(0, len(todo), ASR_BATCH), desc=desc, disable=not progress or not todo, leave=False):
-            batch = todo[i:i + ASR_BATCH]
-            t0 = time.perf_counter()
-            texts = decode_batch(model, batch, prompt)
-            share = (time.perf_counter() - t0) / len(batch)
-            for path, text in zip(batch, texts):
-                found[path] = (text, share)
-                cache.store(path, text, share)
-    else:
-        for path in tqdm(todo, desc=desc, disable=not progress, leave=False):
+    texts, seconds = [], []
+    for path in tqdm(paths, desc="faster-whisper" + (" (prompted)" if prompt else ""), disable=not progress, leave=False):
+        found = cache.lookup(path) if cache is not None else None
+        if found is None:
             t0 = time.perf_counter()
             segments, _ = model.transcribe(str(path), initial_prompt=prompt or None, **DECODE_OPTIONS)
-            found[path] = (" ".join(s.text.strip() for s in segments).strip(), time.perf_counter() - t0)
-    return [found[p][0] for p in paths], [found[p][1] for p in paths]
-
-
-def decode_batch(model, paths: list[str], prompt: str | None = None) -> list[str]:
-    """`model.transcribe(path, initial_prompt=prompt, **DECODE_OPTIONS)` for files of one 30-s window each, the
-    windows encoded and decoded as one batch: the same features, prompt, suppressed tokens, initial-timestamp
-    limit and no-speech rule as faster-whisper's own loop (a longer file is decoded alone by it)."""
-    import numpy as np
-    from faster_whisper.audio import decode_audio, pad_or_trim
-    from faster_whisper.tokenizer import Tokenizer
-    from faster_whisper.transcribe import get_suppressed_tokens
-
-    fe = model.feature_extractor
-    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
-    previous = tokenizer.encode(" " + prompt.strip()) if prompt else []
-    prompt_ids = model.get_prompt(tokenizer, previous, without_timestamps=True)
-    windows, long = [], {}
-    for i, path in enumerate(paths):
-        features = fe(decode_audio(str(path), sampling_rate=fe.sampling_rate))
-        content = features.shape[-1] - 1
-        if content > fe.nb_max_frames:
-            long[i] = path
-        windows.append(pad_or_trim(features[:, :min(content, fe.nb_max_frames)]))
-    results = model.model.generate(
-        model.encode(np.stack(windows)), [prompt_ids] * len(paths), beam_size=1, patience=1, length_penalty=1,
-        repetition_penalty=1, no_repeat_ngram_size=0, max_length=model.max_length, return_scores=True,
-        return_no_speech_prob=True, suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
-        max_initial_timestamp_index=int(round(1.0 / model.time_precision)))
-    texts = []
-    for i, result in enumerate(results):
-        if i in long:
-            segments, _ = model.transcribe(str(long[i]), initial_prompt=prompt or None, **DECODE_OPTIONS)
-            texts.append(" ".join(s.text.strip() for s in segments).strip())
-            continue
-        tokens = result.sequences_ids[0]
-        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-        # faster-whisper drops a window it judges silent (no_speech_threshold 0.6, log_prob_threshold -1.0)
-        texts.append("" if result.no_speech_prob > 0.6 and avg_logprob < -1.0 else tokenizer.decode(tokens).strip())
-    return texts
+            found = (" ".join(s.text.strip() for s in segments).strip(), time.perf_counter() - t0)
+            if cache is not None:
+                cache.store(path, *found)
+        texts.append(found[0])
+        seconds.append(found[1])
+    return texts, seconds
