@@ -347,3 +347,17 @@ def test_new_wordings_get_their_section_only_when_scored(metrics):
     section = page[page.index("## New wordings"):].split("\n## ")[0]
     assert "| graft, stage 2 | 59.6 [56.1, 63.0] | 40.1 [37.1, 44.1] | 1.2 | 17.9 |" in section
     assert "| text model | 61.9 [58.5, 64.7] | 51.2 [48.2, 55.2] | 1.2 | 4.6 |" in section
+
+
+def test_a_run_from_before_a_test_split_says_so_in_the_headline(metrics):
+    rows = metrics["notebooks"]["04_evaluation"]["rows"]
+    assert "heldout_engine" not in rows  # the fixture's run predates the held-out engine and wordings
+    assert "**not scored by this run:** held-out engine, held-out wording" in results_page.render_headline(metrics)
+    for split in ("heldout_engine", "heldout_wording"):
+        rows[split] = 100
+        for system in metrics["systems"].values():  # as notebook 04 writes them: null for a speed-only system
+            scored = system["balanced_accuracy"].get("heldout_video") is not None
+            for key in ("balanced_accuracy", "accuracy"):
+                system[key][split] = 0.5 if scored else None
+            system["balanced_ci95"][split] = [0.4, 0.6] if scored else None
+    assert "not scored by this run" not in results_page.render_headline(metrics)

@@ -183,6 +183,9 @@ def render_headline(metrics: Mapping) -> str:
                           for s in headline_splits(metrics) if s in rows) if isinstance(rows, Mapping) else ""
     if not per_split:
         raise MissingMetric("notebooks.04_evaluation.rows", "without a held-out split")
+    unscored = [SPLIT_NAMES.get(s, s) for s in TEST_SPLITS if s not in headline_splits(metrics)]
+    if unscored:  # a run made by code from before these splits existed
+        per_split += f"; **not scored by this run:** {', '.join(unscored)} (its code had no such split)"
     lines = [
         f"Run `{get(metrics, 'params_hash')}` (`{get(metrics, 'params_source')}`), rows per split: {per_split}. "
         "Macro balanced accuracy (the per-type mean recall over answer classes, averaged over the types whose "
