@@ -30,6 +30,10 @@ SPLITS = ("val", VAL_WORDING)
 
 
 def arm_config(cfg: Config, k: int, root: Path) -> Config:
+    """The arm of the params file's own `data.out_wordings` is the run itself (its data step, stage 0 and text model,
+    reused by their stamps); any other arm writes under `root/out<k>`."""
+    if k == cfg.data.out_wordings:
+        return dataclasses.replace(cfg, reports_dir=None, figures_dir=None)
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, out_wordings=k), run_root=str(root / f"out{k}"),
                                reports_dir=None, figures_dir=None)
 

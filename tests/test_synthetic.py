@@ -301,7 +301,8 @@ def test_build_result_and_metadata(smoke_build, smoke_cfg):
     assert meta["heldout_videos"] == smoke_build.heldout_videos == [f"syn-{n - 1:02d}"]
     assert meta["final_test_videos"] == smoke_build.final_test_videos == [f"syn-{n:02d}"]
     assert smoke_build.summary.rows == sum(meta["summary"]["files"].values())
-    assert smoke_build.unused_rows + smoke_build.split_sizes["train"] + smoke_build.split_sizes["val"] \
+    # one row per QA row: the val split's re-worded copies (val_wording) are not source rows
+    assert smoke_build.unused_rows + smoke_build.split_sizes["train"] + smoke_build.group_sizes["in_domain"] \
         + smoke_build.group_sizes["heldout_video"] + smoke_build.group_sizes["final_test"] == smoke_build.summary.rows
     roles = {v["role"] for v in meta["voices"]}
     assert roles == {"train", "heldout", "heldout_engine"} and all({"engine", "family", "stretch", "rate"} <= set(v) for v in meta["voices"])

@@ -224,6 +224,7 @@ def test_a_stage_stamp_holds_its_own_options_and_those_of_the_stages_it_is_made_
     changes = {"stage1_language_model": "frozen", "transcription_fraction": 0.55, "long_answer_fraction": 0.55,
                "heard_question_fraction": 0.55, "graft_read_ratio": 0.55, "stage0_caption": False,
                "questions_per_clip": 3, "question_rarity": 0.0, "eval_rows": 7, "stage0_refine": {"learning_rate": 1e-4},
+               "vision_pretrain_epochs": 2,
                "stage0": {**cfg.train.stage0, "learning_rate": 0.5}, "stage1": {**cfg.train.stage1, "learning_rate": 0.5},
                "stage2": {**cfg.train.stage2, "learning_rate": 0.5}}
     assert set(changes) == {f.name for f in dataclasses.fields(TrainConfig)} - {"report_to", "early_stopping_patience"}
@@ -235,7 +236,8 @@ def test_a_stage_stamp_holds_its_own_options_and_those_of_the_stages_it_is_made_
             assert moved == bool(declared & {stage, *inputs}), (key, stage)
     # stage 0 is reused by its stamp: no option of a later stage may move it
     assert {k for k in changes if "stage0" in TrainConfig.__dataclass_fields__[k].metadata["stages"]} == {
-        "stage0", "stage0_caption", "stage0_refine", "questions_per_clip", "question_rarity", "eval_rows"}
+        "stage0", "stage0_caption", "stage0_refine", "questions_per_clip", "question_rarity", "eval_rows",
+        "vision_pretrain_epochs"}
 
 
 def test_early_stopping_patience_per_stage_and_stage0_stamp_sees_only_its_own(stamped):
