@@ -1,6 +1,6 @@
 """Ablation: do more training wordings (`data.out_wordings`) make the embedded language model understand wordings it
-never read? Val protocol: the text model (stage 0, then stage 2 reading the questions) of each arm is scored on the
-val rows in their training wording (`val`) and in a val wording (`val_wording`, `wording.VAL_WORDINGS`); never a
+never read? Val protocol: the text model (stage 0, then stage 2 reading the questions, with stage 1's processor) of
+each arm is scored on the val rows in their training wording (`val`) and in a val wording (`val_wording`, `wording.VAL_WORDINGS`); never a
 test row. The arms differ only in the out rows' wordings (and the tokenizer, which reads every generated wording in
 both arms), so the val-wording rows are the same rows in both: the difference between arms is paired.
 
@@ -40,7 +40,9 @@ def arm_config(cfg: Config, k: int, root: Path) -> Config:
 
 def score_arm(arm: Config) -> pd.DataFrame:
     data = datastep.load_run_data(arm)
-    stages.run_stages(arm, data, ["stage0", "stage2_text"])  # a finished stage is reused: a rerun only scores
+    # stage 2's text model takes its processor from stage 1's graft: without stage 1 in the list, a stage1/ left on
+    # disk by other code would be read as it stands. A finished stage is reused: a rerun only scores.
+    stages.run_stages(arm, data, ["stage0", "stage1", "stage2_text"])
     rows = evaluate.evaluation_rows(data.splits, arm.eval.max_rows, arm.seed, val_wording=True)
     rows = Dataset([r for r in rows.rows if r["split"] in SPLITS], rows.root, rows.audio_root)
     processor = models.load_graft_processor(checkpoints.stage_dir(arm, "stage0") / "final")  # the base VLM's

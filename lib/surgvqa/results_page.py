@@ -178,12 +178,12 @@ def headline_table(metrics: Mapping) -> str:
 def render_headline(metrics: Mapping) -> str:
     """The headline: one line naming the run, the table, and the systems timed but not scored. README's block."""
     _, speed_only = scored_systems(metrics)
-    rows = get(metrics, "notebooks", "04_evaluation", "rows")
+    rows, scored_splits = get(metrics, "notebooks", "04_evaluation", "rows"), headline_splits(metrics)
     per_split = ", ".join(f"{SPLIT_NAMES.get(s, s)} {count(num(metrics, 'notebooks', '04_evaluation', 'rows', s))}"
-                          for s in headline_splits(metrics) if s in rows) if isinstance(rows, Mapping) else ""
+                          for s in scored_splits if s in rows) if isinstance(rows, Mapping) else ""
     if not per_split:
         raise MissingMetric("notebooks.04_evaluation.rows", "without a held-out split")
-    unscored = [SPLIT_NAMES.get(s, s) for s in TEST_SPLITS if s not in headline_splits(metrics)]
+    unscored = [SPLIT_NAMES.get(s, s) for s in TEST_SPLITS if s not in scored_splits]
     if unscored:  # a run made by code from before these splits existed
         per_split += f"; **not scored by this run:** {', '.join(unscored)} (its code had no such split)"
     lines = [
