@@ -93,6 +93,18 @@ def test_stage2_adapters_do_not_depend_on_what_ran_before(smoke_trained):
     assert all(torch.equal(first[n], second[n]) for n in first)
 
 
+def test_stage2_refuses_a_stage1_graft_made_under_another_stamp(smoke_trained):
+    import dataclasses
+
+    from surgvqa import datastep, stages
+
+    data = datastep.load_run_data(smoke_trained, build=False)
+    other_seed = dataclasses.replace(smoke_trained, seed=smoke_trained.seed + 1)  # same dirs, another stage-1 stamp
+    for mode in ("audio", "text"):
+        with pytest.raises(RuntimeError, match="stage1.*stamp"):
+            stages.prepare_stage2(other_seed, data, mode)
+
+
 def test_graft_notebook_numbers(smoke_run):
     cfg, _ = smoke_run
     metrics = json.loads((cfg.paths.metrics / "00_graft.json").read_text())["metrics"]

@@ -175,6 +175,10 @@ def prepare_stage2(cfg: Config, data: RunData, mode: str, use_feature_cache: boo
     if mode not in ("audio", "text"):
         raise ValueError(f"mode must be 'audio' or 'text', got {mode!r}")
     stage1 = stage_dir(cfg, "stage1") / "final"
+    if not finished_run(cfg, "stage1", "final"):  # a graft left by other code, data or options would be read silently
+        raise RuntimeError(f"{stage1} is missing or was not made by this run's stage 1 (its stamp.txt differs from "
+                           f"{stage_stamp(cfg, 'stage1')}): run stage 1 first (notebook 02, or "
+                           f"stages.run_stages(cfg, data, ['stage1']))")
     if mode == "audio":
         model, processor = models.load_graft(stage1, **models.load_kwargs(cfg))
     else:
