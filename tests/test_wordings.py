@@ -15,6 +15,14 @@ def test_word_distance_counts_words_not_letters():
     assert wording.word_distance("a b c", "c b a") == 2
 
 
+def test_within_one_word_agrees_with_the_edit_distance():
+    cases = ["Is the scope moving?", "is the scope moving", "Is the camera moving?", "Is the scope moving now?",
+             "the scope moving", "Is scope the moving?", "Is the moving?", "Is the scope", "a b c", "c b a", "", "a"]
+    for a in cases:
+        for b in cases:
+            assert wording.within_one_word(wording._words(a), wording._words(b)) == (wording.word_distance(a, b) <= 1), (a, b)
+
+
 @pytest.mark.parametrize("family", ["VAL_WORDINGS", "HELDOUT_WORDINGS"])
 def test_every_type_has_new_wordings_more_than_one_word_from_any_training_wording(family):
     words = getattr(wording, family)
