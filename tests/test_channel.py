@@ -51,7 +51,8 @@ def test_augment_share_is_checked():
 
 
 def test_only_training_pools_hear_channels(tmp_path):
-    cfg = Config.from_yaml(REPO_ROOT / "params" / "smoke.yaml", overrides={"data": {"augment_share": 0.5}})
+    cfg = Config.from_yaml(REPO_ROOT / "params" / "smoke.yaml",  # espeak alone: channels apply to any engine's audio
+                           overrides={"data": {"augment_share": 0.5, "voice_engines": ["espeak"], "heldout_engine": None}})
     datastep.build_dataset(cfg, out_dir=tmp_path)
     run = datastep.load_run_data(cfg, data_dir=tmp_path)
     train = list(run.splits["train"].rows)

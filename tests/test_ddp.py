@@ -38,6 +38,7 @@ def ddp_params(tmp_path) -> Path:
     params = yaml.safe_load((REPO_ROOT / "params" / "smoke.yaml").read_text())
     params["profile"] = PROFILE
     params["run_root"] = str(tmp_path / "runs")
+    params["data"].update(voice_engines=["espeak"], heldout_engine=None)  # what is tested is the training, not the voices
     params["train"] = {"stage0": {"num_train_epochs": EPOCHS, "per_device_train_batch_size": BATCH},
                        "stage1": {"num_train_epochs": EPOCHS}, "stage0_refine": {}}
     path = tmp_path / "smoke_ddp.yaml"

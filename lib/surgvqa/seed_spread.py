@@ -89,7 +89,8 @@ def run_seed_spread(cfg: Config, seeds: list[int]) -> dict:
     per_seed = {}
     for seed in seeds:
         seeded = seed_config(cfg, seed)
-        stages.run_stages(seeded, data, ["stage2", "stage2_text"])  # a finished one is reused: a rerun only scores
+        for mode in ("audio", "text"):  # from the run's stage 1; a finished one is reused: a rerun only scores
+            stages.train_stage2(seeded, stages.prepare_stage2(seeded, data, mode, stage1_of=cfg))
         per_seed[seed] = balanced_by_split(score(cfg, seeded, rows), cfg.eval)
     # the run's own seed last: its notebook 04 may still be running while the other seeds train
     reference = evaluate.load_predictions(cfg)

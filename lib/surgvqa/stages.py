@@ -167,17 +167,20 @@ def warm_cache(cache: FeatureCache, examples: list[Example], progress: bool = Tr
 # ---- stage 2: (Q)LoRA ---------------------------------------------------------------------------
 
 
-def prepare_stage2(cfg: Config, data: RunData, mode: str, use_feature_cache: bool = True) -> PreparedStage:
+def prepare_stage2(cfg: Config, data: RunData, mode: str, use_feature_cache: bool = True,
+                   stage1_of: Config | None = None) -> PreparedStage:
     """Stage 2's model with its LoRA, seeded: the graft after stage 1 (mode="audio", its projector trains too) or
     the base VLM reading the question (mode="text", the stage-1 graft's processor serves it); its conversations
     (`training_data.stage2_examples`; the text model reads `train.heard_question_fraction` of its questions as
-    whisper-base heard them) and caches."""
+    whisper-base heard them) and caches. `stage1_of`: the config whose stage 1 it continues (default `cfg`; the
+    seed spread's: the run's, trained under the run's seed)."""
     if mode not in ("audio", "text"):
         raise ValueError(f"mode must be 'audio' or 'text', got {mode!r}")
-    stage1 = stage_dir(cfg, "stage1") / "final"
-    if not finished_run(cfg, "stage1", "final"):  # a graft left by other code, data or options would be read silently
+    stage1_of = stage1_of or cfg
+    stage1 = stage_dir(stage1_of, "stage1") / "final"
+    if not finished_run(stage1_of, "stage1", "final"):  # a graft left by other code, data or options would be read
         raise RuntimeError(f"{stage1} is missing or was not made by this run's stage 1 (its stamp.txt differs from "
-                           f"{stage_stamp(cfg, 'stage1')}): run stage 1 first (notebook 02, or "
+                           f"{stage_stamp(stage1_of, 'stage1')}): run stage 1 first (notebook 02, or "
                            f"stages.run_stages(cfg, data, ['stage1']))")
     if mode == "audio":
         model, processor = models.load_graft(stage1, **models.load_kwargs(cfg))
