@@ -351,12 +351,16 @@ def test_smoke_stages_and_evaluation_on_the_real_folder(tmp_path):
     assert sum(c["seen_wording"] for c in counts.values()) == 2
 
 
-def test_notebook_01_runs_under_papermill_on_the_real_folder(folder, tmp_path):
+def test_notebook_01_runs_under_papermill_on_the_real_folder(folder, built, tmp_path):
     """Notebook 01 alone, executed as `make report` runs it (about 15 s), on the folder under the smoke profile."""
     from surgvqa.pipeline import NOTEBOOKS_DIR, notebook_parameters, run_notebook
 
     overrides = {"run_root": str(tmp_path / "runs"),
                  "data": {"source": str(folder), "heldout_video_ids": [fixture.TEST_VIDEO], "final_test_videos": 0}}
+    audio = Config.from_yaml(REPO_ROOT / "params" / "smoke.yaml", overrides).paths.data / "audio"
+    audio.mkdir(parents=True)  # the questions spoken once (`built`): files are named by text and voice
+    for wav in (built["smoke.yaml"][0].paths.data / "audio").iterdir():
+        os.link(wav, audio / wav.name)
     run_notebook(NOTEBOOKS_DIR / "01_data_eda_stratification.ipynb",
                  notebook_parameters(REPO_ROOT / "params" / "smoke.yaml", overrides), tmp_path / "reports")
     cfg = Config.from_yaml(REPO_ROOT / "params" / "smoke.yaml", overrides)
