@@ -29,8 +29,9 @@ $(STAMP): requirements.txt lib/pyproject.toml transformers_fork/pyproject.toml
 report: $(STAMP) system-deps
 	$(PY) -m surgvqa.pipeline --params $(PARAMS)
 
+# One worker per core, one torch thread each (more threads than cores slow every worker down).
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadgroup tests
 
 # The fast subset (no pipeline, training or multi-process runs).
 test-fast: $(STAMP) system-deps

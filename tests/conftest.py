@@ -1,7 +1,18 @@
-"""Fixtures shared across test modules."""
+"""Fixtures shared across test modules, and how `make test` spreads the modules over its workers."""
 from pathlib import Path
 
 import pytest
+
+SMOKE_FIXTURES = {"smoke_run", "smoke_trained"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`--dist loadgroup`), a module's tests stay on one worker (its module fixtures, e.g. a data
+    step, are built once), and every module that uses the session's smoke pipeline shares one worker (it runs once)."""
+    smoke_modules = {item.module.__name__ for item in items if SMOKE_FIXTURES & set(item.fixturenames)}
+    for item in items:
+        name = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("smoke_run" if name in smoke_modules else name))
 
 
 @pytest.fixture(scope="session")
