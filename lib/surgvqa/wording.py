@@ -397,7 +397,11 @@ def generated_wordings(qtype: str) -> tuple[str, ...]:
     kept_out = [w for ws in (*VAL_WORDINGS.values(), *HELDOUT_WORDINGS.values()) for w in ws]
     kept_out += [w for other in QUESTION_TYPES if other != qtype for w in (IN_TEMPLATES[other], *OUT_TEMPLATES[other])]
     kept_words = [_words(k) for k in kept_out]  # compared by words: 2,000 wordings x 400 kept ones per type
-    out = [w for w in out if not any(within_one_word(words, k) for words in [_words(w)] for k in kept_words)
+
+    def near_a_kept_one(words: tuple[str, ...]) -> bool:
+        return any(within_one_word(words, k) for k in kept_words)
+
+    out = [w for w in out if not near_a_kept_one(_words(w))
            and w not in OUT_TEMPLATES[qtype] and w != IN_TEMPLATES[qtype]]
     order = np.random.default_rng([QUESTION_TYPES.index(qtype), 0x30D5]).permutation(len(out))
     return tuple(out[int(i)] for i in order)
