@@ -31,11 +31,11 @@ report: $(STAMP) system-deps
 
 # One worker per core, one torch thread each (more threads than cores slow every worker down).
 test: $(STAMP) system-deps
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadgroup tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile tests
 
 # The fast subset (no pipeline, training or multi-process runs).
 test-fast: $(STAMP) system-deps
-	$(PY) -m pytest -q -m "not slow" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile -m "not slow" tests
 
 bench: $(STAMP) system-deps
 	$(PY) -m surgvqa.bench --params $(PARAMS)

@@ -1,18 +1,35 @@
 """Fixtures shared across test modules, and how `make test` spreads the modules over its workers."""
+from functools import cache
 from pathlib import Path
 
 import pytest
 
-SMOKE_FIXTURES = {"smoke_run", "smoke_trained"}
+SMOKE_FIXTURES = ("smoke_run", "smoke_trained")
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`--dist loadgroup`), a module's tests stay on one worker (its module fixtures, e.g. a data
-    step, are built once), and every module that uses the session's smoke pipeline shares one worker (it runs once)."""
-    smoke_modules = {item.module.__name__ for item in items if SMOKE_FIXTURES & set(item.fixturenames)}
-    for item in items:
-        name = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("smoke_run" if name in smoke_modules else name))
+@cache
+def uses_the_smoke_run(test_file: Path) -> bool:
+    """Whether a test module asks for the session's smoke pipeline (read from its source: the controller that
+    schedules the modules does not collect them)."""
+    source = test_file.read_text()
+    return any(name in source for name in SMOKE_FIXTURES)
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: absent when pytest runs without it
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with one change: every module that uses the smoke pipeline goes to the same worker, so the
+    pipeline runs once per session rather than once per worker. (xdist's own `loadgroup` cannot be told this from a
+    conftest under pytest 9.2: its group suffix no longer reaches the scheduler, pytest-dev/pytest-xdist#1386.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModulesAndTheSmokeRun(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return "smoke_run" if uses_the_smoke_run(config.rootpath / module) else module
+
+    return ModulesAndTheSmokeRun(config, log)
 
 
 @pytest.fixture(scope="session")
