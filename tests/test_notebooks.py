@@ -184,6 +184,27 @@ def test_evaluation_has_every_system_and_split_and_the_index(smoke_run):
         assert text in index, text
 
 
+def test_a_rerun_of_the_evaluation_reads_the_saved_one_without_loading_a_model(smoke_run, monkeypatch):
+    """Notebook 04 saved its evaluation with a stamp; the same call again reads it back (no model is loaded),
+    and the stamp moves with the evaluation options."""
+    import dataclasses
+
+    from surgvqa import datastep, evaluate
+
+    cfg, _ = smoke_run
+    splits, corpus = datastep.load_run_data(cfg, build=False)
+    saved = evaluate.load_predictions(cfg)
+    monkeypatch.setattr(evaluate.Models, "load", classmethod(lambda cls, *a: pytest.fail("a model was loaded")))
+    again = evaluate.evaluate_systems(cfg, splits, corpus)
+    columns = ["system", "split", "id", "video_id", "voice", "prediction", "correct"]
+    assert again.predictions[columns].astype(str).values.tolist() == saved[columns].astype(str).values.tolist()
+    evaluation = json.loads((cfg.paths.metrics / "04_evaluation.json").read_text())["metrics"]
+    assert again.systems["audio_finetuned"]["accuracy"] == evaluation["systems"]["audio_finetuned"]["accuracy"]
+    rows = evaluate.evaluation_rows(splits, cfg.eval.max_rows, cfg.seed, final_test=cfg.eval.score_final_test)
+    other = dataclasses.replace(cfg.eval, noise_snr_db=cfg.eval.noise_snr_db + 5)
+    assert evaluate.evaluation_stamp(cfg, other, rows) != evaluate.evaluation_stamp(cfg, cfg.eval, rows)
+
+
 def test_seed_spread_trains_stage2_again_beside_the_run(smoke_trained):
     from surgvqa import seed_spread
 

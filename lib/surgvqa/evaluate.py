@@ -380,15 +380,33 @@ class EvaluationResult:
     long_answers: dict[str, dict] = dataclasses.field(default_factory=dict)  # system -> keyword accuracy, BLEU-4, ROUGE-L
     long_table: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # one row per (system, row)
 
-    def save(self, cfg: Config) -> Path:
+    TABLES = {"predictions": "predictions.jsonl", "transcripts": "transcripts.jsonl", "long_table": "long_answers.jsonl"}
+
+    def save(self, cfg: Config, stamp: str | None = None) -> Path:
+        """The evaluation's files under the run's eval dir; with `stamp` (`evaluation_stamp`), a later
+        `evaluate_systems` with the same stamp reads them back instead of evaluating again."""
         out = cfg.paths.eval
         out.mkdir(parents=True, exist_ok=True)
-        self.predictions.to_json(out / "predictions.jsonl", orient="records", lines=True)
-        self.transcripts.to_json(out / "transcripts.jsonl", orient="records", lines=True)
-        self.long_table.to_json(out / "long_answers.jsonl", orient="records", lines=True)
+        (out / "stamp.txt").unlink(missing_ok=True)  # the files below are not those of the old stamp any more
+        for attr, name in self.TABLES.items():
+            getattr(self, attr).to_json(out / name, orient="records", lines=True)
         (out / "systems.json").write_text(json.dumps({"systems": self.systems, "asr": self.asr,
                                                       "long_answers": self.long_answers}, indent=2))
+        if stamp:
+            (out / "stamp.txt").write_text(stamp)
         return out
+
+    @classmethod
+    def load(cls, cfg: Config, stamp: str) -> "EvaluationResult | None":
+        """The saved evaluation when it was made under `stamp`, else None. Values are read as written (no type
+        guessing: an answer "2" or a video id "001" stays a string)."""
+        out = cfg.paths.eval
+        if not (out / "stamp.txt").is_file() or (out / "stamp.txt").read_text() != stamp:
+            return None
+        saved = json.loads((out / "systems.json").read_text())
+        tables = {attr: pd.read_json(out / name, orient="records", lines=True, dtype=False)
+                  for attr, name in cls.TABLES.items()}
+        return cls(systems=saved["systems"], asr=saved["asr"], long_answers=saved["long_answers"], **tables)
 
 
 def load_predictions(cfg: Config) -> pd.DataFrame:
@@ -412,12 +430,51 @@ def scored_frame(system: str, rows: list[dict], predictions: list[str], noisy: b
     } for r, p, c in zip(rows, predictions, correct)])
 
 
+EVALUATED_STAGES = ("stage0", "stage1", "stage2", "stage2_text")
+
+
+def library_code_hash() -> str:
+    """Every module of the library and the model overlay: an evaluation made by other code is not reused (wider
+    than what the evaluation imports, so an unrelated edit costs a re-evaluation, never a stale result)."""
+    import hashlib
+
+    from .config import REPO_ROOT
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")) + sorted((REPO_ROOT / "transformers_fork" / "qwen2_vl_audio").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def evaluation_stamp(cfg: Config, options: EvalConfig, ds: Dataset) -> str:
+    """What `evaluate_systems`' result depends on: the checkpoints it loads (their stages' stamps), the data, the
+    scored rows, the evaluation options, the seed and the code."""
+    import hashlib
+
+    from .data import read_data_meta
+
+    stages = {}
+    for stage in EVALUATED_STAGES:
+        path = checkpoints.stage_dir(cfg, stage) / "stamp.txt"
+        stages[stage] = path.read_text() if path.is_file() else None  # a paper-scale run has no stage 0
+    parts = {"stages": stages, "data": read_data_meta(cfg.paths.data)["stamp"], "seed": cfg.seed,
+             "model": dataclasses.asdict(cfg.model), "options": dataclasses.asdict(options),
+             "rows": [row_key(r) + (r["split"],) for r in ds.rows], "code": library_code_hash()}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict], options: EvalConfig | None = None,
-                     models: Models | None = None) -> EvaluationResult:
-    """Run every system on the same rows and the transcription test, in this one process."""
+                     models: Models | None = None, reuse: bool = True) -> EvaluationResult:
+    """Run every system on the same rows and the transcription test, in this one process, and save the result
+    (`EvaluationResult.save`). With `reuse`, a saved result made under the same `evaluation_stamp` is read back
+    instead: re-running notebook 04 after a change to its text or plots costs no model pass."""
     options = options or cfg.eval
-    models = models or Models.load(cfg, options)
     ds = evaluation_rows(splits, options.max_rows, cfg.seed, final_test=options.score_final_test)
+    stamp = evaluation_stamp(cfg, options, ds)
+    if reuse and (saved := EvaluationResult.load(cfg, stamp)) is not None:
+        print(f"evaluation reused: {cfg.paths.eval} (stamp {stamp})")
+        return saved
+    models = models or Models.load(cfg, options)
     rows = ds.rows
     prompt = domain_prompt([r["question"] for r in splits["train"].rows])  # the adapted cascade's
     noisy = noisy_audio(cfg, ds, options.noise_snr_db)
@@ -475,7 +532,9 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
     transcriber = models.audio_finetuned if cfg.train.transcription_fraction else models.audio_zeroshot
     asr, transcripts = transcription_test(cfg, transcriber, models.processor, models.asr, corpus, options)
     long_answers, long_table = long_answer_test(cfg, models, ds, options)
-    return EvaluationResult(predictions, systems, asr, transcripts, long_answers, long_table)
+    result = EvaluationResult(predictions, systems, asr, transcripts, long_answers, long_table)
+    result.save(cfg, stamp)
+    return result
 
 
 def long_answer_test(cfg: Config, models: Models, ds: Dataset, options: EvalConfig) -> tuple[dict, pd.DataFrame]:
