@@ -205,6 +205,18 @@ def test_a_rerun_of_the_evaluation_reads_the_saved_one_without_loading_a_model(s
     assert evaluate.evaluation_stamp(cfg, other, rows) != evaluate.evaluation_stamp(cfg, cfg.eval, rows)
 
 
+def test_the_step_benchmark_trains_in_a_scratch_dir_and_leaves_the_run_alone(smoke_trained):
+    from surgvqa import bench
+
+    cfg = smoke_trained
+    own = cfg.paths.stage("stage0")
+    before = sorted((p.relative_to(own), p.stat().st_mtime_ns) for p in own.rglob("*"))
+    rows = bench.step_time_benchmark(cfg, threads=(1,), steps=2)
+    assert [(r["threads"], r["steps"]) for r in rows] == [(1, 2)] and rows[0]["s_per_step"] > 0
+    assert sorted((p.relative_to(own), p.stat().st_mtime_ns) for p in own.rglob("*")) == before
+    assert cfg.paths.data.is_dir() and not cfg.paths.data.is_symlink()  # the shared data dir is still the run's
+
+
 def test_seed_spread_trains_stage2_again_beside_the_run(smoke_trained):
     from surgvqa import seed_spread
 

@@ -69,6 +69,37 @@ def systems_benchmark(cfg: Config) -> dict | None:
     return {"speed": speed, "ratios": ratios, "batch_size": cfg.eval.batch_size, "single_stream": single}
 
 
+def step_time_benchmark(cfg: Config, threads: tuple[int, ...] = (1, 2), steps: int = 12) -> list[dict]:
+    """Seconds per optimizer step of stage 0 (the embedded default's longest stage) at each torch thread count:
+    how training time scales with cores. Each count trains `steps` steps from scratch in a scratch run dir that
+    shares this run's data and tower caches; [] at paper scale (no stage 0) or before the data step."""
+    import os
+    import tempfile
+
+    from . import models, stages
+    from .datastep import load_run_data
+
+    if cfg.model.base_vlm != models.EMBEDDED_VLM or not (cfg.paths.data / "dataset.json").is_file():
+        return []
+    data = load_run_data(cfg, build=False)
+    before, out = torch.get_num_threads(), []
+    with tempfile.TemporaryDirectory(prefix="surgvqa-bench-") as scratch:
+        for n in threads:
+            run = dataclasses.replace(cfg, run_root=f"{scratch}/threads{n}")
+            run.paths.run.mkdir(parents=True)
+            for shared in (cfg.paths.data, cfg.paths.cache("vision_tokens").parent):
+                os.symlink(shared, run.paths.run / shared.name)
+            torch.set_num_threads(n)
+            try:
+                result = stages.train_stage0(run, data, resume=False, stop_after_steps=steps)
+            finally:
+                torch.set_num_threads(before)
+            out.append({"threads": n, "steps": result.global_step, "wall_s": result.wall_time_s,
+                        "s_per_step": result.wall_time_s / result.global_step,
+                        "batch": cfg.train.stage0["per_device_train_batch_size"]})
+    return out
+
+
 PAPER_PROFILES = ("params/qwen2vl7b_whisper_turbo.yaml", "params/qwen2vl2b_8gb.yaml")
 
 
@@ -141,6 +172,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"stages 0-2 total: {budget['wall_time_s'].sum():.0f} s")
     else:
         print("no finished training stage yet")
+
+    print("\n## Stage 0 training steps by torch threads (scaling with cores; a fresh model, this run's data)")
+    scaling = step_time_benchmark(cfg)
+    if scaling:
+        print(f"{'threads':>8}{'steps':>7}{'s/step':>9}{'speed-up':>10}   (batch {scaling[0]['batch']} conversations, start-up included)")
+        for r in scaling:
+            print(f"{r['threads']:>8}{r['steps']:>7}{r['s_per_step']:>9.3f}{scaling[0]['s_per_step'] / r['s_per_step']:>9.2f}x")
+    else:
+        print("no stage 0 in this profile, or no data step yet (run `make report` first)")
 
     timings = pipeline_timings(cfg)
     print("\n## `make report` stages (last run of this profile)")

@@ -70,7 +70,10 @@ def training_budget(cfg: Config) -> "pd.DataFrame":
         if (stage_dir(cfg, name) / "stage.json").is_file():
             r = StageResult.load(stage_dir(cfg, name))
             rows.append({"stage": name, "wall_time_s": r.wall_time_s, "train_samples_per_s": r.train_samples_per_s,
-                         "global_step": r.global_step, "epochs": r.epochs, "best_eval_loss": r.best_eval_loss})
+                         "global_step": r.global_step,
+                         # evaluations and checkpoint saves included
+                         "wall_s_per_step": round(r.wall_time_s / r.global_step, 3) if r.global_step else None,
+                         "epochs": r.epochs, "best_eval_loss": r.best_eval_loss})
     return pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame(columns=["wall_time_s"])
 
 
