@@ -1,4 +1,6 @@
 """Fixtures shared across test modules, and how `make test` spreads the modules over its workers."""
+import fcntl
+import os
 from functools import cache
 from pathlib import Path
 
@@ -58,14 +60,45 @@ SMOKE = Path(__file__).resolve().parents[1] / "params" / "smoke.yaml"
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
+def smoke_audio(tmp_path_factory):
+    """`seed(data_dir)`: hard-links the smoke data step's spoken questions and corpus into `data_dir`'s audio cache,
+    so a smoke data step built there synthesises nothing it already has (files are named by text and voice).
+    They are synthesised once per test session: the first process to ask (of the xdist workers) builds them in the
+    session's shared temp dir while the others wait on a lock."""
+    from surgvqa import datastep
+    from surgvqa.config import Config
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's temp dir, which holds every worker's
+    built = shared / "smoke_audio_data"
+    with open(shared / "smoke_audio.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (built / "dataset.json").is_file():
+            datastep.build_dataset(Config.from_yaml(SMOKE), out_dir=built)
+
+    def seed(data_dir: Path) -> Path:
+        audio = Path(data_dir) / "audio"
+        audio.mkdir(parents=True, exist_ok=True)
+        for wav in (built / "audio").iterdir():
+            if not (audio / wav.name).exists():
+                os.link(wav, audio / wav.name)
+        return Path(data_dir)
+
+    return seed
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, smoke_audio):
     """The whole smoke pipeline, with its run directory (data, checkpoints, reports) in a temp dir;
-    shared by the notebook tests and the assistant's tests (one run per session)."""
+    shared by the notebook tests and the assistant's tests (one run per session). Its data step starts with the
+    session's smoke audio (`smoke_audio`)."""
     from surgvqa.config import REPO_ROOT, Config
     from surgvqa.pipeline import run_pipeline
 
     overrides = {"run_root": str(tmp_path_factory.mktemp("runs"))}
     cfg = Config.from_yaml(SMOKE, overrides)
+    smoke_audio(cfg.paths.data)
     assert cfg.paths.run == Path(overrides["run_root"]) / "smoke"
     assert cfg.paths.reports != REPO_ROOT / "reports" and cfg.paths.figures != REPO_ROOT / "figures"
     timings = run_pipeline(SMOKE, overrides=overrides, executor="nbmake")

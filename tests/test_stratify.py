@@ -19,8 +19,8 @@ def cfg():
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, cfg):
-    out = tmp_path_factory.mktemp("strat_data")
+def built(tmp_path_factory, cfg, smoke_audio):
+    out = smoke_audio(tmp_path_factory.mktemp("strat_data"))
     result = datastep.build_dataset(cfg, out_dir=out)
     return result, datastep.load_run_data(cfg, data_dir=out).splits
 

@@ -31,8 +31,8 @@ def smoke_cfg():
 
 
 @pytest.fixture(scope="module")
-def smoke_build(tmp_path_factory, smoke_cfg):
-    out = tmp_path_factory.mktemp("smoke_data")
+def smoke_build(tmp_path_factory, smoke_cfg, smoke_audio):
+    out = smoke_audio(tmp_path_factory.mktemp("smoke_data"))
     return datastep.build_dataset(smoke_cfg, out_dir=out)
 
 

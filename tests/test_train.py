@@ -18,10 +18,12 @@ SMOKE = REPO_ROOT / "params" / "smoke.yaml"
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory, whisper_cache_dir):
-    """The smoke config with every run path inside a temp dir."""
-    return Config.from_yaml(SMOKE, {"run_root": str(tmp_path_factory.mktemp("runs")),
-                                    "model": {"whisper_cache_dir": str(whisper_cache_dir)}})
+def cfg(tmp_path_factory, whisper_cache_dir, smoke_audio):
+    """The smoke config with every run path inside a temp dir (its data step starts with the session's audio)."""
+    cfg = Config.from_yaml(SMOKE, {"run_root": str(tmp_path_factory.mktemp("runs")),
+                                   "model": {"whisper_cache_dir": str(whisper_cache_dir)}})
+    smoke_audio(cfg.paths.data)
+    return cfg
 
 
 @pytest.fixture(scope="module")

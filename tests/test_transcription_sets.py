@@ -57,7 +57,7 @@ def test_transcription_sets_pick_their_split_with_absolute_audio(corpus):
     assert capped == transcription_sets(entries, data_dir, max_per_set=1, seed=0)  # seeded
 
 
-def test_unseen_speech_shares_no_text_with_any_training_pool(tmp_path_factory):
+def test_unseen_speech_shares_no_text_with_any_training_pool(tmp_path_factory, smoke_audio):
     """The unseen transcription test and the stage-1 val (which picks stage 1's checkpoint) against every text the
     stages draw from the data step: the transcription pool (stages 1 and 2), the questions read and heard and the
     short and long answers of the training conversations (stages 0 and 2)."""
@@ -67,6 +67,7 @@ def test_unseen_speech_shares_no_text_with_any_training_pool(tmp_path_factory):
     from surgvqa.config import REPO_ROOT, Config
 
     cfg = Config.from_yaml(REPO_ROOT / "params" / "smoke.yaml", {"run_root": str(tmp_path_factory.mktemp("leak"))})
+    smoke_audio(cfg.paths.data)
     splits, corpus = datastep.load_run_data(cfg)
 
     def norm(texts):
