@@ -1,6 +1,7 @@
 """The synthetic generator: determinism, answers vs pixels, coverage, imbalance, speech."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -308,6 +309,16 @@ def test_build_result_and_metadata(smoke_build, smoke_cfg):
     assert roles == {"train", "heldout", "heldout_engine"} and all({"engine", "family", "stretch", "rate"} <= set(v) for v in meta["voices"])
     assert smoke_build.timings["total_s"] > 0 and smoke_build.audio_seconds["train"] > 0
     assert datastep.ensure_dataset(smoke_cfg, smoke_build.data_dir) is None  # up to date: not rebuilt
+
+
+def test_the_data_step_reads_a_matching_build_back_and_only_that(smoke_build, smoke_cfg):
+    stamp = smoke_build.data_dir / "dataset.json"
+    written = stamp.stat().st_mtime_ns
+    again = datastep.data_step(smoke_cfg, smoke_build.data_dir)
+    assert again.reused and not smoke_build.reused and stamp.stat().st_mtime_ns == written  # nothing rebuilt
+    assert dataclasses.replace(again, reused=False) == smoke_build  # the record is the build's result, whole
+    other = dataclasses.replace(smoke_cfg, seed=smoke_cfg.seed + 1)
+    assert datastep.built_with(smoke_cfg, smoke_build.data_dir) and not datastep.built_with(other, smoke_build.data_dir)
 
 
 def test_data_benchmark_reports_rates(smoke_cfg):

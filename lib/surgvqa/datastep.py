@@ -58,11 +58,23 @@ class BuildResult:
     # "test_rows_excluded"}); also in dataset.json
     shared_wordings: dict = field(default_factory=dict)
     final_test_videos: list[str] = field(default_factory=list)
+    reused: bool = False  # read back from the build's record (`data_step`): its timings are that build's
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["summary"] = self.summary.to_dict()
         return json.loads(json.dumps(d, default=str))
+
+    @classmethod
+    def load(cls, path: Path) -> "BuildResult":
+        """The record `build_dataset` wrote beside its files (`BUILD_RECORD`), marked reused."""
+        d = json.loads(Path(path).read_text())
+        d["summary"] = DataSummary(**d["summary"])
+        d["files"] = {name: Path(p) for name, p in d["files"].items()}
+        return cls(**{**d, **{k: Path(d[k]) for k in ("data_dir", "frames_root", "audio_root")}, "reused": True})
+
+
+BUILD_RECORD = "build.json"  # the BuildResult of the files beside it, written just before `dataset.json`
 
 
 @dataclass(frozen=True)
@@ -241,6 +253,7 @@ def _clean_outputs(out: Path) -> None:
     """Remove what a build writes. `dataset.json` goes first and is written last, so a build killed
     half-way leaves no stamp, and the next `ensure_dataset` rebuilds instead of trusting its files."""
     (out / "dataset.json").unlink(missing_ok=True)
+    (out / BUILD_RECORD).unlink(missing_ok=True)
     for name in ("frames", "splits", "source_audio"):
         if (out / name).exists():
             shutil.rmtree(out / name)
@@ -384,9 +397,6 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
     }
     meta["summary"]["root"] = rel_frames
     files["dataset"] = out / "dataset.json"
-    tmp = out / f".dataset.json.{os.getpid()}.tmp"  # the stamp a rerun trusts: whole or absent
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp.replace(files["dataset"])
     groups: dict[str, int] = {}
     for rows in splits.values():
         for r in rows:
@@ -402,6 +412,10 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
                          [v.name for v in heldout_voices], {k: round(v, 3) for k, v in timings.items()}, rates,
                          unused_rows=len(base_rows) - used - excluded_base, shared_wordings=shared_info,
                          final_test_videos=plan.final_test_videos)
+    (out / BUILD_RECORD).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    tmp = out / f".dataset.json.{os.getpid()}.tmp"  # the stamp a rerun trusts: whole or absent, and written last
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.replace(files["dataset"])
     if verbose:
         print(summary)
         print(f"splits {result.split_sizes}  groups {groups}  corpus {corpus_sizes}  in {timings['total_s']:.1f}s")
@@ -411,16 +425,27 @@ def build_dataset(cfg, out_dir: str | Path | None = None, verbose: bool = False)
     return result
 
 
+def built_with(cfg, out: Path) -> bool:
+    """Whether `out` holds a finished data step made with these params (`dataset.json`'s stamp)."""
+    meta = out / "dataset.json"
+    try:
+        return meta.is_file() and json.loads(meta.read_text()).get("stamp") == data_stamp(cfg)
+    except json.JSONDecodeError:
+        return False
+
+
 def ensure_dataset(cfg, data_dir: str | Path | None = None) -> BuildResult | None:
     """Build the data step unless `dataset.json` already matches these params; None if reused."""
     out = Path(data_dir) if data_dir is not None else cfg.paths.data
-    meta = out / "dataset.json"
-    if meta.is_file():
-        try:
-            if json.loads(meta.read_text()).get("stamp") == data_stamp(cfg):
-                return None
-        except json.JSONDecodeError:
-            pass
+    return None if built_with(cfg, out) else build_dataset(cfg, out_dir=out)
+
+
+def data_step(cfg, data_dir: str | Path | None = None) -> BuildResult:
+    """Notebook 01's data step: the record of the build on disk when it was made with these params (`reused`), else
+    a new build. A rerun after a change elsewhere (a stage's options, an evaluation) rebuilds nothing."""
+    out = Path(data_dir) if data_dir is not None else cfg.paths.data
+    if built_with(cfg, out) and (out / BUILD_RECORD).is_file():
+        return BuildResult.load(out / BUILD_RECORD)
     return build_dataset(cfg, out_dir=out)
 
 
