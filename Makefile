@@ -33,7 +33,7 @@ report: $(STAMP) system-deps
 test: $(STAMP) system-deps
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile tests
 
-# The fast subset (no pipeline, training or multi-process runs).
+# The fast subset (no pipeline, training, multi-process runs or data steps of every profile).
 test-fast: $(STAMP) system-deps
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile -m "not slow" tests
 

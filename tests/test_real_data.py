@@ -41,6 +41,11 @@ def real_cfg(profile: str, folder, run_root, **data_over) -> Config:
         "run_root": str(run_root), "data": {"source": str(folder), "heldout_video_ids": [fixture.TEST_VIDEO], "final_test_videos": 0, **data_over}})
 
 
+# Every profile's data step on the fixture (`built`): ~100 s with the default's four speech engines, so its tests
+# sit outside the fast subset (`pytest -m "not slow"`).
+BUILDS_EVERY_PROFILE = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def built(folder, tmp_path_factory):
     """Each profile's data step on the fixture in its own run dir, built and read back once:
@@ -111,6 +116,7 @@ def test_every_profile_is_checked():
     assert {"default.yaml", "smoke.yaml", "qwen2vl2b_8gb.yaml", "qwen2vl7b_whisper_turbo.yaml"} <= set(PROFILES)
 
 
+@BUILDS_EVERY_PROFILE
 @pytest.mark.parametrize("profile", PROFILES)
 def test_data_step_loads_and_splits_the_real_folder(profile, built, folder):
     cfg, result, (splits, corpus), meta = built[profile]
@@ -142,6 +148,7 @@ def test_data_step_loads_and_splits_the_real_folder(profile, built, folder):
     assert meta["unused_rows"] == result.unused_rows and meta["split_sizes"] == {s: len(d) for s, d in splits.items()}
 
 
+@BUILDS_EVERY_PROFILE
 @pytest.mark.parametrize("profile", PROFILES)
 def test_shared_wordings_are_reported_and_scored_apart_never_refused(profile, built):
     cfg, result, (splits, corpus), meta = built[profile]
@@ -165,6 +172,7 @@ def test_shared_wordings_are_reported_and_scored_apart_never_refused(profile, bu
         assert not marked and report["test_rows_seen_wording"] == 0
 
 
+@BUILDS_EVERY_PROFILE
 @pytest.mark.parametrize("profile", PROFILES)
 def test_rows_without_audio_get_spoken_questions(profile, built):
     cfg, result, (splits, corpus), meta = built[profile]
@@ -211,6 +219,7 @@ def _check(built_profile, rows, corpus=None):
                                   corpus, shared=meta["shared_wordings"]["wordings"], rule=cfg.data.shared_wordings)
 
 
+@BUILDS_EVERY_PROFILE
 def test_real_leaks_are_still_errors(built):
     smoke = built["smoke.yaml"]
     rows = {s: list(ds.rows) for s, ds in smoke[2].splits.items()}
@@ -268,6 +277,7 @@ def test_both_wordings_of_a_row_go_to_one_split_even_on_different_clips(folder, 
 # ---- notebook 01 on the real folder ------------------------------------------------------------------------
 
 
+@BUILDS_EVERY_PROFILE
 def test_notebook_01_eda_runs_on_the_real_folder(built, tmp_path):
     import matplotlib
 
@@ -351,6 +361,7 @@ def test_smoke_stages_and_evaluation_on_the_real_folder(tmp_path):
     assert sum(c["seen_wording"] for c in counts.values()) == 2
 
 
+@BUILDS_EVERY_PROFILE
 def test_notebook_01_runs_under_papermill_on_the_real_folder(folder, built, tmp_path):
     """Notebook 01 alone, executed as `make report` runs it (about 15 s), on the folder under the smoke profile."""
     from surgvqa.pipeline import NOTEBOOKS_DIR, notebook_parameters, run_notebook
