@@ -11,7 +11,6 @@ of the two results. Writes reports/ablations/stage0_bf16.json.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from surgvqa import checkpoints, datastep, evaluate, metrics, models, stages
 from surgvqa.collate import vqa_examples
 from surgvqa.config import Config
 from surgvqa.data import Dataset
+from surgvqa.seed_spread import linked_run
 
 import record  # ablations/record.py, beside this script
 
@@ -30,11 +30,7 @@ MARGIN = -0.01  # the fast issue's bar: accuracy held within one point of macro 
 def bf16_arm(cfg: Config, root: Path) -> Config:
     arm = dataclasses.replace(cfg, run_root=str(root / "bf16"),
                               train=dataclasses.replace(cfg.train, stage0={**cfg.train.stage0, "bf16": True}))
-    arm.paths.run.mkdir(parents=True, exist_ok=True)
-    for shared in (cfg.paths.data, cfg.paths.cache("vision_tokens").parent):
-        if not (arm.paths.run / shared.name).exists():
-            os.symlink(shared, arm.paths.run / shared.name)
-    return arm
+    return linked_run(cfg, arm, (arm.paths.data, arm.paths.run / "cache"))
 
 
 def val_answers(arm: Config, val: Dataset, system: str) -> pd.DataFrame:

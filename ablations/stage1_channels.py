@@ -19,6 +19,7 @@ from pathlib import Path
 
 from surgvqa import datastep, evaluate, metrics, stages
 from surgvqa.config import Config
+from surgvqa.seed_spread import linked_run
 
 import record  # ablations/record.py, beside this script
 
@@ -28,15 +29,10 @@ def share_config(cfg: Config, share: float, root: Path) -> Config:
     out = root / f"share{share:g}"
     shared = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment_share=share), run_root=str(out),
                                  reports_dir=None, figures_dir=None)
-    links = [(shared.paths.stage("stage0"), cfg.paths.stage("stage0")), (shared.paths.data / "audio", cfg.paths.data / "audio"),
-             (shared.paths.run / "cache", cfg.paths.run / "cache")]
-    for link, source in links:
+    for source in (cfg.paths.stage("stage0"), cfg.paths.data / "audio", cfg.paths.run / "cache"):
         if not source.exists():
             raise FileNotFoundError(f"{source}: run the reference pipeline's data step and stage 0 first")
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            link.symlink_to(source.resolve(), target_is_directory=True)
-    return shared
+    return linked_run(cfg, shared, (shared.paths.stage("stage0"), shared.paths.data / "audio", shared.paths.run / "cache"))
 
 
 def run(cfg: Config, shares: list[float], dev_engine: str, root: Path) -> dict:

@@ -73,11 +73,11 @@ def step_time_benchmark(cfg: Config, threads: tuple[int, ...] = (1, 2), steps: i
     """Seconds per optimizer step of stage 0 (the embedded default's longest stage) at each torch thread count:
     how training time scales with cores. Each count trains `steps` steps from scratch in a scratch run dir that
     shares this run's data and tower caches; [] at paper scale (no stage 0) or before the data step."""
-    import os
     import tempfile
 
     from . import models, stages
     from .datastep import load_run_data
+    from .seed_spread import linked_run
 
     if cfg.model.base_vlm != models.EMBEDDED_VLM or not (cfg.paths.data / "dataset.json").is_file():
         return []
@@ -86,9 +86,7 @@ def step_time_benchmark(cfg: Config, threads: tuple[int, ...] = (1, 2), steps: i
     with tempfile.TemporaryDirectory(prefix="surgvqa-bench-") as scratch:
         for n in threads:
             run = dataclasses.replace(cfg, run_root=f"{scratch}/threads{n}")
-            run.paths.run.mkdir(parents=True)
-            for shared in (cfg.paths.data, cfg.paths.cache("vision_tokens").parent):
-                os.symlink(shared, run.paths.run / shared.name)
+            linked_run(cfg, run, (run.paths.data, run.paths.run / "cache"))
             torch.set_num_threads(n)
             try:
                 result = stages.train_stage0(run, data, resume=False, stop_after_steps=steps)

@@ -29,17 +29,25 @@ from .systems import DEV_SPLITS
 SPREAD_SYSTEMS = {"audio_finetuned": "audio", "text_finetuned": "text"}  # system -> how it takes the question
 
 
+def linked_run(cfg: Config, variant: Config, parts) -> Config:
+    """`variant` (the run's config with other settings and its own `run_root`) with each of `parts` (folders under
+    its run dir: the data, a stage, the caches) linked to the same folder of `cfg`'s run, so it reuses them instead
+    of making them again; a part that exists already is left as it is."""
+    for part in parts:
+        source = cfg.paths.run / part.relative_to(variant.paths.run)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        if not part.exists():
+            part.symlink_to(source.resolve(), target_is_directory=True)
+    return variant
+
+
 def seed_config(cfg: Config, seed: int) -> Config:
     """The run's config under another seed, writing in its own folder: the data, stage 0, stage 1 and the caches
     linked to the run's, so only stage 2 trains (its stamp names the seed)."""
     root = cfg.paths.run / "seed_spread" / f"seed{seed}"
     seeded = dataclasses.replace(cfg, seed=seed, run_root=str(root), reports_dir=None, figures_dir=None)
-    for part in (seeded.paths.data, seeded.paths.stage("stage0"), seeded.paths.stage("stage1"), seeded.paths.run / "cache"):
-        source = cfg.paths.run / part.relative_to(seeded.paths.run)
-        part.parent.mkdir(parents=True, exist_ok=True)
-        if not part.exists():
-            part.symlink_to(source.resolve(), target_is_directory=True)
-    return seeded
+    return linked_run(cfg, seeded, (seeded.paths.data, seeded.paths.stage("stage0"), seeded.paths.stage("stage1"),
+                                    seeded.paths.run / "cache"))
 
 
 def score(cfg: Config, seeded: Config, rows) -> pd.DataFrame:
