@@ -4,8 +4,8 @@ val rows in text (never a test row), macro balanced accuracy with the paired dif
 
     python ablations/stage0_bf16.py --params params/default.yaml
 
-The fp32 arm is the run's own stage 0 (reused when its stamp matches, else trained); the bf16 arm trains in
-<root>/bf16, sharing the run's data and tower caches. Run it on an otherwise idle machine: seconds per step is one
+The arm at the run's own precision (bf16 since the recipe took it) is the run's own stage 0 (reused when its stamp
+matches, else trained); the other arm trains in <root>/<arm>, sharing the run's data and tower caches. Run it on an otherwise idle machine: seconds per step is one
 of the two results. Writes reports/ablations/stage0_bf16.json.
 """
 from __future__ import annotations
@@ -27,9 +27,12 @@ import record  # ablations/record.py, beside this script
 MARGIN = -0.01  # the fast issue's bar: accuracy held within one point of macro balanced accuracy
 
 
-def bf16_arm(cfg: Config, root: Path) -> Config:
-    arm = dataclasses.replace(cfg, run_root=str(root / "bf16"),
-                              train=dataclasses.replace(cfg.train, stage0={**cfg.train.stage0, "bf16": True}))
+def precision_arm(cfg: Config, root: Path, name: str) -> Config:
+    bf16 = name == "bf16"
+    if bool(cfg.train.stage0.get("bf16", False)) == bf16:
+        return cfg
+    arm = dataclasses.replace(cfg, run_root=str(root / name),
+                              train=dataclasses.replace(cfg.train, stage0={**cfg.train.stage0, "bf16": bf16}))
     return linked_run(cfg, arm, (arm.paths.data, arm.paths.run / "cache"))
 
 
@@ -46,7 +49,8 @@ def run(cfg: Config, root: Path) -> dict:
     val = Dataset([r for r in rows.rows if r["split"] == "val"], rows.root, rows.audio_root)
     majority = metrics.majority_answers(pd.DataFrame(data.splits["train"].rows))
     arms, frames = {}, {}
-    for name, arm in (("fp32", cfg), ("bf16", bf16_arm(cfg, root))):
+    for name in ("fp32", "bf16"):
+        arm = precision_arm(cfg, root, name)
         result = stages.train_stage0(arm, data)
         frames[name] = val_answers(arm, val, name)
         balanced = evaluate.summarize_balanced(frames[name], majority, cfg.eval)
@@ -64,7 +68,7 @@ def run(cfg: Config, root: Path) -> dict:
                     "bootstrap, margin -1 point)",
             "arms": arms, "bf16_minus_fp32": paired,
             "step_time_ratio": arms["bf16"]["s_per_step"] / arms["fp32"]["s_per_step"],
-            "fp32_stage0_reused": arms["fp32"]["stage0"]["reused"]}
+            "run_arm": "bf16" if cfg.train.stage0.get("bf16") else "fp32"}
 
 
 def main(argv: list[str] | None = None) -> None:

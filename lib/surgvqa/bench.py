@@ -98,6 +98,34 @@ def step_time_benchmark(cfg: Config, threads: tuple[int, ...] = (1, 2), steps: i
     return out
 
 
+def asr_throughput_benchmark(cfg: Config, files: int = 24) -> dict | None:
+    """Seconds per file of the cascade's bulk decoding (each file plain and with the adapted cascade's prompt, as
+    notebook 04 does): one every-thread stream decoding each file twice, against `asr.fill_transcript_caches`
+    (single-thread workers, one encoder pass per file), and whether their transcripts agree. None before the data step."""
+    import tempfile
+
+    from . import asr
+    from .caches import TranscriptCache
+
+    audio = sorted((cfg.paths.data / "audio").glob("*.wav"))[:files]
+    if not audio:
+        return None
+    model = asr.asr_model(cfg, cfg.eval)
+    prompt = "Is there a polyp in view? Is blue dye visible? Which instrument is in the frame?"
+    t0 = time.perf_counter()
+    serial = {p: [asr.decode(model, str(a), p) for a in audio] for p in (None, prompt)}
+    serial_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="surgvqa-bench-asr-") as scratch:
+        caches = {None: TranscriptCache(scratch, "plain"), prompt: TranscriptCache(scratch, "prompted")}
+        t0 = time.perf_counter()
+        found = asr.fill_transcript_caches(model, [str(a) for a in audio], caches, progress=False)
+        workers_s = time.perf_counter() - t0
+    same = sum(found[p][str(a)][0] == text for p in serial for a, text in zip(audio, serial[p]))
+    return {"files": len(audio), "workers": model.surgvqa_workers.workers,
+            "serial_s_per_file": serial_s / len(audio), "workers_s_per_file": workers_s / len(audio),
+            "same_transcripts": same, "transcripts": 2 * len(audio)}
+
+
 PAPER_PROFILES = ("params/qwen2vl7b_whisper_turbo.yaml", "params/qwen2vl2b_8gb.yaml")
 
 
@@ -179,6 +207,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{r['threads']:>8}{r['steps']:>7}{r['s_per_step']:>9.3f}{scaling[0]['s_per_step'] / r['s_per_step']:>9.2f}x")
     else:
         print("no stage 0 in this profile, or no data step yet (run `make report` first)")
+
+    print("\n## The cascade's bulk decoding: each file plain and prompted (notebook 04's transcript caches)")
+    fw = asr_throughput_benchmark(cfg)
+    if fw:
+        print(f"one {torch.get_num_threads()}-thread stream, each file decoded twice: {fw['serial_s_per_file']:.3f} s/file; "
+              f"{fw['workers']} one-thread workers, one encoder pass per file: {fw['workers_s_per_file']:.3f} s/file "
+              f"({fw['workers_s_per_file'] / fw['serial_s_per_file']:.2f}x); same transcripts {fw['same_transcripts']}/"
+              f"{fw['transcripts']} ({fw['files']} files)")
+    else:
+        print("no data step yet (run `make report` first)")
 
     timings = pipeline_timings(cfg)
     print("\n## `make report` stages (last run of this profile)")

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from . import answers, checkpoints, metrics, models, stats
-from .asr import asr_model, domain_prompt, transcribe_faster_whisper, transcript_cache
+from .asr import asr_model, domain_prompt, fill_transcript_caches, transcribe_faster_whisper, transcript_cache
 from .collate import Collator, Example, as_question, transcription_examples, vqa_examples
 from .config import Config, EvalConfig
 from .data import Dataset, clip_key, row_key
@@ -498,6 +498,10 @@ def evaluate_systems(cfg: Config, splits: dict[str, Dataset], corpus: list[dict]
         if system.startswith("audio"):
             frames.append(scored_frame(system, noisy_ds.rows, run_model(model, models.processor, noisy_examples, options,
                                                                   f"{system} (noisy)", cfg=cfg)["predictions"], noisy=True))
+    # every file heard by the cascade, decoded once per prompt, both decodes sharing one encoder pass
+    heard = [e.audio for e in audio_examples] + [e.audio for e in noisy_examples]
+    fill_transcript_caches(models.asr, heard, {None: transcript_cache(cfg, models.asr),
+                                               prompt: transcript_cache(cfg, models.asr, prompt)})
     asr_out = asr_pipeline(models, ds, options, reuse_transcripts=True, cfg=cfg)
     frames.append(scored_frame("asr_pipeline", rows, asr_out["predictions"]).assign(transcript=asr_out["transcripts"]))
     asr_noisy = asr_pipeline(models, noisy_ds, options, noisy, desc="asr_pipeline (noisy)", reuse_transcripts=True, cfg=cfg)
