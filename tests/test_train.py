@@ -286,10 +286,11 @@ def test_only_the_main_process_writes_or_clears_tensorboard_logs(tmp_path, monke
 
 
 def test_bf16_on_a_machine_without_a_gpu_trains_on_the_cpu(cfg, tmp_path):
-    bf16 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage0={**cfg.train.stage0, "bf16": True}))
-    args = trainer.training_arguments(bf16, "stage0", tmp_path)
+    args = trainer.training_arguments(cfg, "stage0", tmp_path)  # stage 0 is bf16 by default (its ablation)
     assert args.bf16 and (args.use_cpu or torch.cuda.is_available())
-    assert not trainer.training_arguments(cfg, "stage0", tmp_path).bf16
+    assert not trainer.training_arguments(cfg, "stage1", tmp_path).bf16
+    fp32 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage0={**cfg.train.stage0, "bf16": False}))
+    assert not trainer.training_arguments(fp32, "stage0", tmp_path).bf16
 
 
 def test_bad_train_params_name_the_key():
