@@ -24,9 +24,10 @@ def setup(args: argparse.Namespace, name: str) -> tuple[Config, Path]:
     return cfg, Path(args.root) if args.root else cfg.paths.run / "ablations" / name
 
 
-def write(name: str, result: dict, argv: list[str], params: str) -> Path:
+def write(name: str, result: dict, argv: list[str], params: str, script: str | None = None) -> Path:
+    """`script`: the script's name where it writes records of other names (default `name`)."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-    record = {**result, "command": f"python ablations/{name}.py " + " ".join(argv), "commit": commit,
+    record = {**result, "command": f"python ablations/{script or name}.py " + " ".join(argv), "commit": commit,
               "date": datetime.date.today().isoformat(), "params": params}
     out = REPO_ROOT / "reports" / "ablations" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
