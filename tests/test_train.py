@@ -417,3 +417,16 @@ def test_a_stage_stamp_covers_the_code_that_trains_it(stamped, monkeypatch, tmp_
         assert all(checkpoints.stage_stamp(stamped, s) != before[s] for s in STAGE_INPUTS)
     finally:
         checkpoints.training_code_hash.cache_clear()
+
+
+def test_a_comment_or_docstring_edit_keeps_the_code_hash(tmp_path):
+    source = tmp_path / "trainer.py"
+
+    def hashed(text: str) -> str:
+        source.write_text(text)
+        return checkpoints.code_hash([source])
+
+    first = hashed('"""Module."""\ndef f(x):\n    """Twice x."""\n    return 2 * x  # doubled\n')
+    assert hashed('"""Another text."""\n\ndef f(x):\n    # why: doubled\n    return 2 * x\n') == first
+    assert hashed('def f(x):\n    """Twice x."""\n    return 3 * x\n') != first  # a statement changed
+    assert hashed('def f(x):\n    return "2 * x"\n') != hashed('def f(x):\n    "2 * x"\n    return 2 * x\n')

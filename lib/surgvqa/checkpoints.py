@@ -76,13 +76,26 @@ def training_code_files() -> list[Path]:
     return sorted(lib / f"{m}.py" for m in seen) + sorted(overlay.glob("*.py"))
 
 
+def code_hash(paths: list[Path]) -> str:
+    """A hash of what these modules do: their syntax trees without docstrings, so an edit of a comment, a docstring
+    or the layout reuses every result made by them, while any change to a statement does not."""
+    digest = hashlib.sha256()
+    for path in paths:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(path.name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 @functools.cache
 def training_code_hash() -> str:
-    """A hash of `training_code_files`: a stage trained by other code is neither reused nor resumed."""
-    digest = hashlib.sha256()
-    for path in training_code_files():
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    """`code_hash` of `training_code_files`: a stage trained by other code is neither reused nor resumed."""
+    return code_hash(training_code_files())
 
 
 def stage_stamp(cfg: Config, stage: str) -> str:

@@ -29,7 +29,7 @@ import torch
 from . import answers, checkpoints, metrics, models, stats
 from .asr import asr_model, domain_prompt, fill_transcript_caches, transcribe_faster_whisper, transcript_cache
 from .collate import Collator, Example, as_question, transcription_examples, vqa_examples
-from .config import Config, EvalConfig
+from .config import REPO_ROOT, Config, EvalConfig
 from .data import Dataset, clip_key, row_key
 from .infer import predict
 from .speech import noisy_copy
@@ -436,14 +436,8 @@ EVALUATED_STAGES = ("stage0", "stage1", "stage2", "stage2_text")
 def library_code_hash() -> str:
     """Every module of the library and the model overlay: an evaluation made by other code is not reused (wider
     than what the evaluation imports, so an unrelated edit costs a re-evaluation, never a stale result)."""
-    import hashlib
-
-    from .config import REPO_ROOT
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")) + sorted((REPO_ROOT / "transformers_fork" / "qwen2_vl_audio").glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    overlay = REPO_ROOT / "transformers_fork" / "qwen2_vl_audio"
+    return checkpoints.code_hash(sorted(Path(__file__).resolve().parent.glob("*.py")) + sorted(overlay.glob("*.py")))
 
 
 def evaluation_stamp(cfg: Config, options: EvalConfig, ds: Dataset) -> str:
